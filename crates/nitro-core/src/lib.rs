@@ -1,0 +1,25 @@
+//! Nitro protocol ledger (consensus) channels, in library form.
+//!
+//! This crate is a *sans-IO*, fully deterministic implementation of the off-chain half of
+//! Nitro ledger channels: it never touches a socket, a file or the clock. Callers feed it
+//! messages, chain events and approvals and carry out the effects it returns (messages to
+//! send, transactions to submit, events to persist); the `nitro-chain`, `nitro-store` and
+//! `nitro-node` crates are one such caller.
+//!
+//! Start from [`State`] and [`SignedState`] (the on-chain encoding, byte-exact with the
+//! official `@statechannels/nitro-protocol` package).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod abi;
+pub mod json;
+mod state;
+mod voucher;
+
+pub use alloy_primitives::{aliases::U48, Address, Bytes, B256, U256};
+pub use state::{
+    address_of, challenge_hash, destination_of, ethereum_message_hash, recover_signer, Allocation, AllocationType,
+    AssetMetadata, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata, Signature, SignatureError, SignedState,
+    SignedStateError, SigningKey, SingleAssetExit, State, TurnNum, VariablePart,
+};
+pub use voucher::Voucher;
