@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod chain;
 pub mod json;
 mod state;
 mod voucher;
