@@ -1,1 +1,63 @@
-fn main() {}
+//! `nitro`: protocol tools for Nitro ledger channels (like `cast`, for Nitro), benchmarks,
+//! the demo and the node.
+
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Nitro protocol ledger channels: tools, benchmarks, demo and node.
+#[derive(Parser)]
+#[command(name = "nitro", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hash, sign and recover signers of channel states.
+    #[command(subcommand)]
+    State(tools::StateCommand),
+    /// Compute the channel id of a fixed part (or of a full state).
+    ChannelId {
+        /// JSON file with the fixed part, or `-` for stdin.
+        file: String,
+    },
+}
+
+/// A failure the user caused (bad input): exit status 2, one line on stderr.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{}", first.trim());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::State(cmd) => tools::run_state(cmd),
+        Command::ChannelId { file } => tools::channel_id(&file),
+    };
+    match result {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(UsageError(message)) => {
+            eprintln!("error: {}", message.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

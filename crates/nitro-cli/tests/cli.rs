@@ -1,0 +1,130 @@
+//! The `nitro` protocol tools, run as a user would, against every shared vector and bad input.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use serde_json::Value;
+
+fn vectors() -> Value {
+    let path = std::env::var_os("NITRO_VECTORS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/nitro-vectors.json")
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the Nitro test vectors at {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn nitro(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nitro"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok_json(args: &[&str], stdin: &str) -> Value {
+    let out = nitro(args, stdin);
+    assert!(out.status.success(), "nitro {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "one JSON object on one line");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn bad(args: &[&str], stdin: &str) -> String {
+    let out = nitro(args, stdin);
+    assert_eq!(out.status.code(), Some(2), "nitro {args:?} should exit 2");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "one line on stderr, got {err:?}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    err
+}
+
+fn of_kind<'a>(all: &'a Value, kinds: &[&str]) -> Vec<&'a Value> {
+    all["vectors"].as_array().unwrap().iter().filter(|v| kinds.contains(&v["kind"].as_str().unwrap())).collect()
+}
+
+#[test]
+fn state_hash_matches_every_vector() {
+    let all = vectors();
+    for v in of_kind(&all, &["state_hash"]) {
+        let out = ok_json(&["state", "hash", "-"], &v["input"]["state"].to_string());
+        for field in ["channelId", "encodedOutcome", "outcomeHash", "stateHash"] {
+            assert_eq!(out[field], v["expected"][field], "{}: {field}", v["id"]);
+        }
+    }
+    for v in of_kind(&all, &["ledger_outcome", "ledger_outcome_onchain"]) {
+        let out = ok_json(&["state", "hash", "-"], &v["expected"]["state"].to_string());
+        for field in ["channelId", "encodedOutcome", "outcomeHash", "stateHash"] {
+            assert_eq!(out[field], v["expected"][field], "{}: {field}", v["id"]);
+        }
+    }
+}
+
+#[test]
+fn state_sign_and_recover_match_every_vector() {
+    let all = vectors();
+    for v in of_kind(&all, &["signature"]) {
+        let key = v["input"]["privateKey"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        std::fs::write(&file, v["input"]["state"].to_string()).unwrap();
+        let out = ok_json(&["state", "sign", "--key", key, file.to_str().unwrap()], "");
+        assert_eq!(out["stateHash"], v["expected"]["stateHash"]);
+        assert_eq!(out["signer"], v["expected"]["signer"]);
+        for part in ["r", "s", "v", "flat"] {
+            assert_eq!(out["signature"][part], v["expected"]["signature"][part], "{}: {part}", v["id"]);
+        }
+        let flat = v["expected"]["signature"]["flat"].as_str().unwrap();
+        let out = ok_json(&["state", "recover", "--signature", flat, file.to_str().unwrap()], "");
+        assert_eq!(out["signer"], v["expected"]["recoveredSigner"]);
+    }
+}
+
+#[test]
+fn channel_id_matches_every_vector() {
+    let all = vectors();
+    for v in of_kind(&all, &["channel_id"]) {
+        let out = ok_json(&["channel-id", "-"], &v["input"]["fixedPart"].to_string());
+        assert_eq!(out["channelId"], v["expected"]["channelId"], "{}", v["id"]);
+    }
+    for v in of_kind(&all, &["state_hash"]) {
+        let out = ok_json(&["channel-id", "-"], &v["input"]["state"].to_string());
+        assert_eq!(out["channelId"], v["expected"]["channelId"], "{}: a full state works too", v["id"]);
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let all = vectors();
+    let state = &of_kind(&all, &["signature"])[0]["input"]["state"];
+    let mut wrong_turn = state.clone();
+    wrong_turn["turnNum"] = "0x1000000000000".into();
+    assert!(bad(&["state", "hash", "-"], &wrong_turn.to_string()).contains("uint48"));
+    let mut extra = state.clone();
+    extra["surprise"] = 1.into();
+    assert!(bad(&["state", "hash", "-"], &extra.to_string()).contains("surprise"));
+    let mut bad_nonce = state.clone();
+    bad_nonce["channelNonce"] = "0x10000000000000000".into();
+    assert!(bad(&["state", "hash", "-"], &bad_nonce.to_string()).contains("uint64"));
+    let mut bad_duration = state.clone();
+    bad_duration["challengeDuration"] = "0x1000000000000".into();
+    assert!(bad(&["state", "hash", "-"], &bad_duration.to_string()).contains("uint48"));
+    bad(&["state", "hash", "-"], "not json");
+    bad(&["state", "hash", "-"], "");
+    bad(&["state", "hash", "/definitely/not/here.json"], "");
+    bad(&["state", "sign", "--key", "0x1234", "-"], &state.to_string());
+    bad(&["state", "sign", "--key", &format!("0x{}", "00".repeat(32)), "-"], &state.to_string());
+    bad(&["state", "recover", "--signature", "0x1234", "-"], &state.to_string());
+    bad(&["state", "recover", "--signature", &format!("0x{}", "00".repeat(65)), "-"], &state.to_string());
+    bad(&["channel-id", "-"], r#"{"participants":[]}"#);
+    bad(&["state"], "");
+    bad(&["frobnicate"], "");
+}
