@@ -6,18 +6,28 @@
 //! send, transactions to submit, events to persist); the `nitro-chain`, `nitro-store` and
 //! `nitro-node` crates are one such caller.
 //!
-//! Start from [`State`] and [`SignedState`] (the on-chain encoding, byte-exact with the
-//! official `@statechannels/nitro-protocol` package).
+//! Start from [`ConsensusChannel`], an enum of [`LeaderChannel`] (the only party that
+//! proposes) and [`FollowerChannel`] (which verifies and countersigns), and from
+//! [`LedgerOutcome`] and [`Proposal`], the one rule both apply. Underneath are [`State`] and
+//! [`SignedState`], the on-chain encoding, byte-exact with the official
+//! `@statechannels/nitro-protocol` package.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod abi;
 pub mod chain;
+mod channel;
 pub mod json;
 mod state;
 mod voucher;
 
 pub use alloy_primitives::{aliases::U48, Address, Bytes, B256, U256};
+pub use channel::{
+    Approval, ApprovalPolicy, Balance, ChannelError, ConsensusChannel, Countersignature, FollowerChannel, Guarantee,
+    GuaranteeManager, GuaranteeStatus, LeaderChannel, LedgerEvent, LedgerMessage, LedgerOutcome, OutcomeError,
+    Proposal, ProposalError, ProposalQueue, QueuedProposal, Rejection, Side, SignedProposal, Step,
+    DEFAULT_REORDER_CAPACITY, MAX_REASON_LEN,
+};
 pub use state::{
     address_of, challenge_hash, destination_of, ethereum_message_hash, recover_signer, Allocation, AllocationType,
     AssetMetadata, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata, Signature, SignatureError, SignedState,

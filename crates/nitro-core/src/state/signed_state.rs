@@ -53,6 +53,19 @@ impl SignedState {
         Self { state, channel_id, hash, signatures }
     }
 
+    /// A state with signatures the caller has already verified (crate-internal: the ledger
+    /// keeps verified signatures and its state hash, and rebuilds the signed state on demand).
+    pub(crate) fn from_verified(
+        state: State,
+        channel_id: ChannelId,
+        hash: B256,
+        signatures: impl IntoIterator<Item = Option<Signature>>,
+    ) -> Self {
+        let mut signatures: Vec<Option<Signature>> = signatures.into_iter().collect();
+        signatures.resize(state.participants.len(), None);
+        Self { state, channel_id, hash, signatures }
+    }
+
     /// The state.
     pub fn state(&self) -> &State {
         &self.state
