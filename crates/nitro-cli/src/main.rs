@@ -1,6 +1,7 @@
 //! `nitro`: protocol tools for Nitro ledger channels (like `cast`, for Nitro), benchmarks,
 //! the demo and the node.
 
+mod bench;
 mod tools;
 
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ enum Command {
     /// Hash, sign and recover signers of channel states.
     #[command(subcommand)]
     State(tools::StateCommand),
+    /// Measure the ledger against its cryptographic floor.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Compute the channel id of a fixed part (or of a full state).
     ChannelId {
         /// JSON file with the fixed part, or `-` for stdin.
@@ -49,8 +53,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::State(cmd) => tools::run_state(cmd),
         Command::ChannelId { file } => tools::channel_id(&file),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
+        Ok(serde_json::Value::String(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
         Ok(output) => {
             println!("{output}");
             ExitCode::SUCCESS

@@ -128,3 +128,15 @@ fn bad_input_exits_2_with_one_line() {
     bad(&["state"], "");
     bad(&["frobnicate"], "");
 }
+
+#[test]
+fn bench_ledger_reports_elapsed_floor_and_ratio() {
+    let out =
+        ok_json(&["bench", "ledger", "--proposals", "3", "--standing-guarantees", "5", "--repeat", "1", "--json"], "");
+    assert_eq!(out["proposals"], 3);
+    assert_eq!(out["standing_guarantees"], 5);
+    for field in ["elapsed_ms", "floor_ms", "ratio"] {
+        assert!(out[field].as_f64().unwrap() > 0.0, "{field} is a positive number: {out}");
+    }
+    bad(&["bench", "ledger", "--proposals", "0"], "");
+}

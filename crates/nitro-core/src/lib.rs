@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod bench;
 pub mod chain;
 mod channel;
 pub mod json;

@@ -1,0 +1,77 @@
+//! `nitro bench ledger`: a leader and a follower in one process, against the floor measured in
+//! the same run.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use nitro_core::bench::LedgerWorkload;
+use serde_json::{json, Value};
+
+use crate::UsageError;
+
+/// `nitro bench` subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// N add proposals then N removes, each countersigned and acknowledged, versus the floor.
+    Ledger(LedgerArgs),
+}
+
+/// Options of `nitro bench ledger`.
+#[derive(Args)]
+pub struct LedgerArgs {
+    /// Add proposals (as many removes follow).
+    #[arg(long, default_value_t = 100)]
+    proposals: usize,
+    /// Guarantees the ledger holds throughout (each makes every state 256 bytes longer).
+    #[arg(long, default_value_t = 0)]
+    standing_guarantees: usize,
+    /// Repetitions; the fastest of each measurement is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a `nitro bench` subcommand.
+pub fn run(cmd: BenchCommand) -> Result<Value, UsageError> {
+    let BenchCommand::Ledger(args) = cmd;
+    if args.proposals == 0 || args.repeat == 0 {
+        return Err(UsageError("--proposals and --repeat must be at least 1".into()));
+    }
+    if args.proposals > 1_000_000 || args.standing_guarantees > 1_000_000 {
+        return Err(UsageError("--proposals and --standing-guarantees are limited to 1,000,000".into()));
+    }
+    let workload = LedgerWorkload::new(args.proposals, args.standing_guarantees);
+    let states = workload.states();
+    let (mut elapsed, mut floor) = (Duration::MAX, Duration::MAX);
+    for _ in 0..args.repeat {
+        floor = floor.min(workload.run_floor(&states));
+        elapsed = elapsed.min(workload.run_channels().0);
+    }
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let ratio = (elapsed.as_secs_f64() / floor.as_secs_f64() * 1000.0).round() / 1000.0;
+    if args.json {
+        Ok(json!({
+            "proposals": args.proposals,
+            "standing_guarantees": args.standing_guarantees,
+            "elapsed_ms": ms(elapsed),
+            "floor_ms": ms(floor),
+            "ratio": ratio,
+        }))
+    } else {
+        let rounds = workload.rounds() as f64;
+        Ok(Value::String(format!(
+            "{} adds + {} removes over {} standing guarantees: {:.1} ms ({:.1} µs/round); \
+             floor {:.1} ms ({:.1} µs/round); ratio {:.3}",
+            args.proposals,
+            args.proposals,
+            args.standing_guarantees,
+            ms(elapsed),
+            elapsed.as_secs_f64() * 1e6 / rounds,
+            ms(floor),
+            floor.as_secs_f64() * 1e6 / rounds,
+            ratio
+        )))
+    }
+}
