@@ -1,0 +1,194 @@
+//! The errors of the chain shell.
+
+use std::{path::PathBuf, time::Duration};
+
+use alloy::transports::{RpcError, TransportErrorKind};
+use alloy_primitives::{Address, B256, U256};
+use nitro_core::{chain::ChainTransactionError, ChannelId};
+use thiserror::Error;
+
+/// Why a chain operation failed. Nothing here is a panic: every failure of the node, the
+/// network or the contract arrives as one of these.
+#[derive(Debug, Error)]
+pub enum ChainError {
+    /// The transaction was refused before sending (see [`ChainTransactionError`]).
+    #[error("refused before sending: {0}")]
+    Invalid(#[from] ChainTransactionError),
+    /// The node could not be reached (connection refused, reset, timed out), after retries.
+    #[error("JSON-RPC endpoint unreachable during {operation}: {message}")]
+    Unreachable {
+        /// What was being done.
+        operation: &'static str,
+        /// The transport's last error.
+        message: String,
+    },
+    /// The node answered with an error that is not a revert.
+    #[error("JSON-RPC error during {operation}: {message}")]
+    Rpc {
+        /// What was being done.
+        operation: &'static str,
+        /// The node's message.
+        message: String,
+    },
+    /// The contract reverted (at gas estimation, or once mined).
+    #[error("{function} reverted: {}", reason.as_deref().unwrap_or("(no reason given)"))]
+    Reverted {
+        /// The contract function called.
+        function: &'static str,
+        /// The decoded revert reason (`require` message), when the node returned one.
+        reason: Option<String>,
+        /// The mined transaction, when the revert happened on chain rather than at estimation.
+        tx_hash: Option<B256>,
+    },
+    /// A deposit's precondition does not hold: the channel does not hold what it expects.
+    #[error("channel {channel_id} holds {actual} of {asset}, the deposit expects {expected}")]
+    UnexpectedHoldings {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The asset.
+        asset: Address,
+        /// The `expected_held` of the deposit.
+        expected: U256,
+        /// What the chain holds.
+        actual: U256,
+    },
+    /// Waited too long for something (a receipt, confirmations, holdings).
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// The transaction was sent but neither mined nor known to the node any more (dropped).
+    #[error("transaction {0} was dropped: its nonce was used by another transaction")]
+    Dropped(B256),
+    /// A log, a return value or a node answer could not be decoded.
+    #[error("cannot decode {what}: {message}")]
+    Decode {
+        /// What was decoded.
+        what: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The signing key could not be used or the transaction could not be built.
+    #[error("cannot build or sign the transaction: {0}")]
+    Signing(String),
+    /// A contract deployment produced no contract.
+    #[error("deployment of {0} produced no contract code")]
+    Deployment(String),
+    /// An artifact could not be found or read.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+}
+
+impl ChainError {
+    /// Classifies an alloy RPC error: transport failures are `Unreachable`, reverts are
+    /// `Reverted` (with the reason decoded when the node returned revert data), anything
+    /// else is `Rpc`.
+    pub(crate) fn from_rpc(operation: &'static str, function: &'static str, e: RpcError<TransportErrorKind>) -> Self {
+        match &e {
+            RpcError::Transport(kind) => Self::Unreachable { operation, message: kind.to_string() },
+            RpcError::ErrorResp(payload) => {
+                let reverted = payload.message.contains("revert") || payload.code == 3;
+                if reverted {
+                    let reason = payload.as_revert_data().and_then(|data| revert_reason(&data)).or_else(|| {
+                        payload.message.split_once("execution reverted: ").map(|(_, r)| r.trim().to_owned())
+                    });
+                    Self::Reverted { function, reason, tx_hash: None }
+                } else {
+                    Self::Rpc { operation, message: payload.to_string() }
+                }
+            }
+            RpcError::NullResp => Self::Rpc { operation, message: "null response".into() },
+            other => Self::Rpc { operation, message: other.to_string() },
+        }
+    }
+
+    /// Whether retrying the same request later may succeed (the node was unreachable or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+}
+
+/// The reason of a revert: the message of `require(…, message)` / `revert(message)`, else
+/// alloy's rendering of a panic code or custom error.
+fn revert_reason(data: &[u8]) -> Option<String> {
+    use alloy_sol_types::SolError;
+    match alloy_sol_types::Revert::abi_decode(data) {
+        Ok(revert) => Some(revert.reason),
+        Err(_) => alloy_sol_types::decode_revert_reason(data),
+    }
+}
+
+/// Why the compiled contracts could not be loaded.
+#[derive(Debug, Error)]
+pub enum ArtifactError {
+    /// No artifact directory was found.
+    #[error(
+        "the Nitro contract artifacts were not found (looked for \
+         node_modules/@statechannels/nitro-protocol/dist/artifacts above {searched:?}, and NITRO_ARTIFACTS is \
+         unset): run `npm ci` at the repository root"
+    )]
+    NotInstalled {
+        /// The directories searched from.
+        searched: Vec<PathBuf>,
+    },
+    /// An artifact file could not be read.
+    #[error("cannot read artifact {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// An artifact file is not a Hardhat artifact with an ABI and bytecode.
+    #[error("malformed artifact {path}: {message}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The artifact lacks a function or event declared in [`crate::bindings`].
+    #[error("artifact {path} does not match the declared bindings: {mismatch}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The first mismatch.
+        mismatch: crate::bindings::AbiMismatch,
+    },
+}
+
+/// Why anvil could not be started.
+#[derive(Debug, Error)]
+pub enum AnvilError {
+    /// The binary is not installed.
+    #[error(
+        "anvil not found (looked for node_modules/.bin/anvil above {searched:?}, and NITRO_ANVIL is unset): run \
+         `npm ci` at the repository root"
+    )]
+    NotInstalled {
+        /// The directories searched from.
+        searched: Vec<PathBuf>,
+    },
+    /// `NITRO_ANVIL` names a file that does not exist.
+    #[error("NITRO_ANVIL={0} does not exist")]
+    BadOverride(PathBuf),
+    /// The process could not be started.
+    #[error("cannot start {path}: {message}")]
+    Spawn {
+        /// The binary.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The process exited or stayed silent before listening.
+    #[error("anvil did not start within {after:?}: {output}")]
+    Startup {
+        /// How long we waited.
+        after: Duration,
+        /// What it printed.
+        output: String,
+    },
+}

@@ -1,0 +1,31 @@
+//! The chain shell of Nitro ledger channels: it carries out the sans-IO core's
+//! [`ChainTransaction`](nitro_core::chain::ChainTransaction)s on a real `NitroAdjudicator`
+//! over JSON-RPC (with `alloy`) and turns the adjudicator's logs back into
+//! [`ChainEvent`](nitro_core::chain::ChainEvent)s.
+//!
+//! - [`bindings`]: the adjudicator's functions and events, declared inline, and the calldata
+//!   of each transaction.
+//! - [`Artifacts`] / [`Contracts`]: the compiled contracts from the npm package
+//!   `@statechannels/nitro-protocol` (installed by `npm ci` at the repository root), and their
+//!   deployment.
+//! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
+//! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor.
+//! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod anvil;
+pub mod bindings;
+mod client;
+mod contracts;
+mod error;
+mod locate;
+mod service;
+mod watcher;
+
+pub use anvil::{dev_key, Anvil, AnvilBuilder, ANVIL_CHAIN_ID, DEV_PRIVATE_KEYS};
+pub use client::{ChainConfig, EthClient, TxReceipt};
+pub use contracts::{Artifact, Artifacts, Contracts};
+pub use error::{AnvilError, ArtifactError, ChainError};
+pub use service::{ChainService, EthChainService};
+pub use watcher::{EventWatcher, WatcherConfig};
