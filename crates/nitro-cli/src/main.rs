@@ -2,6 +2,7 @@
 //! the demo and the node.
 
 mod bench;
+mod demo;
 mod tools;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Command {
     /// Hash, sign and recover signers of channel states.
     #[command(subcommand)]
     State(tools::StateCommand),
+    /// Run the demo.
+    Demo(demo::DemoArgs),
     /// Measure the ledger against its cryptographic floor.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::State(cmd) => tools::run_state(cmd),
         Command::ChannelId { file } => tools::channel_id(&file),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(serde_json::Value::String(text)) => {

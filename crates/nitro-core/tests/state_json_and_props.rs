@@ -37,7 +37,8 @@ fn state_json_round_trips() {
 
 #[test]
 fn state_json_rejections() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("unknown field", Box::new(|v| v["extra"] = json!(1))),
         ("missing field", Box::new(|v| drop(v.as_object_mut().unwrap().remove("turnNum")))),
         ("turnNum > 2^48-1", Box::new(|v| v["turnNum"] = json!("0x1000000000000"))),
