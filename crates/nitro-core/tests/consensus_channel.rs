@@ -1133,3 +1133,55 @@ fn events_and_messages_survive_json() {
     v["countersignature"]["extra"] = 1.into();
     assert!(serde_json::from_value::<LedgerMessage>(v).is_err(), "unknown fields are refused");
 }
+
+#[test]
+fn the_consensus_channel_enum_dispatches_to_its_role() {
+    let s = signed_state(&outcome(100, 100), 1);
+    let mut leader = ConsensusChannel::new(leader_key(), &s).unwrap();
+    let mut follower = ConsensusChannel::new(follower_key(), &s).unwrap();
+    let ConsensusChannel::Leader(l) = &mut leader else { panic!() };
+    let step = l.add_guarantee(t(1), u(10), f(), l_dest(), u(3)).unwrap();
+    assert!(leader.has_pending());
+    assert_eq!(step.messages[0].channel_id(), fixed().channel_id());
+    follower.receive(&step.messages[0]).unwrap();
+    assert!(follower.has_pending());
+    let ConsensusChannel::Follower(fc) = &mut follower else { panic!() };
+    let reply = fc.countersign_all().unwrap();
+    assert_eq!(reply.messages[0].channel_id(), fixed().channel_id());
+    leader.receive(&reply.messages[0]).unwrap();
+    for c in [&leader, &follower] {
+        assert!(!c.has_pending());
+        assert!(c.is_locked(&t(1)));
+        assert_eq!(c.guarantees().status(&t(1)), Some(GuaranteeStatus::Locked));
+        assert_eq!(c.consensus_outcome().guarantees().len(), 1);
+        assert_eq!(c.consensus_turn(), turn(2));
+    }
+    assert_eq!(leader.consensus_state(), follower.consensus_state());
+    assert!(leader.receive(&step.messages[0]).is_err(), "a leader refuses proposals");
+    let r = LedgerMessage::Rejection(Rejection {
+        channel_id: t(1),
+        turn_num: turn(2),
+        state_hash: B256::ZERO,
+        reason: String::new(),
+        signature: follower_key().sign(&B256::ZERO),
+    });
+    assert_eq!(r.channel_id(), t(1));
+}
+
+fn l_dest() -> B256 {
+    l()
+}
+
+#[test]
+fn the_benchmark_workload_runs_real_rounds() {
+    let w = nitro_core::bench::LedgerWorkload::new(4, 3);
+    assert_eq!(w.rounds(), 8);
+    assert_eq!(w.standing_guarantees(), 3);
+    let (_, leader) = w.run_channels();
+    assert_eq!(leader.consensus_turn(), turn(9), "8 rounds after turn 1");
+    assert_eq!(leader.consensus_outcome().guarantees().len(), 3, "adds and removes cancel out");
+    let states = w.states();
+    assert_eq!(states.len(), 8);
+    assert_eq!(states.last().unwrap().hash(), leader.consensus_state().hash(), "the floor uses the same states");
+    assert!(w.run_floor(&states) > std::time::Duration::ZERO);
+}
