@@ -11,6 +11,11 @@
 //! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
 //! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor.
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
+//!
+//! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
+//! `npm ci` at the repository root once, then `cargo test -p nitro-chain`. The tests start
+//! their own anvil and fail with a message naming `npm ci` when it is missing.
+//! `NITRO_ARTIFACTS` and `NITRO_ANVIL` override where both are looked for.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

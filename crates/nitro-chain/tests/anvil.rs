@@ -528,3 +528,42 @@ async fn a_transaction_reverting_on_chain_is_a_typed_error_with_its_hash() {
     chain.anvil.set_automine(true).await.unwrap();
     assert_eq!(service.holdings(ETH, id).await.unwrap(), eth(1));
 }
+
+#[tokio::test]
+async fn after_conclude_the_fingerprint_has_a_zero_state_hash_and_transfers_pay_by_index() {
+    let chain = Chain::start().await;
+    let app = chain.contracts.consensus_app;
+    let final_state = fully_signed(ledger_state(app, 7, 4, true, eth(2), eth(3), &[]));
+    let id = final_state.channel_id();
+    fund(&chain, id, eth(2), eth(3)).await;
+    let service = chain.service(3).await;
+    service.submit(&ChainTransaction::conclude(final_state.clone()).unwrap()).await.unwrap();
+    let status = service.status_of(id).await.unwrap();
+    let outcome = final_state.state().outcome.clone();
+    assert!(status.is_registered(B256::ZERO, &outcome));
+    assert!(!status.is_registered(final_state.hash(), &outcome));
+    assert_eq!(status.turn_num_record, U48::ZERO);
+    assert_eq!(status.mode(service.chain_time().await.unwrap()), ChannelMode::Finalized);
+
+    // Pay the follower only; the leader's allocation stays, and the fingerprint follows.
+    let before = service.client().balance(follower().address()).await.unwrap();
+    let transfer = |outcome: Exit, indices: Vec<usize>| ChainTransaction::Transfer {
+        channel_id: id,
+        asset_index: 0,
+        outcome,
+        state_hash: B256::ZERO,
+        indices,
+    };
+    service.submit(&transfer(outcome.clone(), vec![1])).await.unwrap();
+    assert_eq!(service.client().balance(follower().address()).await.unwrap() - before, eth(3));
+    assert_eq!(service.holdings(ETH, id).await.unwrap(), eth(2));
+    let remaining = ledger_state(app, 7, 4, true, eth(2), U256::ZERO, &[]).outcome;
+    assert!(service.status_of(id).await.unwrap().is_registered(B256::ZERO, &remaining));
+    // The old outcome no longer matches the fingerprint.
+    assert!(matches!(
+        service.submit(&transfer(outcome, vec![0])).await,
+        Err(ChainError::Reverted { reason: Some(ref r), .. }) if r == "incorrect fingerprint"
+    ));
+    service.submit(&transfer(remaining, vec![0])).await.unwrap();
+    assert_eq!(service.holdings(ETH, id).await.unwrap(), U256::ZERO);
+}
