@@ -19,6 +19,7 @@ pub mod bench;
 pub mod chain;
 mod channel;
 pub mod json;
+pub mod party;
 mod state;
 mod voucher;
 

@@ -7,11 +7,14 @@ use alloy_sol_types::SolValue;
 use crate::{abi, recover_signer, ChannelId, Signature, SignatureError, SigningKey};
 
 /// A signed voucher for a cumulative `amount` in one virtual channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Voucher {
     /// The virtual channel paid in.
+    #[serde(with = "crate::json::bytes32")]
     pub channel_id: ChannelId,
     /// The total paid so far (vouchers are cumulative; the latest supersedes the others).
+    #[serde(with = "crate::json::uint256")]
     pub amount: U256,
     /// The payer's signature over [`Voucher::hash_of`].
     pub signature: Signature,

@@ -1,0 +1,152 @@
+//! DirectFund: open a ledger on chain. Prefund (turn 0) signed by both → deposits in order →
+//! postfund (turn 1) signed by both → a [`ConsensusChannel`] at turn 1.
+
+use super::{round::SignatureRound, Ctx, ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor};
+use crate::{
+    chain::ChainTransaction, destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
+};
+
+/// The DirectFund objective of one party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectFund {
+    channel_id: ChannelId,
+    my_index: usize,
+    asset: crate::Address,
+    amounts: [U256; 2],
+    prefund: SignatureRound,
+    postfund: SignatureRound,
+    deposit_submitted: bool,
+    deposit_failed: bool,
+}
+
+impl DirectFund {
+    /// The objective for the ledger whose prefund state is `prefund` (turn 0, a ledger outcome
+    /// with no guarantees paying the two participants, the ConsensusApp as app).
+    pub(crate) fn new(prefund: &State, party: &Party) -> Result<Self, PartyError> {
+        let invalid = |why: &str| PartyError::InvalidState(format!("prefund of a ledger: {why}"));
+        if prefund.participants.len() != 2 {
+            return Err(invalid("a ledger has two participants"));
+        }
+        let my_index =
+            prefund.participants.iter().position(|p| *p == party.address()).ok_or(PartyError::NotAParticipant)?;
+        if prefund.turn_num != crate::U48::ZERO || prefund.is_final || !prefund.app_data.is_empty() {
+            return Err(invalid("turn 0, not final, no app data"));
+        }
+        if prefund.app_definition != party.config.consensus_app {
+            return Err(invalid("the app must be the ConsensusApp"));
+        }
+        let outcome = LedgerOutcome::from_exit(&prefund.outcome).map_err(|e| invalid(&e.to_string()))?;
+        if outcome.guarantees().len() != 0
+            || outcome.leader().destination != destination_of(prefund.participants[0])
+            || outcome.follower().destination != destination_of(prefund.participants[1])
+        {
+            return Err(invalid("balances must pay the two participants, no guarantees"));
+        }
+        let mut postfund = prefund.clone();
+        postfund.turn_num = crate::U48::from(1);
+        Ok(Self {
+            channel_id: prefund.channel_id(),
+            my_index,
+            asset: outcome.asset(),
+            amounts: [outcome.leader().amount, outcome.follower().amount],
+            prefund: SignatureRound::new(prefund.clone()),
+            postfund: SignatureRound::new(postfund),
+            deposit_submitted: false,
+            deposit_failed: false,
+        })
+    }
+
+    pub(crate) fn id(&self) -> ObjectiveId {
+        ObjectiveId::DirectFund(self.channel_id)
+    }
+
+    /// The two participants of the ledger.
+    pub fn participants(&self) -> &[crate::Address] {
+        &self.prefund.state.state().participants
+    }
+
+    /// The ledger being funded.
+    pub fn channel_id(&self) -> ChannelId {
+        self.channel_id
+    }
+
+    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+        match state.state().turn_num.to::<u64>() {
+            0 => self.prefund.merge(state),
+            1 => self.postfund.merge(state),
+            _ => Err(PartyError::UnexpectedState),
+        }
+    }
+
+    /// A deposit of ours failed. It is submitted again (with the holdings known then) at the
+    /// next timer tick, not at once: a failing deposit must not spin.
+    pub(crate) fn transaction_failed(&mut self) {
+        self.deposit_failed = true;
+    }
+
+    /// On a timer: our signatures again, and a failed deposit allowed again.
+    pub(crate) fn retry(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
+        ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
+        if self.deposit_failed {
+            self.deposit_failed = false;
+            self.deposit_submitted = false;
+        }
+    }
+
+    fn total(&self) -> U256 {
+        self.amounts[0].saturating_add(self.amounts[1])
+    }
+
+    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<Option<ConsensusChannel>, PartyError> {
+        let id = self.id();
+        self.prefund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        if !self.prefund.is_complete() {
+            return Ok(None);
+        }
+        let held = ctx.holdings.get(&self.channel_id).copied().unwrap_or_default();
+        if held < self.total() {
+            let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+            let mine_until = before.saturating_add(self.amounts[self.my_index]);
+            if !self.deposit_submitted && held >= before && held < mine_until {
+                ctx.effects.transactions.push(TransactionRequest {
+                    objective: Some(id),
+                    transaction: ChainTransaction::Deposit {
+                        channel_id: self.channel_id,
+                        asset: self.asset,
+                        expected_held: held,
+                        amount: mine_until - held,
+                    },
+                });
+                self.deposit_submitted = true;
+            }
+            return Ok(None);
+        }
+        self.postfund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        if !self.postfund.is_complete() {
+            return Ok(None);
+        }
+        ConsensusChannel::new(ctx.key.clone(), &self.postfund.state).map(Some).map_err(PartyError::Channel)
+    }
+
+    pub(crate) fn waiting_for(&self, holdings: Option<U256>) -> WaitingFor {
+        if !self.prefund.is_complete() {
+            return WaitingFor::signatures("prefund", &self.prefund);
+        }
+        let held = holdings.unwrap_or_default();
+        if held < self.total() {
+            let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+            return if held < before {
+                WaitingFor::Deposits { held, target: self.total() }
+            } else if self.deposit_submitted {
+                WaitingFor::DepositConfirmation { held, target: self.total() }
+            } else {
+                WaitingFor::Deposits { held, target: self.total() }
+            };
+        }
+        if !self.postfund.is_complete() {
+            return WaitingFor::signatures("postfund", &self.postfund);
+        }
+        WaitingFor::Nothing
+    }
+}

@@ -1,0 +1,931 @@
+//! One participant's ledgers and objectives, as a sans-IO state machine.
+//!
+//! A [`Party`] takes inputs — API requests ([`Party::direct_fund`], [`Party::virtual_fund`],
+//! …), messages from peers ([`Party::handle_message`]), adjudicator events
+//! ([`Party::handle_chain_event`]) and timer ticks ([`Party::resend`]) — and returns
+//! [`Effects`]: messages to send, transactions to submit, events to persist. It owns the
+//! party's [`ConsensusChannel`]s and runs the four objectives over them:
+//! [`DirectFund`], [`DirectDefund`], [`VirtualFund`] and [`VirtualDefund`].
+
+mod direct_defund;
+mod direct_fund;
+mod round;
+mod virtual_defund;
+mod virtual_fund;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use direct_defund::DirectDefund;
+pub use direct_fund::DirectFund;
+pub use virtual_defund::{VirtualDefund, VIRTUAL_FINAL_TURN};
+pub use virtual_fund::{VirtualChannel, VirtualFund};
+
+use crate::{
+    chain::{ChainEvent, ChainTransaction},
+    destination_of, json, Address, Allocation, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
+    Exit, LedgerEvent, LedgerMessage, Proposal, SignedState, SigningKey, SingleAssetExit, State, Step, Voucher, U256,
+    U48,
+};
+use round::SignatureRound;
+
+/// Contract addresses and defaults a party works with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartyConfig {
+    /// The deployed `ConsensusApp` (app of every ledger).
+    pub consensus_app: Address,
+    /// The deployed `VirtualPaymentApp` (app of every virtual channel).
+    pub virtual_payment_app: Address,
+    /// Challenge duration of the channels this party opens, in seconds.
+    pub challenge_duration: U48,
+}
+
+/// Which objective, named by the channel it is about; written `Kind-0x<channel id>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectiveId {
+    /// Opening a ledger.
+    DirectFund(ChannelId),
+    /// Closing a ledger.
+    DirectDefund(ChannelId),
+    /// Funding a virtual channel.
+    VirtualFund(ChannelId),
+    /// Closing a virtual channel.
+    VirtualDefund(ChannelId),
+}
+
+impl std::str::FromStr for ObjectiveId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, id) = s.split_once('-').ok_or_else(|| format!("objective id {s:?} is not Kind-0x<channel id>"))?;
+        let id = ChannelId::from(json::decode_fixed::<32>(id)?);
+        match kind {
+            "DirectFund" => Ok(Self::DirectFund(id)),
+            "DirectDefund" => Ok(Self::DirectDefund(id)),
+            "VirtualFund" => Ok(Self::VirtualFund(id)),
+            "VirtualDefund" => Ok(Self::VirtualDefund(id)),
+            other => Err(format!("unknown objective kind {other:?}")),
+        }
+    }
+}
+
+impl Serialize for ObjectiveId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectiveId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl ObjectiveId {
+    /// The channel the objective is about.
+    pub fn channel_id(&self) -> ChannelId {
+        match *self {
+            Self::DirectFund(c) | Self::DirectDefund(c) | Self::VirtualFund(c) | Self::VirtualDefund(c) => c,
+        }
+    }
+}
+
+impl fmt::Display for ObjectiveId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::DirectFund(_) => "DirectFund",
+            Self::DirectDefund(_) => "DirectDefund",
+            Self::VirtualFund(_) => "VirtualFund",
+            Self::VirtualDefund(_) => "VirtualDefund",
+        };
+        write!(f, "{kind}-{}", self.channel_id())
+    }
+}
+
+/// What a message between parties carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Payload {
+    /// A state of an objective's signature round, with the sender's signatures.
+    State {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The state and every signature the sender holds on it.
+        state: SignedState,
+    },
+    /// A ledger message (proposal, countersignature, rejection).
+    Ledger(LedgerMessage),
+    /// A payment in a virtual channel, payer to payee.
+    Voucher(Voucher),
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The recipient.
+    pub to: Address,
+    /// What to send.
+    pub payload: Payload,
+}
+
+/// A transaction to submit, and the objective that wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionRequest {
+    /// The objective to tell if it fails (none for chain defence).
+    pub objective: Option<ObjectiveId>,
+    /// The call.
+    pub transaction: ChainTransaction,
+}
+
+/// What happened, for the store and for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PartyEvent {
+    /// An event of one of the party's ledgers.
+    Ledger {
+        /// The ledger.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+        /// The event.
+        event: LedgerEvent,
+    },
+    /// A ledger is funded: its postfund state, signed by both.
+    LedgerOpened {
+        /// The postfund state.
+        state: SignedState,
+    },
+    /// A ledger was concluded and paid out.
+    LedgerClosed {
+        /// The ledger.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+    },
+    /// An objective started.
+    ObjectiveStarted {
+        /// Which.
+        id: ObjectiveId,
+    },
+    /// An objective completed.
+    ObjectiveCompleted {
+        /// Which.
+        id: ObjectiveId,
+    },
+    /// A voucher arrived; `total` is the cumulative amount paid.
+    PaymentReceived {
+        /// The virtual channel.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+        /// Cumulative amount.
+        #[serde(with = "json::uint256")]
+        total: U256,
+    },
+    /// A stale challenge against a ledger was answered with a checkpoint.
+    ChallengeAnswered {
+        /// The ledger.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+    },
+}
+
+/// What an input produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "messages must be sent, transactions submitted and events persisted"]
+pub struct Effects {
+    /// Messages to send.
+    pub messages: Vec<Envelope>,
+    /// Transactions to submit.
+    pub transactions: Vec<TransactionRequest>,
+    /// Events to persist (before sending the messages).
+    pub events: Vec<PartyEvent>,
+    /// Objectives completed by this input.
+    pub completed: Vec<ObjectiveId>,
+}
+
+impl Effects {
+    /// Appends another input's effects.
+    pub fn extend(&mut self, other: Effects) {
+        self.messages.extend(other.messages);
+        self.transactions.extend(other.transactions);
+        self.events.extend(other.events);
+        self.completed.extend(other.completed);
+    }
+
+    fn absorb_ledger_step(&mut self, channel_id: ChannelId, step: Step, peer: Option<Address>) {
+        self.events.extend(step.events.into_iter().map(|event| PartyEvent::Ledger { channel_id, event }));
+        if let Some(to) = peer {
+            self.messages.extend(step.messages.into_iter().map(|m| Envelope { to, payload: Payload::Ledger(m) }));
+        }
+    }
+}
+
+/// What an objective waits for, in words a person can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitingFor {
+    /// Signatures of a round.
+    Signatures {
+        /// Which round ("prefund", "postfund", "final").
+        round: &'static str,
+        /// Who has not signed.
+        missing: Vec<Address>,
+    },
+    /// Deposits by the parties before us (or our turn has not come).
+    Deposits {
+        /// Held now.
+        held: U256,
+        /// Fully funded at.
+        target: U256,
+    },
+    /// Our deposit, submitted, to be confirmed on chain.
+    DepositConfirmation {
+        /// Held now.
+        held: U256,
+        /// Fully funded at.
+        target: U256,
+    },
+    /// The guarantee to be in the consensus state of these ledgers.
+    GuaranteesLocked {
+        /// Ledgers where it is not locked yet.
+        ledgers: Vec<ChannelId>,
+    },
+    /// The guarantee to be released in these ledgers.
+    GuaranteesReleased {
+        /// Ledgers where it is still held.
+        ledgers: Vec<ChannelId>,
+    },
+    /// The conclusion and payout on chain.
+    Payout {
+        /// Still held by the channel.
+        held: U256,
+    },
+    /// Nothing: done.
+    Nothing,
+    /// The objective cannot go on.
+    Failed(String),
+}
+
+impl WaitingFor {
+    fn signatures(round: &'static str, r: &SignatureRound) -> Self {
+        let s = &r.state;
+        let missing = s.state().participants.iter().enumerate().filter(|(i, _)| !r.signed_by(*i)).map(|(_, p)| *p);
+        Self::Signatures { round, missing: missing.collect() }
+    }
+}
+
+impl fmt::Display for WaitingFor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Signatures { round, missing } => {
+                write!(f, "waiting for {round} signatures from ")?;
+                let names: Vec<String> = missing.iter().map(|a| a.to_string()).collect();
+                write!(f, "{}", names.join(", "))
+            }
+            Self::Deposits { held, target } => write!(f, "waiting for deposits: {held} of {target} held"),
+            Self::DepositConfirmation { held, target } => {
+                write!(f, "waiting for our deposit to confirm: {held} of {target} held")
+            }
+            Self::GuaranteesLocked { ledgers } => {
+                write!(f, "waiting for the guarantee to lock in {} ledger(s)", ledgers.len())
+            }
+            Self::GuaranteesReleased { ledgers } => {
+                write!(f, "waiting for the guarantee to be released in {} ledger(s)", ledgers.len())
+            }
+            Self::Payout { held } => write!(f, "waiting for the conclusion and payout on chain: {held} still held"),
+            Self::Nothing => write!(f, "done"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// Why a request or message was refused. Nothing changes when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PartyError {
+    /// This party is not a participant of the channel.
+    #[error("this party is not a participant of the channel")]
+    NotAParticipant,
+    /// No ledger with that id.
+    #[error("unknown ledger {0}")]
+    UnknownLedger(ChannelId),
+    /// No ledger with that counterparty.
+    #[error("no ledger with {0}")]
+    NoLedgerWith(Address),
+    /// A ledger (or its funding) with that counterparty exists already.
+    #[error("a ledger with {0} exists or is being funded")]
+    LedgerExists(Address),
+    /// That objective exists already.
+    #[error("objective {0} exists already")]
+    ObjectiveExists(ObjectiveId),
+    /// No such objective.
+    #[error("unknown objective {0}")]
+    UnknownObjective(ObjectiveId),
+    /// A state that is not the one the objective signs.
+    #[error("a state that does not belong to the objective")]
+    UnexpectedState,
+    /// A state that does not describe a valid channel for the objective.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A message from someone who may not send it.
+    #[error("message from {0}, who is not the counterparty for it")]
+    UnexpectedSender(Address),
+    /// The ledger refused.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A ledger with guarantees cannot be closed.
+    #[error("{0} guarantee(s) remain in the ledger")]
+    GuaranteesRemain(usize),
+    /// A ledger with unsettled proposals cannot be closed.
+    #[error("proposals are still waiting for the follower")]
+    ProposalsPending,
+    /// The ledger is being closed.
+    #[error("ledger {0} is closing")]
+    LedgerClosing(ChannelId),
+    /// The channel is not (yet) funded.
+    #[error("virtual channel {0} is not funded")]
+    NotFunded(ChannelId),
+    /// More paid than deposited.
+    #[error("payment of {paid} exceeds the {available} available")]
+    Overpaid {
+        /// Paid in total.
+        paid: U256,
+        /// The payer's deposit.
+        available: U256,
+    },
+    /// A voucher that is not better than the one held, or not the payer's.
+    #[error("invalid voucher: {0}")]
+    Voucher(String),
+    /// A final state that pays the wrong amount.
+    #[error("the final state pays {proposed}, the vouchers say {known}")]
+    WrongPayment {
+        /// What the proposed final state pays.
+        proposed: U256,
+        /// What this party's vouchers say.
+        known: U256,
+    },
+    /// The turn number would overflow.
+    #[error("turn number overflow")]
+    TurnOverflow,
+    /// The request itself is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// An objective of any kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Opening a ledger.
+    DirectFund(DirectFund),
+    /// Closing a ledger.
+    DirectDefund(DirectDefund),
+    /// Funding a virtual channel.
+    VirtualFund(VirtualFund),
+    /// Closing a virtual channel.
+    VirtualDefund(VirtualDefund),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    objective: Objective,
+    done: bool,
+}
+
+/// What an objective sees of the party while it is cranked.
+pub(crate) struct Ctx<'a> {
+    key: &'a SigningKey,
+    me: Address,
+    ledgers: &'a mut HashMap<ChannelId, ConsensusChannel>,
+    peers: &'a HashMap<ChannelId, Address>,
+    holdings: &'a HashMap<ChannelId, U256>,
+    concluded: &'a HashSet<ChannelId>,
+    effects: &'a mut Effects,
+}
+
+/// One participant: its key, its ledgers and its objectives.
+#[derive(Clone, Debug)]
+pub struct Party {
+    key: SigningKey,
+    config: PartyConfig,
+    ledgers: HashMap<ChannelId, ConsensusChannel>,
+    ledger_with: HashMap<Address, ChannelId>,
+    peers: HashMap<ChannelId, Address>,
+    closing: HashSet<ChannelId>,
+    holdings: HashMap<ChannelId, U256>,
+    holdings_block: HashMap<ChannelId, u64>,
+    concluded: HashSet<ChannelId>,
+    objectives: BTreeMap<ObjectiveId, Entry>,
+    /// Cumulative amount paid per virtual channel (as payer: issued; as payee: received).
+    paid: HashMap<ChannelId, U256>,
+}
+
+impl Party {
+    /// A party with no channels.
+    pub fn new(key: SigningKey, config: PartyConfig) -> Self {
+        Self {
+            key,
+            config,
+            ledgers: HashMap::new(),
+            ledger_with: HashMap::new(),
+            peers: HashMap::new(),
+            closing: HashSet::new(),
+            holdings: HashMap::new(),
+            holdings_block: HashMap::new(),
+            concluded: HashSet::new(),
+            objectives: BTreeMap::new(),
+            paid: HashMap::new(),
+        }
+    }
+
+    /// This party's address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// Opens a ledger: `participants[0]` leads. Both parties' deposits (`amounts`, in that
+    /// order) go to chain; the counterparty joins when our prefund signature reaches it.
+    pub fn direct_fund(
+        &mut self,
+        participants: [Address; 2],
+        asset: Address,
+        amounts: [U256; 2],
+        channel_nonce: u64,
+    ) -> Result<(ObjectiveId, Effects), PartyError> {
+        let me = self.address();
+        let peer = match participants {
+            [a, b] if a == me && b != me => b,
+            [a, b] if b == me && a != me => a,
+            _ => return Err(PartyError::NotAParticipant),
+        };
+        let allocations = participants.iter().zip(amounts).map(|(p, a)| Allocation::simple(destination_of(*p), a));
+        let state = State {
+            participants: participants.to_vec(),
+            channel_nonce,
+            app_definition: self.config.consensus_app,
+            challenge_duration: self.config.challenge_duration,
+            outcome: Exit(vec![SingleAssetExit {
+                asset,
+                asset_metadata: AssetMetadata::default(),
+                allocations: allocations.collect(),
+            }]),
+            app_data: Default::default(),
+            turn_num: U48::ZERO,
+            is_final: false,
+        };
+        if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
+            return Err(PartyError::LedgerExists(peer));
+        }
+        let objective = DirectFund::new(&state, self)?;
+        self.start(Objective::DirectFund(objective))
+    }
+
+    fn funding_with(&self, peer: Address) -> bool {
+        self.objectives
+            .values()
+            .any(|e| matches!(&e.objective, Objective::DirectFund(d) if !e.done && d.participants().contains(&peer)))
+    }
+
+    /// Closes a ledger (refused while it holds guarantees or proposals wait).
+    pub fn direct_defund(&mut self, ledger: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
+        let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
+        let objective = DirectDefund::new(channel)?;
+        self.closing.insert(ledger);
+        self.start(Objective::DirectDefund(objective))
+    }
+
+    /// Funds a virtual channel between `participants[0]` (payer, puts in `amounts[0]`) and the
+    /// last participant (payee, `amounts[1]`), through the intermediaries between them.
+    pub fn virtual_fund(
+        &mut self,
+        participants: Vec<Address>,
+        asset: Address,
+        amounts: [U256; 2],
+        channel_nonce: u64,
+    ) -> Result<(ObjectiveId, Effects), PartyError> {
+        let (Some(first), Some(last)) = (participants.first(), participants.last()) else {
+            return Err(PartyError::BadRequest("no participants".into()));
+        };
+        let state = State {
+            participants: participants.clone(),
+            channel_nonce,
+            app_definition: self.config.virtual_payment_app,
+            challenge_duration: self.config.challenge_duration,
+            outcome: Exit(vec![SingleAssetExit {
+                asset,
+                asset_metadata: AssetMetadata::default(),
+                allocations: vec![
+                    Allocation::simple(destination_of(*first), amounts[0]),
+                    Allocation::simple(destination_of(*last), amounts[1]),
+                ],
+            }]),
+            app_data: Default::default(),
+            turn_num: U48::ZERO,
+            is_final: false,
+        };
+        let objective = VirtualFund::new(&state, self)?;
+        self.check_open(&objective)?;
+        self.start(Objective::VirtualFund(objective))
+    }
+
+    fn check_open(&self, v: &VirtualFund) -> Result<(), PartyError> {
+        match v.ledgers.iter().find(|l| self.closing.contains(&l.channel_id)) {
+            Some(l) => Err(PartyError::LedgerClosing(l.channel_id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Pays `amount` more to the payee of virtual channel `channel` (we must be its payer).
+    pub fn pay(&mut self, channel: ChannelId, amount: U256) -> Result<Effects, PartyError> {
+        let v = self.funded(channel)?.channel().clone();
+        if v.prefund.participants.first() != Some(&self.address()) {
+            return Err(PartyError::BadRequest("only the first participant pays".into()));
+        }
+        let total = self.paid.get(&channel).copied().unwrap_or_default().saturating_add(amount);
+        if total > v.amounts[0] {
+            return Err(PartyError::Overpaid { paid: total, available: v.amounts[0] });
+        }
+        self.paid.insert(channel, total);
+        let voucher = Voucher::sign(channel, total, &self.key);
+        let payee = *v.prefund.participants.last().ok_or(PartyError::NotAParticipant)?;
+        Ok(Effects { messages: vec![Envelope { to: payee, payload: Payload::Voucher(voucher) }], ..Effects::default() })
+    }
+
+    /// What has been paid so far in `channel` (as payer: issued; as payee: received).
+    pub fn paid(&self, channel: &ChannelId) -> U256 {
+        self.paid.get(channel).copied().unwrap_or_default()
+    }
+
+    fn funded(&self, channel: ChannelId) -> Result<&VirtualFund, PartyError> {
+        match self.objectives.get(&ObjectiveId::VirtualFund(channel)) {
+            Some(Entry { objective: Objective::VirtualFund(v), done: true }) => Ok(v),
+            _ => Err(PartyError::NotFunded(channel)),
+        }
+    }
+
+    /// Closes virtual channel `channel`, paying the payee what the vouchers say.
+    pub fn virtual_defund(&mut self, channel: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
+        let v = self.funded(channel)?;
+        let final_state = v.channel().final_state(self.paid(&channel))?;
+        let objective = VirtualDefund::new(final_state, &v.ledgers);
+        self.start(Objective::VirtualDefund(objective))
+    }
+
+    fn objective_id(o: &Objective) -> ObjectiveId {
+        match o {
+            Objective::DirectFund(x) => x.id(),
+            Objective::DirectDefund(x) => x.id(),
+            Objective::VirtualFund(x) => x.id(),
+            Objective::VirtualDefund(x) => x.id(),
+        }
+    }
+
+    fn start(&mut self, objective: Objective) -> Result<(ObjectiveId, Effects), PartyError> {
+        let id = Self::objective_id(&objective);
+        if self.objectives.contains_key(&id) {
+            return Err(PartyError::ObjectiveExists(id));
+        }
+        self.objectives.insert(id, Entry { objective, done: false });
+        let mut effects = Effects { events: vec![PartyEvent::ObjectiveStarted { id }], ..Effects::default() };
+        effects.extend(self.crank_all());
+        Ok((id, effects))
+    }
+
+    /// Takes a message from peer `from`.
+    pub fn handle_message(&mut self, from: Address, payload: Payload) -> Result<Effects, PartyError> {
+        let mut effects = Effects::default();
+        match payload {
+            Payload::State { objective, state } => {
+                if !state.state().participants.contains(&from) || objective.channel_id() != state.channel_id() {
+                    return Err(PartyError::UnexpectedSender(from));
+                }
+                if !self.objectives.contains_key(&objective) {
+                    let created = self.objective_from_state(objective, state.state())?;
+                    self.objectives.insert(objective, Entry { objective: created, done: false });
+                    effects.events.push(PartyEvent::ObjectiveStarted { id: objective });
+                }
+                let entry = self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?;
+                let ours = match &mut entry.objective {
+                    Objective::DirectFund(o) => o.receive_state(&state)?,
+                    Objective::DirectDefund(o) => o.receive_state(&state)?,
+                    Objective::VirtualFund(o) => o.receive_state(&state)?,
+                    Objective::VirtualDefund(o) => o.receive_state(&state)?,
+                };
+                // The sender lacks signatures we hold (its copy of ours was lost, or we finished
+                // first): answer with our copy, so the last message of a round is never lost for good.
+                let theirs = state.signatures().iter().flatten().count();
+                if ours.signatures().iter().flatten().count() > theirs {
+                    effects.messages.push(Envelope { to: from, payload: Payload::State { objective, state: ours } });
+                }
+            }
+            Payload::Ledger(message) => {
+                let channel_id = message.channel_id();
+                if self.peers.get(&channel_id) != Some(&from) {
+                    return Err(PartyError::UnexpectedSender(from));
+                }
+                let ledger = self.ledgers.get_mut(&channel_id).ok_or(PartyError::UnknownLedger(channel_id))?;
+                let step = ledger.receive(&message)?;
+                effects.absorb_ledger_step(channel_id, step, Some(from));
+            }
+            Payload::Voucher(voucher) => {
+                self.receive_voucher(from, &voucher)?;
+                effects
+                    .events
+                    .push(PartyEvent::PaymentReceived { channel_id: voucher.channel_id, total: voucher.amount });
+            }
+        }
+        effects.extend(self.crank_all());
+        Ok(effects)
+    }
+
+    fn receive_voucher(&mut self, from: Address, voucher: &Voucher) -> Result<(), PartyError> {
+        let v = self.funded(voucher.channel_id)?.channel();
+        let p = &v.prefund.participants;
+        if p.last() != Some(&self.address()) || p.first() != Some(&from) {
+            return Err(PartyError::Voucher("vouchers go from the first to the last participant".into()));
+        }
+        let signer = voucher.signer().map_err(|e| PartyError::Voucher(e.to_string()))?;
+        if signer != from {
+            return Err(PartyError::Voucher(format!("signed by {signer}, not by the payer")));
+        }
+        if voucher.amount > v.amounts[0] {
+            return Err(PartyError::Overpaid { paid: voucher.amount, available: v.amounts[0] });
+        }
+        if voucher.amount <= self.paid(&voucher.channel_id) {
+            return Err(PartyError::Voucher("not more than the voucher held".into()));
+        }
+        self.paid.insert(voucher.channel_id, voucher.amount);
+        Ok(())
+    }
+
+    /// Builds the objective a peer's first message of `id` asks us to join.
+    fn objective_from_state(&self, id: ObjectiveId, state: &State) -> Result<Objective, PartyError> {
+        match id {
+            ObjectiveId::DirectFund(_) => {
+                let peer = state.participants.iter().find(|p| **p != self.address()).copied();
+                if let Some(peer) = peer.filter(|p| self.ledger_with.contains_key(p) || self.funding_with(*p)) {
+                    return Err(PartyError::LedgerExists(peer));
+                }
+                DirectFund::new(state, self).map(Objective::DirectFund)
+            }
+            ObjectiveId::DirectDefund(ledger) => {
+                let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
+                let o = DirectDefund::new(channel)?;
+                if o.final_state().state() != state {
+                    return Err(PartyError::UnexpectedState);
+                }
+                Ok(Objective::DirectDefund(o))
+            }
+            ObjectiveId::VirtualFund(_) => {
+                let o = VirtualFund::new(state, self)?;
+                self.check_open(&o)?;
+                Ok(Objective::VirtualFund(o))
+            }
+            ObjectiveId::VirtualDefund(channel) => {
+                let v = self.funded(channel)?;
+                let paid = v.channel().paid_in(state).ok_or(PartyError::UnexpectedState)?;
+                let known = self.paid(&channel);
+                let p = &v.channel().prefund.participants;
+                let me = self.address();
+                let payer_ok = p.first() != Some(&me) || paid <= known;
+                let payee_ok = p.last() != Some(&me) || paid >= known;
+                if !(payer_ok && payee_ok) {
+                    return Err(PartyError::WrongPayment { proposed: paid, known });
+                }
+                Ok(Objective::VirtualDefund(VirtualDefund::new(state.clone(), &v.ledgers)))
+            }
+        }
+    }
+
+    /// Takes an adjudicator event (from a watcher that only reports confirmed blocks).
+    pub fn handle_chain_event(&mut self, event: &ChainEvent) -> Effects {
+        let mut effects = Effects::default();
+        match event {
+            ChainEvent::Deposited { channel_id, now_held, block_number, .. } => {
+                self.observe_holdings(*channel_id, *block_number, *now_held, true);
+            }
+            ChainEvent::AllocationUpdated { channel_id, final_holdings, block_number, .. } => {
+                self.observe_holdings(*channel_id, *block_number, *final_holdings, false);
+            }
+            ChainEvent::Concluded { channel_id, .. } => {
+                self.concluded.insert(*channel_id);
+            }
+            ChainEvent::ChallengeRegistered { channel_id, candidate, .. } => {
+                if let Some(ledger) = self.ledgers.get(channel_id) {
+                    if candidate.turn_num() < ledger.consensus_turn() {
+                        if let Ok(transaction) = ChainTransaction::checkpoint(ledger.consensus_state()) {
+                            effects.transactions.push(TransactionRequest { objective: None, transaction });
+                            effects.events.push(PartyEvent::ChallengeAnswered { channel_id: *channel_id });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        effects.extend(self.crank_all());
+        effects
+    }
+
+    /// Records holdings reported at `block`, ignoring reports older than the latest one seen
+    /// (events may be delivered out of order). Within a block deposits only grow holdings.
+    fn observe_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256, deposit: bool) {
+        let seen = self.holdings_block.get(&channel_id).copied();
+        let current = self.holdings.get(&channel_id).copied().unwrap_or_default();
+        let newer = match seen {
+            None => true,
+            Some(b) if block > b => true,
+            Some(b) if block == b => !deposit || held > current,
+            Some(_) => false,
+        };
+        if newer {
+            self.holdings.insert(channel_id, held);
+            self.holdings_block.insert(channel_id, block);
+        }
+    }
+
+    /// Sets what the chain holds for a channel as of `block` (read at start-up, before
+    /// events arrive).
+    pub fn set_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256) -> Effects {
+        self.observe_holdings(channel_id, block, held, false);
+        self.crank_all()
+    }
+
+    /// A transaction an objective asked for failed (reverted or not sent): it is asked for
+    /// again after the next [`Party::resend`] tick if still needed.
+    pub fn transaction_failed(&mut self, id: ObjectiveId) -> Effects {
+        if let Some(entry) = self.objectives.get_mut(&id) {
+            match &mut entry.objective {
+                Objective::DirectFund(o) => o.transaction_failed(),
+                Objective::DirectDefund(o) => o.transaction_failed(),
+                _ => {}
+            }
+        }
+        self.crank_all()
+    }
+
+    /// On a timer: everything a lost message may have withheld from a peer, sent again
+    /// (unacknowledged proposals, our signatures on unfinished rounds), and conclusions that
+    /// did not happen yet submitted again. Receivers treat repeats as harmless.
+    pub fn resend(&mut self) -> Effects {
+        let mut effects = Effects::default();
+        let me = self.address();
+        for (channel_id, ledger) in &self.ledgers {
+            let Some(peer) = self.peers.get(channel_id).copied() else { continue };
+            let messages = match ledger {
+                ConsensusChannel::Leader(l) => l.resend(),
+                ConsensusChannel::Follower(f) => vec![LedgerMessage::Countersignature(f.countersignature())],
+            };
+            effects.messages.extend(messages.into_iter().map(|m| Envelope { to: peer, payload: Payload::Ledger(m) }));
+        }
+        let Self { key, ledgers, peers, holdings, concluded, objectives, .. } = self;
+        let mut ctx = Ctx { key, me, ledgers, peers, holdings, concluded, effects: &mut effects };
+        for entry in objectives.values_mut().filter(|e| !e.done) {
+            match &mut entry.objective {
+                Objective::DirectFund(o) => o.retry(&mut ctx),
+                Objective::DirectDefund(o) => o.retry(&mut ctx),
+                Objective::VirtualFund(o) => ctx.effects.messages.extend(o.resend(me)),
+                Objective::VirtualDefund(o) => ctx.effects.messages.extend(o.resend(me)),
+            }
+        }
+        effects
+    }
+
+    /// Cranks every unfinished objective, then lets the follower side of each ledger decide on
+    /// its pending proposals, until nothing more happens.
+    fn crank_all(&mut self) -> Effects {
+        let mut effects = Effects::default();
+        for _ in 0..4 {
+            let before = (effects.messages.len(), effects.completed.len(), effects.events.len());
+            self.crank_objectives(&mut effects);
+            self.decide_pending(&mut effects);
+            if before == (effects.messages.len(), effects.completed.len(), effects.events.len()) {
+                break;
+            }
+        }
+        effects
+    }
+
+    fn crank_objectives(&mut self, effects: &mut Effects) {
+        let me = self.address();
+        let Self { key, ledgers, ledger_with, peers, holdings, concluded, objectives, closing, .. } = self;
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let mut ctx = Ctx { key, me, ledgers, peers, holdings, concluded, effects };
+            for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
+                let done = match &mut entry.objective {
+                    Objective::DirectFund(o) => match o.crank(&mut ctx) {
+                        Ok(Some(channel)) => {
+                            opened.push(channel);
+                            true
+                        }
+                        _ => false,
+                    },
+                    Objective::DirectDefund(o) => {
+                        let leader = matches!(ctx.ledgers.get(&o.channel_id()), Some(ConsensusChannel::Leader(_)));
+                        let done = o.crank(&mut ctx, leader).unwrap_or(false);
+                        if done {
+                            closed.push(o.channel_id());
+                        }
+                        done
+                    }
+                    Objective::VirtualFund(o) => o.crank(&mut ctx).unwrap_or(false),
+                    Objective::VirtualDefund(o) => o.crank(&mut ctx).unwrap_or(false),
+                };
+                if done {
+                    entry.done = true;
+                    ctx.effects.completed.push(*id);
+                    ctx.effects.events.push(PartyEvent::ObjectiveCompleted { id: *id });
+                }
+            }
+        }
+        for channel in opened {
+            let id = channel.channel_id();
+            let state = channel.consensus_state();
+            if let Some(peer) = state.state().participants.iter().find(|p| **p != me).copied() {
+                ledger_with.insert(peer, id);
+                peers.insert(id, peer);
+            }
+            ledgers.insert(id, channel);
+            effects.events.push(PartyEvent::LedgerOpened { state });
+        }
+        for id in closed {
+            ledgers.remove(&id);
+            closing.remove(&id);
+            if let Some(peer) = peers.remove(&id) {
+                ledger_with.remove(&peer);
+            }
+            effects.events.push(PartyEvent::LedgerClosed { channel_id: id });
+        }
+    }
+
+    fn decide_pending(&mut self, effects: &mut Effects) {
+        let Self { ledgers, objectives, closing, peers, .. } = self;
+        for (channel_id, ledger) in ledgers.iter_mut() {
+            let ConsensusChannel::Follower(follower) = ledger else { continue };
+            if follower.pending().len() == 0 {
+                continue;
+            }
+            let mut policy = |p: &Proposal| -> Approval {
+                if closing.contains(channel_id) {
+                    return Approval::Reject("the ledger is closing".into());
+                }
+                let id = match p {
+                    Proposal::Add { .. } => ObjectiveId::VirtualFund(p.target()),
+                    Proposal::Remove { .. } => ObjectiveId::VirtualDefund(p.target()),
+                };
+                let decision = objectives.get(&id).and_then(|e| match &e.objective {
+                    Objective::VirtualFund(o) => o.decide(*channel_id, p),
+                    Objective::VirtualDefund(o) => o.decide(*channel_id, p),
+                    _ => None,
+                });
+                decision.unwrap_or(Approval::Defer)
+            };
+            let step = follower.decide(&mut policy);
+            effects.absorb_ledger_step(*channel_id, step, peers.get(channel_id).copied());
+        }
+    }
+
+    /// The party's ledgers.
+    pub fn ledgers(&self) -> impl Iterator<Item = &ConsensusChannel> {
+        self.ledgers.values()
+    }
+
+    /// One ledger.
+    pub fn ledger(&self, id: &ChannelId) -> Option<&ConsensusChannel> {
+        self.ledgers.get(id)
+    }
+
+    /// The ledger with `peer`, if open.
+    pub fn ledger_with(&self, peer: &Address) -> Option<&ConsensusChannel> {
+        self.ledger_with.get(peer).and_then(|id| self.ledgers.get(id))
+    }
+
+    /// An objective.
+    pub fn objective(&self, id: &ObjectiveId) -> Option<&Objective> {
+        self.objectives.get(id).map(|e| &e.objective)
+    }
+
+    /// Whether an objective completed.
+    pub fn is_complete(&self, id: &ObjectiveId) -> bool {
+        self.objectives.get(id).is_some_and(|e| e.done)
+    }
+
+    /// What an objective waits for.
+    pub fn waiting_for(&self, id: &ObjectiveId) -> Option<WaitingFor> {
+        let e = self.objectives.get(id)?;
+        if e.done {
+            return Some(WaitingFor::Nothing);
+        }
+        let held = |c: &ChannelId| self.holdings.get(c).copied();
+        Some(match &e.objective {
+            Objective::DirectFund(o) => o.waiting_for(held(&o.channel_id())),
+            Objective::DirectDefund(o) => o.waiting_for(held(&o.channel_id())),
+            Objective::VirtualFund(o) => o.waiting_for(&self.ledgers),
+            Objective::VirtualDefund(o) => o.waiting_for(&self.ledgers),
+        })
+    }
+
+    /// Every objective and whether it completed.
+    pub fn objectives(&self) -> impl Iterator<Item = (ObjectiveId, bool)> + '_ {
+        self.objectives.iter().map(|(id, e)| (*id, e.done))
+    }
+}

@@ -1,0 +1,64 @@
+//! A signature round: every participant signs one state and sends its signature to the others.
+
+use super::{Envelope, ObjectiveId, PartyError, Payload};
+use crate::{Address, SignedState, SigningKey, State};
+
+/// One state that every participant must sign (a prefund, postfund or final state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SignatureRound {
+    pub state: SignedState,
+}
+
+impl SignatureRound {
+    pub fn new(state: State) -> Self {
+        Self { state: SignedState::new(state) }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.state.is_fully_signed()
+    }
+
+    pub fn signed_by(&self, index: usize) -> bool {
+        self.state.signature(index).is_some()
+    }
+
+    /// Signs (once) and sends the state with every signature held to the other participants.
+    pub fn sign_and_send(&mut self, key: &SigningKey, objective: ObjectiveId, out: &mut Vec<Envelope>) {
+        let me = key.address();
+        let Some(index) = self.state.state().participants.iter().position(|p| *p == me) else { return };
+        if self.signed_by(index) {
+            return;
+        }
+        // `key` is a participant, so signing cannot fail.
+        if self.state.sign(key).is_ok() {
+            out.extend(self.envelopes(me, objective, |_| true));
+        }
+    }
+
+    /// Merges a participant's copy of the same state; returns our (merged) copy.
+    pub fn merge(&mut self, incoming: &SignedState) -> Result<SignedState, PartyError> {
+        self.state.merge(incoming).map_err(|_| PartyError::UnexpectedState)?;
+        Ok(self.state.clone())
+    }
+
+    /// What to send again: the state to every participant whose signature is missing, if we
+    /// have signed it.
+    pub fn resend(&self, me: Address, objective: ObjectiveId) -> Vec<Envelope> {
+        let Some(index) = self.state.state().participants.iter().position(|p| *p == me) else { return Vec::new() };
+        if !self.signed_by(index) || self.is_complete() {
+            return Vec::new();
+        }
+        self.envelopes(me, objective, |i| !self.signed_by(i))
+    }
+
+    fn envelopes(&self, me: Address, objective: ObjectiveId, include: impl Fn(usize) -> bool) -> Vec<Envelope> {
+        self.state
+            .state()
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| **p != me && include(*i))
+            .map(|(_, p)| Envelope { to: *p, payload: Payload::State { objective, state: self.state.clone() } })
+            .collect()
+    }
+}

@@ -1,0 +1,151 @@
+//! VirtualDefund: close a virtual channel V. Final state of V signed by all → in each ledger
+//! on the path `Remove {target V, left_amount = the first participant's final amount}` →
+//! released in every ledger of this party.
+
+use super::{
+    round::SignatureRound,
+    virtual_fund::{PathLedger, VirtualChannel},
+    Ctx, ObjectiveId, PartyError, WaitingFor,
+};
+use crate::{Approval, ChannelId, ConsensusChannel, Proposal, SignedState, State, U256, U48};
+
+/// The turn of V's final state: after the prefund (0) and postfund (1) rounds.
+pub const VIRTUAL_FINAL_TURN: u64 = 2;
+
+impl VirtualChannel {
+    /// V's final state after the payer paid `paid` to the payee.
+    pub fn final_state(&self, paid: U256) -> Result<State, PartyError> {
+        let a = self.amounts[0].checked_sub(paid).ok_or(PartyError::Overpaid { paid, available: self.amounts[0] })?;
+        let b = self.amounts[1].checked_add(paid).ok_or(PartyError::Overpaid { paid, available: self.amounts[0] })?;
+        let mut state = self.prefund.clone();
+        state.outcome.0[0].allocations[0].amount = a;
+        state.outcome.0[0].allocations[1].amount = b;
+        state.turn_num = U48::from(VIRTUAL_FINAL_TURN);
+        state.is_final = true;
+        Ok(state)
+    }
+
+    /// What a proposed final state pays the payee beyond its deposit, if it is a final state
+    /// of this channel at all.
+    pub fn paid_in(&self, state: &State) -> Option<U256> {
+        let paid = self.amounts[0].checked_sub(state.outcome.0.first()?.allocations.first()?.amount)?;
+        (self.final_state(paid).ok()? == *state).then_some(paid)
+    }
+}
+
+/// The VirtualDefund objective of one participant of V.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualDefund {
+    channel_id: ChannelId,
+    final_round: SignatureRound,
+    pub(crate) ledgers: Vec<PathLedger>,
+    failure: Option<String>,
+}
+
+impl VirtualDefund {
+    /// Defunds V with `final_state` over the ledgers V was funded through.
+    pub(crate) fn new(final_state: State, funded_through: &[PathLedger]) -> Self {
+        let left_amount = final_state.outcome.0[0].allocations[0].amount;
+        let channel_id = final_state.channel_id();
+        let ledgers = funded_through
+            .iter()
+            .map(|l| PathLedger {
+                channel_id: l.channel_id,
+                expected: Proposal::Remove { target: channel_id, left_amount },
+                proposed: false,
+            })
+            .collect();
+        Self { channel_id, final_round: SignatureRound::new(final_state), ledgers, failure: None }
+    }
+
+    pub(crate) fn id(&self) -> ObjectiveId {
+        ObjectiveId::VirtualDefund(self.channel_id)
+    }
+
+    /// V's final state (with the signatures held so far).
+    pub fn final_state(&self) -> &SignedState {
+        &self.final_round.state
+    }
+
+    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+        self.final_round.merge(state)
+    }
+
+    pub(crate) fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
+        let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
+        if proposal.target() != self.channel_id {
+            return None;
+        }
+        Some(if !self.final_round.is_complete() {
+            Approval::Defer
+        } else if side.expected == *proposal {
+            Approval::Approve
+        } else {
+            Approval::Reject(format!("virtual channel {} closes with another split", self.channel_id))
+        })
+    }
+
+    fn released(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> Vec<bool> {
+        self.ledgers
+            .iter()
+            .map(|s| {
+                ledgers.get(&s.channel_id).is_none_or(|l| {
+                    l.guarantees().status(&self.channel_id).is_none()
+                        && l.consensus_outcome().guarantee(&self.channel_id).is_none()
+                })
+            })
+            .collect()
+    }
+
+    /// Returns true once the guarantee for V is released in every ledger of this party.
+    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        let id = self.id();
+        self.final_round.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        if !self.final_round.is_complete() {
+            return Ok(false);
+        }
+        for side in self.ledgers.iter_mut().filter(|s| !s.proposed) {
+            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            if leader.latest_outcome().guarantee(&self.channel_id).is_none() {
+                side.proposed = true; // already removed (a retried crank)
+                continue;
+            }
+            match leader.propose(side.expected) {
+                Ok(step) => {
+                    ctx.effects.absorb_ledger_step(side.channel_id, step, ctx.peers.get(&side.channel_id).copied());
+                    side.proposed = true;
+                }
+                Err(e) => {
+                    self.failure = Some(format!("ledger {}: {e}", side.channel_id));
+                    return Err(PartyError::Channel(e));
+                }
+            }
+        }
+        Ok(self.released(ctx.ledgers).iter().all(|r| *r))
+    }
+
+    pub(crate) fn waiting_for(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+        if let Some(f) = &self.failure {
+            return WaitingFor::Failed(f.clone());
+        }
+        if !self.final_round.is_complete() {
+            return WaitingFor::signatures("final", &self.final_round);
+        }
+        let pending: Vec<ChannelId> = self
+            .ledgers
+            .iter()
+            .zip(self.released(ledgers))
+            .filter(|(_, released)| !released)
+            .map(|(s, _)| s.channel_id)
+            .collect();
+        if pending.is_empty() {
+            WaitingFor::Nothing
+        } else {
+            WaitingFor::GuaranteesReleased { ledgers: pending }
+        }
+    }
+
+    pub(crate) fn resend(&self, me: crate::Address) -> Vec<super::Envelope> {
+        self.final_round.resend(me, self.id())
+    }
+}

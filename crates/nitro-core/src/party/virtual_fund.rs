@@ -1,0 +1,212 @@
+//! VirtualFund: fund a virtual channel V = [Alice, intermediaries…, Bob] from the ledgers
+//! along its path. Prefund of V signed by all → in each ledger L(p_j, p_j+1) a guarantee
+//! {target V, left p_j, right p_j+1, amount a + b, left deposit a} → locked in every ledger
+//! of this party (ADR-0014) → postfund of V signed by all.
+
+use super::{round::SignatureRound, Ctx, ObjectiveId, Party, PartyError, WaitingFor};
+use crate::{
+    destination_of, Address, AllocationType, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
+    Guarantee, Proposal, ProposalError, SignedState, State, U256,
+};
+
+/// One of this party's ledgers on V's path, and the guarantee it must hold for V.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PathLedger {
+    pub channel_id: ChannelId,
+    pub expected: Proposal,
+    pub proposed: bool,
+}
+
+/// The parts of a virtual channel this crate needs: its participants, asset and the two
+/// end parties' amounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualChannel {
+    /// V's state at turn 0 (participants, app, outcome).
+    pub prefund: State,
+    /// The asset.
+    pub asset: Address,
+    /// `[a, b]`: what the first (payer) and last (payee) participants put in.
+    pub amounts: [U256; 2],
+}
+
+impl VirtualChannel {
+    /// Reads V from its prefund state: at least three participants, the VirtualPaymentApp,
+    /// one asset with exactly the two end parties' allocations.
+    pub fn from_prefund(state: &State, virtual_payment_app: Address) -> Result<Self, PartyError> {
+        let invalid = |why: &str| PartyError::InvalidState(format!("prefund of a virtual channel: {why}"));
+        let n = state.participants.len();
+        if n < 3 {
+            return Err(invalid("at least three participants (an intermediary)"));
+        }
+        if state.app_definition != virtual_payment_app {
+            return Err(invalid("the app must be the VirtualPaymentApp"));
+        }
+        if state.turn_num != crate::U48::ZERO || state.is_final {
+            return Err(invalid("turn 0, not final"));
+        }
+        let [exit] = state.outcome.0.as_slice() else { return Err(invalid("one asset")) };
+        if exit.asset_metadata != AssetMetadata::default() {
+            return Err(invalid("default asset metadata"));
+        }
+        let [first, last] = exit.allocations.as_slice() else { return Err(invalid("two allocations")) };
+        for (a, p) in [(first, state.participants[0]), (last, state.participants[n - 1])] {
+            if a.destination != destination_of(p)
+                || a.allocation_type != AllocationType::SIMPLE
+                || !a.metadata.is_empty()
+            {
+                return Err(invalid("simple allocations paying the first and last participants"));
+            }
+        }
+        first.amount.checked_add(last.amount).ok_or_else(|| invalid("amounts overflow"))?;
+        Ok(Self { prefund: state.clone(), asset: exit.asset, amounts: [first.amount, last.amount] })
+    }
+
+    /// The guarantee every ledger on the path holds for V, given its left party's index in V.
+    pub fn guarantee(&self, left_index: usize) -> Result<Proposal, PartyError> {
+        let p = &self.prefund.participants;
+        let target = self.prefund.channel_id();
+        let amount = self.amounts[0] + self.amounts[1];
+        let guarantee =
+            Guarantee::new(target, amount, destination_of(p[left_index]), destination_of(p[left_index + 1]))
+                .map_err(|e| PartyError::InvalidState(e.to_string()))?;
+        Ok(Proposal::Add { guarantee, left_deposit: self.amounts[0] })
+    }
+}
+
+/// The VirtualFund objective of one participant of V.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualFund {
+    channel: VirtualChannel,
+    channel_id: ChannelId,
+    prefund: SignatureRound,
+    postfund: SignatureRound,
+    pub(crate) ledgers: Vec<PathLedger>,
+    failure: Option<String>,
+}
+
+impl VirtualFund {
+    pub(crate) fn new(prefund: &State, party: &Party) -> Result<Self, PartyError> {
+        let channel = VirtualChannel::from_prefund(prefund, party.config.virtual_payment_app)?;
+        let p = &prefund.participants;
+        let i = p.iter().position(|x| *x == party.address()).ok_or(PartyError::NotAParticipant)?;
+        let mut ledgers = Vec::new();
+        for (neighbour, left_index) in
+            [(i.checked_sub(1), i.wrapping_sub(1)), (Some(i + 1).filter(|j| *j < p.len()), i)]
+        {
+            let Some(j) = neighbour else { continue };
+            let channel_id = *party.ledger_with.get(&p[j]).ok_or(PartyError::NoLedgerWith(p[j]))?;
+            let ledger = party.ledgers.get(&channel_id).ok_or(PartyError::UnknownLedger(channel_id))?;
+            if ledger.consensus_outcome().asset() != channel.asset {
+                return Err(PartyError::InvalidState("the ledger holds another asset".into()));
+            }
+            ledgers.push(PathLedger { channel_id, expected: channel.guarantee(left_index)?, proposed: false });
+        }
+        let mut postfund = prefund.clone();
+        postfund.turn_num = crate::U48::from(1);
+        Ok(Self {
+            channel_id: prefund.channel_id(),
+            prefund: SignatureRound::new(prefund.clone()),
+            postfund: SignatureRound::new(postfund),
+            channel,
+            ledgers,
+            failure: None,
+        })
+    }
+
+    pub(crate) fn id(&self) -> ObjectiveId {
+        ObjectiveId::VirtualFund(self.channel_id)
+    }
+
+    /// The virtual channel.
+    pub fn channel(&self) -> &VirtualChannel {
+        &self.channel
+    }
+
+    /// V's postfund state (with the signatures held so far).
+    pub fn postfund(&self) -> &SignedState {
+        &self.postfund.state
+    }
+
+    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+        match state.state().turn_num.to::<u64>() {
+            0 => self.prefund.merge(state),
+            1 => self.postfund.merge(state),
+            _ => Err(PartyError::UnexpectedState),
+        }
+    }
+
+    /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
+    pub(crate) fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
+        let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
+        Some(if !self.prefund.is_complete() {
+            Approval::Defer
+        } else if side.expected == *proposal {
+            Approval::Approve
+        } else {
+            Approval::Reject(format!("virtual channel {} expects another guarantee", self.channel_id))
+        })
+    }
+
+    /// Returns true once V's postfund is signed by all.
+    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        let id = self.id();
+        self.prefund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        if !self.prefund.is_complete() {
+            return Ok(false);
+        }
+        for side in self.ledgers.iter_mut().filter(|s| !s.proposed) {
+            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            match leader.propose(side.expected) {
+                Ok(step) => {
+                    ctx.effects.absorb_ledger_step(side.channel_id, step, ctx.peers.get(&side.channel_id).copied());
+                    side.proposed = true;
+                }
+                // Proposed before a restart, or by a retried crank: already queued or locked.
+                Err(ChannelError::Proposal(ProposalError::DuplicateTarget(_)))
+                    if leader.latest_outcome().guarantee(&self.channel_id).is_some() =>
+                {
+                    side.proposed = true
+                }
+                Err(e) => {
+                    self.failure = Some(format!("ledger {}: {e}", side.channel_id));
+                    return Err(PartyError::Channel(e));
+                }
+            }
+        }
+        let locked =
+            self.ledgers.iter().all(|s| ctx.ledgers.get(&s.channel_id).is_some_and(|l| l.is_locked(&self.channel_id)));
+        if !locked {
+            return Ok(false);
+        }
+        self.postfund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        Ok(self.postfund.is_complete())
+    }
+
+    pub(crate) fn waiting_for(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+        if let Some(f) = &self.failure {
+            return WaitingFor::Failed(f.clone());
+        }
+        if !self.prefund.is_complete() {
+            return WaitingFor::signatures("prefund", &self.prefund);
+        }
+        let unlocked: Vec<ChannelId> = self
+            .ledgers
+            .iter()
+            .filter(|s| !ledgers.get(&s.channel_id).is_some_and(|l| l.is_locked(&self.channel_id)))
+            .map(|s| s.channel_id)
+            .collect();
+        if !unlocked.is_empty() {
+            return WaitingFor::GuaranteesLocked { ledgers: unlocked };
+        }
+        if !self.postfund.is_complete() {
+            return WaitingFor::signatures("postfund", &self.postfund);
+        }
+        WaitingFor::Nothing
+    }
+
+    pub(crate) fn resend(&self, me: Address) -> Vec<super::Envelope> {
+        let mut out = self.prefund.resend(me, self.id());
+        out.extend(self.postfund.resend(me, self.id()));
+        out
+    }
+}
