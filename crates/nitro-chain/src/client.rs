@@ -65,8 +65,17 @@ pub struct TxReceipt {
     pub block_number: u64,
     /// Gas it used.
     pub gas_used: u64,
+    /// What it paid per unit of gas, in wei (so the fee is `gas_used × effective_gas_price`).
+    pub effective_gas_price: u128,
     /// The contract it created, for a deployment.
     pub contract_address: Option<Address>,
+}
+
+impl TxReceipt {
+    /// The fee paid, in wei.
+    pub fn fee(&self) -> alloy::primitives::U256 {
+        alloy::primitives::U256::from(self.gas_used) * alloy::primitives::U256::from(self.effective_gas_price)
+    }
 }
 
 /// An account (a private key) on a JSON-RPC node.
@@ -283,7 +292,13 @@ impl EthClient {
             return Err(ChainError::Reverted { function, reason, tx_hash: Some(tx_hash) });
         }
         self.wait_for_confirmations(block_number).await?;
-        Ok(TxReceipt { tx_hash, block_number, gas_used: receipt.gas_used, contract_address: receipt.contract_address })
+        Ok(TxReceipt {
+            tx_hash,
+            block_number,
+            gas_used: receipt.gas_used,
+            effective_gas_price: receipt.effective_gas_price,
+            contract_address: receipt.contract_address,
+        })
     }
 
     async fn wait_for_receipt(

@@ -1,10 +1,13 @@
-//! `nitro demo`: a guided run of a ledger channel.
+//! `nitro demo`: Alice and Bob open ledgers with a hub on a local chain, fund virtual
+//! channels through it, pay, close everything, and get exactly what the states say.
 
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{utils::format_ether, Address, U256};
 use clap::Args;
-use nitro_core::{
-    destination_of, Address, Balance, FixedPart, FollowerChannel, LeaderChannel, LedgerMessage, LedgerOutcome,
-    SignedState, SigningKey, B256, U256, U48,
-};
+use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthClient};
+use nitro_core::{party::PartyConfig, U48};
+use nitro_node::{LocalNetwork, NetworkError};
 use serde_json::{json, Value};
 
 use crate::UsageError;
@@ -12,10 +15,13 @@ use crate::UsageError;
 /// Options of `nitro demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Number of guarantees to lock and release.
+    /// Virtual channels to fund, use and close through the hub.
     #[arg(long, default_value_t = 10)]
     virtual_channels: usize,
-    /// End with one JSON object summarizing the run.
+    /// Payments from Alice to Bob in each virtual channel.
+    #[arg(long, default_value_t = 3)]
+    payments: usize,
+    /// Print only one JSON object summarizing the run.
     #[arg(long)]
     json: bool,
 }
@@ -24,85 +30,188 @@ fn fail(e: impl std::fmt::Display) -> UsageError {
     UsageError(e.to_string())
 }
 
-/// Runs the demo: a funded ledger between the leader and the follower locks and releases one
-/// guarantee per virtual channel, every state signed by both.
+const WEI_PER_MILLI: u64 = 1_000_000_000_000_000;
+
+/// Runs the demo on a fresh anvil chain.
 pub fn run(args: DemoArgs) -> Result<Value, UsageError> {
-    let leader_key =
-        SigningKey::from_hex("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").map_err(fail)?;
-    let follower_key =
-        SigningKey::from_hex("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d").map_err(fail)?;
-    let (l, f) = (destination_of(leader_key.address()), destination_of(follower_key.address()));
-    let fixed = FixedPart {
-        participants: vec![leader_key.address(), follower_key.address()],
-        channel_nonce: 1,
-        app_definition: Address::ZERO,
-        challenge_duration: U48::from(86_400),
-    };
-    let funds = U256::from(1_000_000u64);
-    let outcome = LedgerOutcome::new(
-        Address::ZERO,
-        Balance { destination: l, amount: funds },
-        Balance { destination: f, amount: funds },
-    )
-    .map_err(fail)?;
-    let mut initial = SignedState::new(outcome.to_state(&fixed, U48::from(1)));
-    initial.sign(&leader_key).map_err(fail)?;
-    initial.sign(&follower_key).map_err(fail)?;
-    let mut leader = LeaderChannel::new(leader_key, &initial).map_err(fail)?;
-    let mut follower = FollowerChannel::new(follower_key, &initial).map_err(fail)?;
-    let say = |s: String| {
-        if !args.json {
-            println!("{s}");
-        }
-    };
-    say(format!("ledger {} funded with {funds} each, turn 1", leader.channel_id()));
-    let (mut added, mut removed) = (0, 0);
-    for remove in [false, true] {
-        for i in 0..args.virtual_channels {
-            let target = B256::from(U256::from(i + 1));
-            let step = if remove {
-                leader.remove_guarantee(target, U256::from(60)).map_err(fail)?
-            } else {
-                leader.add_guarantee(target, U256::from(100), l, f, U256::from(50)).map_err(fail)?
-            };
-            for m in &step.messages {
-                let _ = follower.receive(m).map_err(fail)?;
-            }
-            let LedgerMessage::Proposal(sp) = &step.messages[0] else { return Err(fail("expected a proposal")) };
-            let reply = follower.countersign_next(&sp.proposal).map_err(fail)?;
-            for m in &reply.messages {
-                let _ = leader.receive(m).map_err(fail)?;
-            }
-            if remove {
-                removed += 1;
-            } else {
-                added += 1;
-            }
-            let o = leader.consensus_outcome();
-            say(format!(
-                "turn {:>3}: {} guarantee {target:.10}…  leader {} follower {} locked {}",
-                leader.consensus_turn(),
-                if remove { "released" } else { "locked  " },
-                o.leader().amount,
-                o.follower().amount,
-                o.guarantees().len()
-            ));
+    if args.virtual_channels == 0 || args.virtual_channels > 1000 {
+        return Err(UsageError("--virtual-channels must be between 1 and 1000".into()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(fail)?;
+    runtime.block_on(demo(args))
+}
+
+struct Say {
+    quiet: bool,
+    start: Instant,
+}
+
+impl Say {
+    fn line(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            println!("[{:>6.2}s] {}", self.start.elapsed().as_secs_f64(), text.as_ref());
         }
     }
-    let o = leader.consensus_outcome();
+}
+
+fn eth(wei: U256) -> String {
+    format!("{} ETH", format_ether(wei))
+}
+
+async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
+    let say = Say { quiet: args.json, start: Instant::now() };
+    let n = args.virtual_channels;
+    let anvil = Anvil::spawn().map_err(fail)?;
+    say.line(format!("anvil started at {} (chain id 31337)", anvil.endpoint()));
+    let artifacts = Artifacts::locate().map_err(fail)?;
+    let deployer_key = dev_key(0).ok_or_else(|| fail("no dev key 0"))?;
+    let deployer = EthClient::connect(&anvil.endpoint(), &deployer_key, ChainConfig::default()).await.map_err(fail)?;
+    let contracts = Contracts::deploy(&deployer, &artifacts).await.map_err(fail)?;
+    say.line(format!(
+        "deployed NitroAdjudicator {} · ConsensusApp {} · VirtualPaymentApp {}",
+        contracts.adjudicator, contracts.consensus_app, contracts.virtual_payment_app
+    ));
+
+    let names = ["alice", "hub", "bob"];
+    let keys = (1..=3).map(|i| dev_key(i).ok_or_else(|| fail("no dev key"))).collect::<Result<Vec<_>, _>>()?;
+    let config = PartyConfig {
+        consensus_app: contracts.consensus_app,
+        virtual_payment_app: contracts.virtual_payment_app,
+        challenge_duration: U48::from(86_400),
+    };
+    let parties = names.iter().map(|n| n.to_string()).zip(keys).collect();
+    let mut net = LocalNetwork::connect(&anvil.endpoint(), &contracts, parties, config).await.map_err(fail)?;
+    let (alice, hub, bob) = (net.address(0), net.address(1), net.address(2));
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(net.participants[i].chain.client().balance(net.address(i)).await.map_err(fail)?);
+        say.line(format!("{:<5} {}  balance {}", names[i], net.address(i), eth(before[i])));
+    }
+
+    // 1. Ledgers, led by the hub: each side deposits 1 ETH per virtual channel (+1 spare).
+    let per_ledger = U256::from(WEI_PER_MILLI) * U256::from(1000 * (n as u64 + 1));
+    say.line(format!("opening L(hub, alice) and L(hub, bob): {} from each side", eth(per_ledger)));
+    let la =
+        net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [per_ledger, per_ledger], 1)).map_err(fail)?;
+    let lb = net.request(1, |p| p.direct_fund([hub, bob], Address::ZERO, [per_ledger, per_ledger], 2)).map_err(fail)?;
+    let timeout = Duration::from_secs(120);
+    net.run_objectives(&[la, lb], timeout).await.map_err(fail_net)?;
+    for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
+        let held = net.participants[1].chain.holdings(Address::ZERO, id.channel_id()).await.map_err(fail)?;
+        say.line(format!("{name} {} funded: on-chain holdings {}", id.channel_id(), eth(held)));
+    }
+
+    // 2. Virtual channels Alice → Bob through the hub, all at once.
+    let a = U256::from(WEI_PER_MILLI) * U256::from(100u64);
+    say.line(format!("funding {n} virtual channels alice → hub → bob, {} each from alice", eth(a)));
+    let started = Instant::now();
+    let mut funds = Vec::new();
+    for k in 0..n {
+        funds.push(
+            net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [a, U256::ZERO], k as u64))
+                .map_err(fail)?,
+        );
+    }
+    net.run_objectives(&funds, timeout).await.map_err(fail_net)?;
+    say.line(format!(
+        "{n} virtual channels funded in {:.0} ms: {} guarantees locked in the two ledgers",
+        started.elapsed().as_secs_f64() * 1e3,
+        net.stats.guarantees_locked
+    ));
+    ledger_line(&net, &say, 1, la.channel_id(), "L(hub, alice)");
+    ledger_line(&net, &say, 1, lb.channel_id(), "L(hub, bob)");
+
+    // 3. Payments: vouchers from Alice to Bob.
+    let payment = U256::from(WEI_PER_MILLI) * U256::from(7u64);
+    for id in &funds {
+        for _ in 0..args.payments {
+            net.request_effects(0, |p| p.pay(id.channel_id(), payment)).map_err(fail)?;
+        }
+    }
+    net.run_until(timeout, |ps| {
+        funds.iter().all(|id| ps[2].party.paid(&id.channel_id()) == payment * U256::from(args.payments))
+    })
+    .await
+    .map_err(fail_net)?;
+    say.line(format!("alice paid bob {} × {} in each channel (signed vouchers)", args.payments, eth(payment)));
+
+    // 4. Bob closes the virtual channels; the guarantees go back into the ledgers.
+    let mut defunds = Vec::new();
+    for id in &funds {
+        defunds.push(net.request(2, |p| p.virtual_defund(id.channel_id())).map_err(fail)?);
+    }
+    net.run_objectives(&defunds, timeout).await.map_err(fail_net)?;
+    say.line(format!("{n} virtual channels closed: {} guarantees released", net.stats.guarantees_released));
+    ledger_line(&net, &say, 1, la.channel_id(), "L(hub, alice)");
+    ledger_line(&net, &say, 1, lb.channel_id(), "L(hub, bob)");
+
+    // 5. Close the ledgers on chain.
+    let da = net.request(1, |p| p.direct_defund(la.channel_id())).map_err(fail)?;
+    let db = net.request(1, |p| p.direct_defund(lb.channel_id())).map_err(fail)?;
+    net.run_objectives(&[da, db], timeout).await.map_err(fail_net)?;
+    let mut leftover = U256::ZERO;
+    for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
+        let held = net.participants[1].chain.holdings(Address::ZERO, id.channel_id()).await.map_err(fail)?;
+        leftover += held;
+        say.line(format!("{name} concluded and paid out: on-chain holdings {}", eth(held)));
+    }
+
+    let mut deposited = serde_json::Map::new();
+    let mut withdrawn = serde_json::Map::new();
+    for i in 0..3 {
+        let p = &net.participants[i];
+        let after = p.chain.client().balance(net.address(i)).await.map_err(fail)?;
+        // after = before - deposits - fees + withdrawals
+        let got = (after + p.deposited + p.fees_paid).saturating_sub(before[i]);
+        say.line(format!(
+            "{:<5} deposited {}, withdrew {}, fees {}: net {}{}",
+            names[i],
+            eth(p.deposited),
+            eth(got),
+            eth(p.fees_paid),
+            if got >= p.deposited { "+" } else { "-" },
+            eth(if got >= p.deposited { got - p.deposited } else { p.deposited - got })
+        ));
+        deposited.insert(names[i].into(), json!(p.deposited.to_string()));
+        withdrawn.insert(names[i].into(), json!(got.to_string()));
+    }
+    say.line(format!(
+        "{} messages, {} transactions, {} adjudicator events",
+        net.stats.messages, net.stats.transactions, net.stats.chain_events
+    ));
+    let defunded = [da, db].iter().filter(|id| net.participants[1].party.is_complete(id)).count();
     let summary = json!({
-        "ledgers_funded": 1,
-        "virtual_channels": args.virtual_channels,
-        "guarantees_added": added,
-        "guarantees_removed": removed,
-        "final_turn": leader.consensus_turn().to::<u64>(),
-        "leader_balance": o.leader().amount.to_string(),
-        "follower_balance": o.follower().amount.to_string(),
-        "consensus_state_hash": leader.consensus_state().hash().to_string(),
+        "ledgers_funded": 2,
+        "virtual_channels": n,
+        "guarantees_added": net.stats.guarantees_locked,
+        "guarantees_removed": net.stats.guarantees_released,
+        "ledgers_defunded": defunded,
+        "deposited_wei": deposited,
+        "withdrawn_wei": withdrawn,
+        "leftover_holdings_wei": leftover.to_string(),
     });
+    drop(anvil);
     if args.json {
         Ok(summary)
     } else {
-        Ok(Value::String("done: every state above is signed by both parties".into()))
+        Ok(Value::String(format!("done: every state above was signed by its parties and settled on chain\n{summary}")))
+    }
+}
+
+fn fail_net(e: NetworkError) -> UsageError {
+    UsageError(e.to_string())
+}
+
+fn ledger_line(net: &LocalNetwork, say: &Say, party: usize, ledger: nitro_core::ChannelId, name: &str) {
+    if let Some(l) = net.participants[party].party.ledger(&ledger) {
+        let o = l.consensus_outcome();
+        say.line(format!(
+            "{name} turn {}: hub {} · other {} · {} guarantee(s) {}",
+            l.consensus_turn(),
+            eth(o.leader().amount),
+            eth(o.follower().amount),
+            o.guarantees().len(),
+            eth(o.guarantees().fold(U256::ZERO, |s, g| s + g.amount()))
+        ));
     }
 }

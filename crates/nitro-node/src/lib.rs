@@ -1,0 +1,14 @@
+//! Runs Nitro ledger-channel parties (the sans-IO [`nitro_core::party::Party`]) against a
+//! real chain: their transactions go to the `NitroAdjudicator` through
+//! [`nitro_chain::EthChainService`], the adjudicator's confirmed events come back through an
+//! [`nitro_chain::EventWatcher`], and their messages are delivered between them.
+//!
+//! [`LocalNetwork`] holds several parties in one process (the demo and the integration
+//! tests); each message is delivered in the order sent, repeated by the parties' own resend
+//! timers if lost.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod local;
+
+pub use local::{LocalNetwork, NetworkError, Participant, Stats};

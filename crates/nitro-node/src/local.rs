@@ -1,0 +1,301 @@
+//! Several parties in one process, on one chain.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, U256};
+use nitro_chain::{ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient, EventWatcher};
+use nitro_core::{
+    chain::ChainTransaction,
+    party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent},
+    ConsensusChannel, LedgerEvent, SigningKey,
+};
+use thiserror::Error;
+
+/// Why a run stopped.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// A party refused a request.
+    #[error("{party}: {error}")]
+    Party {
+        /// Who refused.
+        party: String,
+        /// Why.
+        error: PartyError,
+    },
+    /// The chain failed in a way retries did not cure.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The goal was not reached in time; says what each unfinished objective waits for.
+    #[error("not done after {elapsed:?}:\n{report}")]
+    Timeout {
+        /// How long it ran.
+        elapsed: Duration,
+        /// Every unfinished objective and what it waits for.
+        report: String,
+    },
+}
+
+/// One party of the network, with its account on the chain.
+pub struct Participant {
+    /// A name for people ("alice", "hub", …).
+    pub name: String,
+    /// The sans-IO party.
+    pub party: Party,
+    /// Its account on the chain.
+    pub chain: EthChainService,
+    /// Wei it paid in transaction fees.
+    pub fees_paid: U256,
+    /// Wei it deposited into channels.
+    pub deposited: U256,
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages delivered between parties.
+    pub messages: u64,
+    /// Messages a party refused (duplicates of settled rounds, stale branches).
+    pub refused_messages: u64,
+    /// Transactions confirmed.
+    pub transactions: u64,
+    /// Transactions that failed (reverted or refused before sending).
+    pub failed_transactions: u64,
+    /// Adjudicator events delivered.
+    pub chain_events: u64,
+    /// Guarantees that reached a ledger's consensus state (counted once per ledger).
+    pub guarantees_locked: u64,
+    /// Guarantees released from a ledger's consensus state (once per ledger).
+    pub guarantees_released: u64,
+    /// Stale challenges answered with a checkpoint.
+    pub challenges_answered: u64,
+}
+
+/// Parties in one process: messages between them are delivered in order, transactions go to
+/// the chain one at a time, and confirmed events are fed back to every party.
+pub struct LocalNetwork {
+    /// The parties.
+    pub participants: Vec<Participant>,
+    /// Counters.
+    pub stats: Stats,
+    watcher: EventWatcher,
+    messages: VecDeque<(usize, Envelope)>,
+    transactions: VecDeque<(usize, nitro_core::party::TransactionRequest)>,
+    resend_every: Duration,
+    observer: Option<Box<dyn FnMut(&str, &PartyEvent) + Send>>,
+}
+
+impl LocalNetwork {
+    /// Connects one account per `(name, key)` to the node at `url` and the deployed `contracts`.
+    pub async fn connect(
+        url: &str,
+        contracts: &Contracts,
+        parties: Vec<(String, SigningKey)>,
+        config: PartyConfig,
+    ) -> Result<Self, NetworkError> {
+        let mut participants = Vec::new();
+        for (name, key) in parties {
+            let client = EthClient::connect(url, &key, ChainConfig::default()).await?;
+            participants.push(Participant {
+                name,
+                party: Party::new(key, config.clone()),
+                chain: EthChainService::new(client, contracts.adjudicator),
+                fees_paid: U256::ZERO,
+                deposited: U256::ZERO,
+            });
+        }
+        let from_block = match participants.first() {
+            Some(p) => p.chain.client().block_number().await?,
+            None => 0,
+        };
+        let watcher = EventWatcher::connect(url, contracts.adjudicator, from_block)?;
+        Ok(Self {
+            participants,
+            stats: Stats::default(),
+            watcher,
+            messages: VecDeque::new(),
+            transactions: VecDeque::new(),
+            resend_every: Duration::from_millis(300),
+            observer: None,
+        })
+    }
+
+    /// Calls `observer` with every event a party persists (for progress output).
+    pub fn observe(&mut self, observer: impl FnMut(&str, &PartyEvent) + Send + 'static) {
+        self.observer = Some(Box::new(observer));
+    }
+
+    /// Index of the party with `address`.
+    pub fn index_of(&self, address: Address) -> Option<usize> {
+        self.participants.iter().position(|p| p.party.address() == address)
+    }
+
+    /// Address of party `i`.
+    pub fn address(&self, i: usize) -> Address {
+        self.participants[i].party.address()
+    }
+
+    /// Makes a request of party `i` (open a ledger, fund a virtual channel, …).
+    pub fn request<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Party) -> Result<(T, Effects), PartyError>,
+    ) -> Result<T, NetworkError> {
+        let (value, effects) = f(&mut self.participants[i].party)
+            .map_err(|error| NetworkError::Party { party: self.participants[i].name.clone(), error })?;
+        self.absorb(i, effects);
+        Ok(value)
+    }
+
+    /// Like [`LocalNetwork::request`], for requests that only produce effects.
+    pub fn request_effects(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Party) -> Result<Effects, PartyError>,
+    ) -> Result<(), NetworkError> {
+        self.request(i, |p| f(p).map(|e| ((), e)))
+    }
+
+    fn absorb(&mut self, i: usize, effects: Effects) {
+        let name = self.participants[i].name.clone();
+        for event in &effects.events {
+            if let PartyEvent::Ledger { channel_id, event } = event {
+                let leads = matches!(self.participants[i].party.ledger(channel_id), Some(ConsensusChannel::Leader(_)));
+                match event {
+                    LedgerEvent::GuaranteeLocked { .. } if leads => self.stats.guarantees_locked += 1,
+                    LedgerEvent::GuaranteeReleased { .. } if leads => self.stats.guarantees_released += 1,
+                    _ => {}
+                }
+            }
+            if matches!(event, PartyEvent::ChallengeAnswered { .. }) {
+                self.stats.challenges_answered += 1;
+            }
+            if let Some(observer) = self.observer.as_mut() {
+                observer(&name, event);
+            }
+        }
+        self.messages.extend(effects.messages.into_iter().map(|m| (i, m)));
+        self.transactions.extend(effects.transactions.into_iter().map(|t| (i, t)));
+    }
+
+    /// Delivers every queued message (and what they cause), in order.
+    fn deliver_messages(&mut self) -> bool {
+        let mut any = false;
+        while let Some((from, envelope)) = self.messages.pop_front() {
+            any = true;
+            let sender = self.address(from);
+            let Some(to) = self.index_of(envelope.to) else { continue };
+            self.stats.messages += 1;
+            match self.participants[to].party.handle_message(sender, envelope.payload) {
+                Ok(effects) => self.absorb(to, effects),
+                Err(error) => {
+                    self.stats.refused_messages += 1;
+                    tracing::debug!(to = %self.participants[to].name, %error, "message refused");
+                }
+            }
+        }
+        any
+    }
+
+    /// Submits queued transactions, one at a time, each confirmed before the next.
+    async fn submit_transactions(&mut self) -> bool {
+        let mut any = false;
+        while let Some((i, request)) = self.transactions.pop_front() {
+            any = true;
+            let participant = &mut self.participants[i];
+            match participant.chain.submit(&request.transaction).await {
+                Ok(receipt) => {
+                    self.stats.transactions += 1;
+                    participant.fees_paid += receipt.fee();
+                    if let ChainTransaction::Deposit { amount, .. } = &request.transaction {
+                        participant.deposited += *amount;
+                    }
+                }
+                Err(error) => {
+                    self.stats.failed_transactions += 1;
+                    tracing::debug!(party = %participant.name, %error, "transaction failed");
+                    if let Some(id) = request.objective {
+                        let effects = participant.party.transaction_failed(id);
+                        self.absorb(i, effects);
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Feeds newly confirmed adjudicator events to every party.
+    async fn deliver_chain_events(&mut self) -> Result<bool, NetworkError> {
+        let events = match self.watcher.poll().await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::debug!(%error, "watcher poll failed; will retry");
+                return Ok(false);
+            }
+        };
+        for event in &events {
+            self.stats.chain_events += 1;
+            for i in 0..self.participants.len() {
+                let effects = self.participants[i].party.handle_chain_event(event);
+                self.absorb(i, effects);
+            }
+        }
+        Ok(!events.is_empty())
+    }
+
+    /// Runs until `done` holds, or fails after `timeout` with a report of what every
+    /// unfinished objective waits for.
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Participant]) -> bool,
+    ) -> Result<(), NetworkError> {
+        let start = Instant::now();
+        let mut last_resend = Instant::now();
+        loop {
+            let delivered = self.deliver_messages();
+            let submitted = self.submit_transactions().await;
+            let observed = self.deliver_chain_events().await?;
+            if done(&self.participants) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(NetworkError::Timeout { elapsed: start.elapsed(), report: self.report() });
+            }
+            if !(delivered || submitted || observed) {
+                if last_resend.elapsed() >= self.resend_every {
+                    last_resend = Instant::now();
+                    for i in 0..self.participants.len() {
+                        let effects = self.participants[i].party.resend();
+                        self.absorb(i, effects);
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs until every listed objective completed at every party that has it.
+    pub async fn run_objectives(&mut self, ids: &[ObjectiveId], timeout: Duration) -> Result<(), NetworkError> {
+        let ids = ids.to_vec();
+        self.run_until(timeout, move |ps| {
+            ids.iter().all(|id| ps.iter().all(|p| p.party.objective(id).is_none() || p.party.is_complete(id)))
+        })
+        .await
+    }
+
+    /// Every unfinished objective of every party and what it waits for.
+    pub fn report(&self) -> String {
+        let mut lines = Vec::new();
+        for p in &self.participants {
+            for (id, done) in p.party.objectives() {
+                if !done {
+                    let waiting = p.party.waiting_for(&id).map(|w| w.to_string()).unwrap_or_default();
+                    lines.push(format!("  {}: {id}: {waiting}", p.name));
+                }
+            }
+        }
+        lines.join("\n")
+    }
+}
