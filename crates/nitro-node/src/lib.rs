@@ -11,4 +11,4 @@
 
 mod local;
 
-pub use local::{LocalNetwork, NetworkError, Participant, Stats};
+pub use local::{LocalNetwork, MessageFilter, NetworkError, Participant, Stats};

@@ -55,6 +55,8 @@ pub struct Participant {
 pub struct Stats {
     /// Messages delivered between parties.
     pub messages: u64,
+    /// Messages lost to the filter.
+    pub lost_messages: u64,
     /// Messages a party refused (duplicates of settled rounds, stale branches).
     pub refused_messages: u64,
     /// Transactions confirmed.
@@ -82,8 +84,15 @@ pub struct LocalNetwork {
     messages: VecDeque<(usize, Envelope)>,
     transactions: VecDeque<(usize, nitro_core::party::TransactionRequest)>,
     resend_every: Duration,
-    observer: Option<Box<dyn FnMut(&str, &PartyEvent) + Send>>,
+    observer: Option<Observer>,
+    filter: Option<MessageFilter>,
 }
+
+/// Sees every event a party persists, with the party's name.
+pub type Observer = Box<dyn FnMut(&str, &PartyEvent) + Send>;
+
+/// Decides whether a message from party `from` gets through (false: it is lost).
+pub type MessageFilter = Box<dyn Fn(usize, &Envelope) -> bool + Send>;
 
 impl LocalNetwork {
     /// Connects one account per `(name, key)` to the node at `url` and the deployed `contracts`.
@@ -117,12 +126,19 @@ impl LocalNetwork {
             transactions: VecDeque::new(),
             resend_every: Duration::from_millis(300),
             observer: None,
+            filter: None,
         })
     }
 
     /// Calls `observer` with every event a party persists (for progress output).
     pub fn observe(&mut self, observer: impl FnMut(&str, &PartyEvent) + Send + 'static) {
         self.observer = Some(Box::new(observer));
+    }
+
+    /// Loses every message `filter` refuses (a party gone silent, a partition), until the
+    /// filter is removed with `None`.
+    pub fn set_filter(&mut self, filter: Option<MessageFilter>) {
+        self.filter = filter;
     }
 
     /// Index of the party with `address`.
@@ -185,6 +201,10 @@ impl LocalNetwork {
             any = true;
             let sender = self.address(from);
             let Some(to) = self.index_of(envelope.to) else { continue };
+            if self.filter.as_ref().is_some_and(|f| !f(from, &envelope)) {
+                self.stats.lost_messages += 1;
+                continue;
+            }
             self.stats.messages += 1;
             match self.participants[to].party.handle_message(sender, envelope.payload) {
                 Ok(effects) => self.absorb(to, effects),

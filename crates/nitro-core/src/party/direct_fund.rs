@@ -65,6 +65,11 @@ impl DirectFund {
         &self.prefund.state.state().participants
     }
 
+    /// The postfund state (turn 1), with the signatures held so far.
+    pub fn postfund(&self) -> &SignedState {
+        &self.postfund.state
+    }
+
     /// The ledger being funded.
     pub fn channel_id(&self) -> ChannelId {
         self.channel_id
