@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod local;
+pub mod transport;
 
 pub use local::{LocalNetwork, MessageFilter, NetworkError, Participant, Stats};
