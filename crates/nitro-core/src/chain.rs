@@ -28,19 +28,24 @@ use crate::{
 /// signatures (in participant order) make the contract's `FixedPart` and `SignedVariablePart`.
 /// The support proof is always empty: ledger channels run the `ConsensusApp`, whose states are
 /// supported only by the signatures of every participant on the candidate itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ChainTransaction {
     /// `deposit(asset, channelId, expectedHeld, amount)`: add `amount` to the channel's holdings
     /// of `asset`, provided they are exactly `expected_held` when the transaction executes.
     Deposit {
         /// The channel credited (never an external address).
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// The asset: the zero address for ETH (sent as the transaction's value).
+        #[serde(with = "crate::json::address")]
         asset: Address,
         /// What the channel must hold before this deposit (the sum of the allocations before
         /// the depositor's own in the funding order).
+        #[serde(with = "crate::json::uint256")]
         expected_held: U256,
         /// How much to deposit.
+        #[serde(with = "crate::json::uint256")]
         amount: U256,
     },
     /// `checkpoint(fixedPart, [], candidate)`: register a supported state with a higher turn
@@ -73,6 +78,7 @@ pub enum ChainTransaction {
     /// allocations of a finalized channel.
     Transfer {
         /// The finalized channel paying out.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Which asset of `outcome`.
         asset_index: usize,
@@ -80,6 +86,7 @@ pub enum ChainTransaction {
         outcome: Exit,
         /// The state hash the chain has fingerprinted: zero after `conclude`, the challenged
         /// state's hash after a challenge timed out.
+        #[serde(with = "crate::json::bytes32")]
         state_hash: B256,
         /// Indices of the allocations to pay, strictly increasing; empty means all.
         indices: Vec<usize>,
@@ -88,8 +95,10 @@ pub enum ChainTransaction {
     /// its left and right allocations, according to the finalized target channel's outcome.
     Reclaim {
         /// The ledger channel holding the guarantee.
+        #[serde(with = "crate::json::bytes32")]
         source_channel_id: ChannelId,
         /// The ledger's fingerprinted state hash (zero after `conclude`).
+        #[serde(with = "crate::json::bytes32")]
         source_state_hash: B256,
         /// The ledger's fingerprinted outcome.
         source_outcome: Exit,
@@ -98,6 +107,7 @@ pub enum ChainTransaction {
         /// Index of the guarantee among that asset's allocations (its destination is the target).
         index_of_target_in_source: usize,
         /// The target channel's fingerprinted state hash.
+        #[serde(with = "crate::json::bytes32")]
         target_state_hash: B256,
         /// The target channel's fingerprinted outcome; allocations 0 and 1 go to the guarantee's
         /// left and right.
@@ -376,7 +386,7 @@ impl ChainTransaction {
 
 /// A state as the adjudicator emitted it in a `ChallengeRegistered` event: a variable part and
 /// the signatures submitted with it (unverified: they are what the challenger sent).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SubmittedState {
     /// The variable part.
     pub variable_part: VariablePart,
@@ -408,17 +418,21 @@ impl SubmittedState {
 /// An event of the `NitroAdjudicator` that concerns a channel, with the block it is in.
 ///
 /// Events are delivered in chain order (block, then log index).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ChainEvent {
     /// `Deposited(destination, asset, destinationHoldings)`: the channel now holds `now_held`.
     Deposited {
         /// The channel credited.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
         /// The asset deposited.
+        #[serde(with = "crate::json::address")]
         asset: Address,
         /// The channel's holdings of `asset` after the deposit.
+        #[serde(with = "crate::json::uint256")]
         now_held: U256,
     },
     /// `AllocationUpdated(channelId, assetIndex, initialHoldings, finalHoldings)`: a payout
@@ -426,19 +440,24 @@ pub enum ChainEvent {
     /// holding `final_holdings` of the outcome's asset `asset_index`.
     AllocationUpdated {
         /// The channel paying out.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
         /// Index of the asset in the channel's outcome.
+        #[serde(with = "crate::json::uint256")]
         asset_index: U256,
         /// Holdings before the payout.
+        #[serde(with = "crate::json::uint256")]
         initial_holdings: U256,
         /// Holdings after the payout.
+        #[serde(with = "crate::json::uint256")]
         final_holdings: U256,
     },
     /// `Concluded(channelId, finalizesAt)`: the channel was concluded with a final state.
     Concluded {
         /// The channel.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
@@ -450,6 +469,7 @@ pub enum ChainEvent {
     /// higher turn number is checkpointed (or challenged with) before.
     ChallengeRegistered {
         /// The channel.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
@@ -463,28 +483,34 @@ pub enum ChainEvent {
     /// `ChallengeCleared(channelId, newTurnNumRecord)`: a checkpoint cleared a challenge.
     ChallengeCleared {
         /// The channel.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
         /// The turn number now recorded.
+        #[serde(with = "crate::json::uint48")]
         new_turn_num_record: TurnNum,
     },
     /// `Checkpointed(channelId, newTurnNumRecord)`: a checkpoint on a channel with no challenge.
     Checkpointed {
         /// The channel.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
         /// The turn number now recorded.
+        #[serde(with = "crate::json::uint48")]
         new_turn_num_record: TurnNum,
     },
     /// `Reclaimed(channelId, assetIndex)`: a guarantee of this (source) ledger was reclaimed.
     Reclaimed {
         /// The source ledger.
+        #[serde(with = "crate::json::bytes32")]
         channel_id: ChannelId,
         /// Block of the event.
         block_number: u64,
         /// Index of the asset in the ledger's outcome.
+        #[serde(with = "crate::json::uint256")]
         asset_index: U256,
     },
 }

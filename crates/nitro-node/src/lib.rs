@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod engine;
 mod local;
+pub mod store;
 pub mod transport;
 
 pub use local::{LocalNetwork, MessageFilter, NetworkError, Participant, Stats};

@@ -597,18 +597,28 @@ impl Party {
                 if !state.state().participants.contains(&from) || objective.channel_id() != state.channel_id() {
                     return Err(PartyError::UnexpectedSender(from));
                 }
-                if !self.objectives.contains_key(&objective) {
-                    let created = self.objective_from_state(objective, state.state())?;
-                    self.objectives.insert(objective, Entry { objective: created, done: false });
-                    effects.events.push(PartyEvent::ObjectiveStarted { id: objective });
-                }
-                let entry = self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?;
+                // A refused state changes nothing: a new objective is kept only once the
+                // state merged into it.
+                let mut created = match self.objectives.contains_key(&objective) {
+                    true => None,
+                    false => {
+                        Some(Entry { objective: self.objective_from_state(objective, state.state())?, done: false })
+                    }
+                };
+                let entry = match created.as_mut() {
+                    Some(entry) => entry,
+                    None => self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?,
+                };
                 let ours = match &mut entry.objective {
                     Objective::DirectFund(o) => o.receive_state(&state)?,
                     Objective::DirectDefund(o) => o.receive_state(&state)?,
                     Objective::VirtualFund(o) => o.receive_state(&state)?,
                     Objective::VirtualDefund(o) => o.receive_state(&state)?,
                 };
+                if let Some(entry) = created {
+                    self.objectives.insert(objective, entry);
+                    effects.events.push(PartyEvent::ObjectiveStarted { id: objective });
+                }
                 // The sender lacks signatures we hold (its copy of ours was lost, or we finished
                 // first): answer with our copy, so the last message of a round is never lost for good.
                 let theirs = state.signatures().iter().flatten().count();
