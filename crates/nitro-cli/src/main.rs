@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod node;
 mod tools;
 
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ enum Command {
     /// Hash, sign and recover signers of channel states.
     #[command(subcommand)]
     State(tools::StateCommand),
+    /// Run a node: ledgers and virtual channels with peers, a JSON-RPC API, a SQLite store.
+    Node(node::NodeArgs),
+    /// Call a running node's JSON-RPC API.
+    Rpc(node::RpcArgs),
     /// Run the demo.
     Demo(demo::DemoArgs),
     /// Measure the ledger against its cryptographic floor.
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
         Command::ChannelId { file } => tools::channel_id(&file),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Node(args) => node::run_node(args),
+        Command::Rpc(args) => node::run_rpc(args),
     };
     match result {
         Ok(serde_json::Value::String(text)) => {

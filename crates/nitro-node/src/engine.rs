@@ -74,7 +74,10 @@ pub enum Input {
     /// A confirmed adjudicator event.
     Chain(ChainEvent),
     /// A transaction an objective asked for failed.
-    TransactionFailed(ObjectiveId),
+    TransactionFailed {
+        /// The objective that asked for it.
+        objective: ObjectiveId,
+    },
     /// The resend timer (not logged: it signs nothing new).
     Tick,
 }
@@ -147,7 +150,7 @@ fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option<ObjectiveI
         },
         Input::Message { from, payload } => (party.handle_message(*from, payload.clone())?, None),
         Input::Chain(event) => (party.handle_chain_event(event), None),
-        Input::TransactionFailed(id) => (party.transaction_failed(*id), None),
+        Input::TransactionFailed { objective } => (party.transaction_failed(*objective), None),
         Input::Tick => (party.resend(), None),
     })
 }
@@ -215,6 +218,7 @@ impl Engine {
         for t in &effects.transactions {
             record.transactions.push(encode(&StoredTransaction::from_request(t), &mut self.poisoned)?);
         }
+        record.signed = signed_in(&self.party, &effects);
         let ids = match self.store.commit_step(&record) {
             Ok(ids) => ids,
             Err(e) => {
@@ -240,6 +244,47 @@ impl Engine {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// The states the party signed in a step: its proposals (as leader), its countersignatures
+/// (as follower) and its signatures in objective rounds.
+fn signed_in(party: &Party, effects: &Effects) -> Vec<(String, u64, String)> {
+    use nitro_core::LedgerEvent;
+    let me = party.address();
+    let mut out = Vec::new();
+    for e in &effects.events {
+        if let PartyEvent::Ledger { channel_id, event } = e {
+            let role = party.ledger(channel_id);
+            match event {
+                LedgerEvent::ProposalQueued { signed, state_hash }
+                    if matches!(role, Some(nitro_core::ConsensusChannel::Leader(_))) =>
+                {
+                    out.push((channel_id.to_string(), signed.turn_num.to::<u64>(), state_hash.to_string()))
+                }
+                LedgerEvent::ConsensusAdvanced { turn, state_hash, .. }
+                    if matches!(role, Some(nitro_core::ConsensusChannel::Follower(_))) =>
+                {
+                    out.push((channel_id.to_string(), turn.to::<u64>(), state_hash.to_string()))
+                }
+                _ => {}
+            }
+        }
+    }
+    for m in &effects.messages {
+        if let Payload::State { state, .. } = &m.payload {
+            let mine = state.state().participants.iter().position(|p| *p == me);
+            if mine.is_some_and(|i| state.signature(i).is_some()) {
+                out.push((
+                    state.channel_id().to_string(),
+                    state.state().turn_num.to::<u64>(),
+                    state.hash().to_string(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Encodes a record; a failure after the party changed poisons the engine like a store failure.

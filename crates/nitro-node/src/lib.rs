@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
 pub mod engine;
 mod local;
+pub mod node;
 pub mod store;
 pub mod transport;
 

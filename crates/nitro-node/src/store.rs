@@ -49,6 +49,8 @@ pub struct StepRecord {
     pub messages: Vec<(String, String)>,
     /// Transactions to submit: JSON bodies.
     pub transactions: Vec<String>,
+    /// States this party signed in the step: (channel id, turn, state hash), all 0x-hex.
+    pub signed: Vec<(String, u64, String)>,
 }
 
 /// Ids the store gave a step's records.
@@ -92,6 +94,8 @@ impl Store {
                  CREATE TABLE transactions (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,
                                             done INTEGER NOT NULL DEFAULT 0);
                  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE signatures (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
+                                          PRIMARY KEY (channel, turn, hash));
                  PRAGMA user_version = 1;
                  COMMIT;",
             )?;
@@ -109,6 +113,12 @@ impl Store {
         for (peer, body) in &step.messages {
             tx.execute("INSERT INTO outbox (peer, body) VALUES (?1, ?2)", params![peer, body])?;
             ids.messages.push(tx.last_insert_rowid() as u64);
+        }
+        for (channel, turn, hash) in &step.signed {
+            tx.execute(
+                "INSERT OR IGNORE INTO signatures (channel, turn, hash) VALUES (?1, ?2, ?3)",
+                params![channel, *turn as i64, hash],
+            )?;
         }
         for body in &step.transactions {
             tx.execute("INSERT INTO transactions (body) VALUES (?1)", params![body])?;
@@ -159,6 +169,22 @@ impl Store {
     pub fn transaction_done(&self, id: u64) -> Result<(), StoreError> {
         self.conn.execute("UPDATE transactions SET done = 1 WHERE id = ?1", params![id as i64])?;
         Ok(())
+    }
+
+    /// Every (channel, turn) at which this party signed more than one state — the audit of
+    /// "never sign two different states at one turn" (a leader may, legitimately, only after
+    /// its follower rejected the first).
+    pub fn double_signed(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT channel, turn FROM signatures GROUP BY channel, turn HAVING COUNT(DISTINCT hash) > 1")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of distinct states this party signed.
+    pub fn signed_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM signatures", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// A value of the `meta` table.

@@ -28,46 +28,42 @@ fn config() -> PartyConfig {
     }
 }
 
-/// Two engines on files, a chain double that executes deposits, and in-order delivery.
-fn run(engines: &mut [Engine], mut queue: VecDeque<(usize, Envelope)>, held: &mut U256, block: &mut u64) {
-    let mut events = VecDeque::new();
+/// A chain double that executes deposits and reports them as events.
+struct Chain {
+    held: U256,
+    block: u64,
+    events: VecDeque<ChainEvent>,
+}
+
+impl Chain {
+    fn execute(&mut self, transactions: Vec<(u64, nitro_core::party::TransactionRequest)>) {
+        for (_, t) in transactions {
+            if let ChainTransaction::Deposit { channel_id, asset, expected_held, amount } = t.transaction {
+                assert_eq!(expected_held, self.held);
+                self.held += amount;
+                self.block += 1;
+                let (block_number, now_held) = (self.block, self.held);
+                self.events.push_back(ChainEvent::Deposited { channel_id, block_number, asset, now_held });
+            }
+        }
+    }
+}
+
+/// Delivers messages in order and chain events to every engine until all is quiet.
+fn run(engines: &mut [Engine], mut queue: VecDeque<(usize, Envelope)>, chain: &mut Chain) {
     loop {
         while let Some((from, e)) = queue.pop_front() {
             let sender = engines[from].party().address();
             let to = engines.iter().position(|x| x.party().address() == e.to).unwrap();
             let out = engines[to].step(Input::Message { from: sender, payload: e.payload }).unwrap();
             queue.extend(out.messages.into_iter().map(|(_, m)| (to, m)));
-            for (_, t) in out.transactions {
-                if let ChainTransaction::Deposit { channel_id, asset, expected_held, amount } = t.transaction {
-                    assert_eq!(expected_held, *held);
-                    *held += amount;
-                    *block += 1;
-                    events.push_back(ChainEvent::Deposited {
-                        channel_id,
-                        block_number: *block,
-                        asset,
-                        now_held: *held,
-                    });
-                }
-            }
+            chain.execute(out.transactions);
         }
-        let Some(ev) = events.pop_front() else { break };
-        for i in 0..engines.len() {
-            let out = engines[i].step(Input::Chain(ev.clone())).unwrap();
+        let Some(ev) = chain.events.pop_front() else { break };
+        for (i, engine) in engines.iter_mut().enumerate() {
+            let out = engine.step(Input::Chain(ev.clone())).unwrap();
             queue.extend(out.messages.into_iter().map(|(_, m)| (i, m)));
-            for (_, t) in out.transactions {
-                if let ChainTransaction::Deposit { channel_id, asset, expected_held, amount } = t.transaction {
-                    assert_eq!(expected_held, *held);
-                    *held += amount;
-                    *block += 1;
-                    events.push_back(ChainEvent::Deposited {
-                        channel_id,
-                        block_number: *block,
-                        asset,
-                        now_held: *held,
-                    });
-                }
-            }
+            chain.execute(out.transactions);
         }
     }
 }
@@ -93,9 +89,9 @@ fn reopening_the_store_rebuilds_the_same_party() {
         .unwrap();
     let id = out.started.unwrap();
     let queue = out.messages.into_iter().map(|(_, m)| (0, m)).collect();
-    let (mut held, mut block) = (U256::ZERO, 0);
-    run(&mut engines, queue, &mut held, &mut block);
-    assert_eq!(held, U256::from(30));
+    let mut chain = Chain { held: U256::ZERO, block: 0, events: VecDeque::new() };
+    run(&mut engines, queue, &mut chain);
+    assert_eq!(chain.held, U256::from(30));
     let before: Vec<_> =
         engines.iter().map(|e| e.party().ledger(&id.channel_id()).unwrap().consensus_state()).collect();
     assert_eq!(before[0], before[1]);
@@ -133,4 +129,41 @@ fn a_corrupt_store_is_a_typed_error() {
     }
     let reopened = Engine::open(Store::open(&path).unwrap(), key(1), config());
     assert!(matches!(reopened, Err(EngineError::Store(_))));
+}
+
+#[test]
+fn every_kind_of_input_survives_the_log() {
+    use nitro_core::party::ObjectiveId;
+    let inputs = vec![
+        Input::Request(Request::LedgerOpen {
+            participants: [key(1).address(), key(2).address()],
+            asset: Address::ZERO,
+            amounts: [U256::from(1), U256::from(2)],
+            nonce: 3,
+        }),
+        Input::Request(Request::LedgerClose { channel_id: Default::default() }),
+        Input::Request(Request::VirtualFund {
+            participants: vec![key(1).address(), key(2).address(), key(3).address()],
+            asset: Address::ZERO,
+            amounts: [U256::from(1), U256::ZERO],
+            nonce: 4,
+        }),
+        Input::Request(Request::Pay { channel_id: Default::default(), amount: U256::from(5) }),
+        Input::Request(Request::VirtualDefund { channel_id: Default::default() }),
+        Input::Message {
+            from: key(2).address(),
+            payload: nitro_core::party::Payload::Voucher(nitro_core::Voucher::sign(
+                Default::default(),
+                U256::from(1),
+                &key(1),
+            )),
+        },
+        Input::Chain(ChainEvent::Concluded { channel_id: Default::default(), block_number: 9, finalizes_at: 10 }),
+        Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()) },
+        Input::Tick,
+    ];
+    for input in inputs {
+        let text = serde_json::to_string(&input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+        assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
+    }
 }

@@ -11,7 +11,13 @@ pub struct DirectDefund {
     channel_id: ChannelId,
     final_round: SignatureRound,
     submitted: bool,
+    failed: bool,
+    /// Timer ticks since the final state was complete without the ledger concluding.
+    waited: u32,
 }
+
+/// Ticks a follower waits for the leader's conclusion before submitting its own.
+const FOLLOWER_PATIENCE: u32 = 10;
 
 impl DirectDefund {
     /// The final state both must sign to close `ledger`: its consensus state, one turn later,
@@ -28,7 +34,13 @@ impl DirectDefund {
         let mut state: State = consensus.state().clone();
         state.turn_num = state.turn_num.checked_add(crate::U48::from(1)).ok_or(PartyError::TurnOverflow)?;
         state.is_final = true;
-        Ok(Self { channel_id: ledger.channel_id(), final_round: SignatureRound::new(state), submitted: false })
+        Ok(Self {
+            channel_id: ledger.channel_id(),
+            final_round: SignatureRound::new(state),
+            submitted: false,
+            failed: false,
+            waited: 0,
+        })
     }
 
     pub(crate) fn id(&self) -> ObjectiveId {
@@ -51,7 +63,9 @@ impl DirectDefund {
 
     /// Our conclusion failed (often: the other party concluded first). It is submitted again
     /// at the next timer tick if the channel is still not concluded.
-    pub(crate) fn transaction_failed(&mut self) {}
+    pub(crate) fn transaction_failed(&mut self) {
+        self.failed = true;
+    }
 
     /// Returns true when the ledger's holdings reached zero after its conclusion.
     pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>, leader: bool) -> Result<bool, PartyError> {
@@ -77,10 +91,16 @@ impl DirectDefund {
         }
     }
 
-    /// After a timeout: send our signature again, or submit the conclusion ourselves.
+    /// On a timer: send our signature again; submit the conclusion again if ours failed, or
+    /// — as follower — if the leader's has not come after a while.
     pub(crate) fn retry(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.final_round.resend(ctx.me, self.id()));
-        if self.final_round.is_complete() && !ctx.concluded.contains(&self.channel_id) {
+        if !self.final_round.is_complete() || ctx.concluded.contains(&self.channel_id) {
+            return;
+        }
+        self.waited = self.waited.saturating_add(1);
+        if self.failed || (!self.submitted && self.waited > FOLLOWER_PATIENCE) {
+            self.failed = false;
             self.submit(ctx);
         }
     }

@@ -1,0 +1,388 @@
+//! The node process: the engine wired to the store, the peer transport, the chain and the
+//! JSON-RPC API.
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::Address;
+use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, EventWatcher};
+use nitro_core::{
+    party::{ObjectiveId, Party, PartyConfig, Payload, TransactionRequest, WaitingFor},
+    ConsensusChannel, SigningKey, U48,
+};
+use serde_json::{json, Value};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::{
+    api::{
+        self, ApiCall, ApiConfig, ApiRequest, GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary,
+        ObjectiveStarted, ObjectiveStatus, PaymentSent, RpcError, WaitResult,
+    },
+    config::NodeConfig,
+    engine::{Engine, EngineError, Input, Output, Request},
+    store::{Store, StoreError},
+    transport::{Inbound, Transport, TransportConfig},
+};
+
+/// Why the node stopped.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The key file is missing or malformed.
+    #[error("key file {0}: {1}")]
+    Key(String, String),
+    /// The store failed (fatal: restart to recover).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain could not be reached at start.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The transport could not start.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The API could not start.
+    #[error("api: {0}")]
+    Api(String),
+}
+
+/// Reads a private key file (0x-hex).
+pub fn read_key(path: &std::path::Path) -> Result<SigningKey, NodeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))?;
+    SigningKey::from_hex(text.trim()).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))
+}
+
+struct Waiter {
+    ids: Vec<ObjectiveId>,
+    any: bool,
+    deadline: Instant,
+    call: ApiCall,
+}
+
+/// The running node's state (owned by its main loop).
+struct Node {
+    engine: Engine,
+    transport: Transport,
+    transactions: mpsc::UnboundedSender<(u64, TransactionRequest)>,
+    waiters: Vec<Waiter>,
+    me: Address,
+    nonce: u64,
+}
+
+/// Runs a node until `shutdown` resolves (or a fatal error).
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+    let key = read_key(&config.key_file)?;
+    let me = key.address();
+    let party_config = PartyConfig {
+        consensus_app: config.consensus_app,
+        virtual_payment_app: config.virtual_payment_app,
+        challenge_duration: U48::from(config.challenge_duration),
+    };
+    let store = Store::open(&config.db_path)?;
+    let (engine, recovery) = Engine::open(store, key.clone(), party_config)?;
+    tracing::info!(address = %me, replayed = recovery.replayed, "store opened");
+
+    let transport_config = TransportConfig { listen: config.listen, ..TransportConfig::default() };
+    let (transport, mut inbound) =
+        Transport::bind(key.clone(), transport_config).await.map_err(|e| NodeError::Transport(e.to_string()))?;
+    for peer in &config.peers {
+        transport.add_peer(peer.address, peer.at);
+    }
+    tracing::info!(p2p = %transport.local_addr(), "transport listening");
+
+    let client = EthClient::connect(&config.chain_url, &key, ChainConfig::default()).await?;
+    let chain = EthChainService::new(client, config.adjudicator);
+    let cursor = match engine.store().meta("chain_cursor")? {
+        Some(c) => c.parse().unwrap_or(0),
+        None => chain.client().block_number().await?,
+    };
+    let mut watcher: EventWatcher = chain.watcher(cursor);
+
+    let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
+    let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
+    let api_server = api::serve(api_config, calls_tx).await.map_err(|e| NodeError::Api(e.to_string()))?;
+    tracing::info!(api = %api_server.local_addr(), "json-rpc api listening");
+
+    // One worker submits transactions in order, each confirmed before the next.
+    let (tx_queue, mut tx_requests) = mpsc::unbounded_channel::<(u64, TransactionRequest)>();
+    let (tx_results_tx, mut tx_results) = mpsc::unbounded_channel::<(u64, Option<ObjectiveId>, Result<(), String>)>();
+    let worker_chain = chain.clone();
+    let worker = tokio::spawn(async move {
+        while let Some((id, request)) = tx_requests.recv().await {
+            let result = worker_chain.submit(&request.transaction).await.map(|_| ()).map_err(|e| e.to_string());
+            if tx_results_tx.send((id, request.objective, result)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut node = Node { engine, transport, transactions: tx_queue, waiters: Vec::new(), me, nonce: 0 };
+    for (id, envelope) in recovery.messages {
+        node.send(id, envelope.to, &envelope.payload);
+    }
+    for (id, request) in recovery.transactions {
+        let _ = node.transactions.send((id, request));
+    }
+    node.step(Input::Tick)?;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            Some(Inbound::Message { from, body, .. }) = inbound.recv() => {
+                match serde_json::from_value::<Payload>(body) {
+                    Ok(payload) => {
+                        if let Err(e) = node.step(Input::Message { from, payload }) {
+                            if node.fatal(&e) { break Err(e.into()); }
+                        }
+                    }
+                    Err(e) => tracing::warn!(%from, error = %e, "undecodable message dropped"),
+                }
+            }
+            Some(call) = calls.recv() => {
+                if let Err(e) = node.api(call) {
+                    break Err(e.into());
+                }
+            }
+            Some((id, objective, result)) = tx_results.recv() => {
+                node.engine.store().transaction_done(id)?;
+                if let Err(error) = result {
+                    tracing::warn!(id, %error, "transaction failed");
+                    if let Some(objective) = objective {
+                        if let Err(e) = node.step(Input::TransactionFailed { objective }) {
+                            if node.fatal(&e) { break Err(e.into()); }
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = node.step(Input::Tick) {
+                    if node.fatal(&e) { break Err(e.into()); }
+                }
+                match watcher.poll().await {
+                    Ok(events) => {
+                        let mut failed = None;
+                        for event in events {
+                            if let Err(e) = node.step(Input::Chain(event)) {
+                                if node.fatal(&e) { failed = Some(e); break; }
+                            }
+                        }
+                        if let Some(e) = failed { break Err(e.into()); }
+                        node.engine.store().set_meta("chain_cursor", &watcher.cursor().to_string())?;
+                    }
+                    Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
+                }
+                node.answer_waiters(true);
+            }
+        }
+    };
+    worker.abort();
+    let _ = api_server.shutdown().await;
+    node.transport.shutdown().await;
+    result
+}
+
+impl Node {
+    fn fatal(&self, e: &EngineError) -> bool {
+        match e {
+            EngineError::Party(error) => {
+                tracing::debug!(%error, "input refused");
+                false
+            }
+            other => {
+                tracing::error!(error = %other, "fatal engine error");
+                true
+            }
+        }
+    }
+
+    fn send(&self, id: u64, to: Address, payload: &Payload) {
+        match serde_json::to_value(payload) {
+            Ok(body) => {
+                if let Err(error) = self.transport.send(to, id, body) {
+                    tracing::warn!(%to, %error, "message not queued; the resend timer will repeat it");
+                }
+            }
+            Err(error) => tracing::error!(%error, "message not encodable"),
+        }
+    }
+
+    fn dispatch(&mut self, output: &Output) {
+        for (id, envelope) in &output.messages {
+            self.send(*id, envelope.to, &envelope.payload);
+        }
+        for (id, request) in &output.transactions {
+            let _ = self.transactions.send((*id, request.clone()));
+        }
+        for event in &output.events {
+            tracing::debug!(?event, "event");
+        }
+        for id in &output.completed {
+            tracing::info!(objective = %id, "objective completed");
+        }
+        if !output.completed.is_empty() {
+            self.answer_waiters(false);
+        }
+    }
+
+    fn step(&mut self, input: Input) -> Result<Output, EngineError> {
+        let output = self.engine.step(input)?;
+        self.dispatch(&output);
+        Ok(output)
+    }
+
+    /// Handles one API call. Returns an error only when the engine failed fatally.
+    fn api(&mut self, call: ApiCall) -> Result<(), EngineError> {
+        let request = match call.request() {
+            Ok(r) => r,
+            Err(e) => {
+                call.respond::<Value>(Err(e));
+                return Ok(());
+            }
+        };
+        let me = self.me;
+        let write = match request {
+            ApiRequest::ObjectivesWait(w) => {
+                let deadline = Instant::now() + w.timeout;
+                self.waiters.push(Waiter { ids: w.objective_ids, any: w.any, deadline, call });
+                self.answer_waiters(false);
+                return Ok(());
+            }
+            ApiRequest::LedgerGet { channel_id } => {
+                let party = self.engine.party();
+                let answer = party
+                    .ledger(&channel_id)
+                    .map(|l| summary(party, l))
+                    .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
+                call.respond(answer);
+                return Ok(());
+            }
+            ApiRequest::LedgerList => {
+                let party = self.engine.party();
+                call.respond(Ok(LedgerList { ledgers: party.ledgers().map(|l| summary(party, l)).collect() }));
+                return Ok(());
+            }
+            ApiRequest::ObjectiveGet { objective_id } => {
+                call.respond(self.status(&objective_id));
+                return Ok(());
+            }
+            ApiRequest::LedgerOpen(o) => Request::LedgerOpen {
+                participants: [me, o.counterparty],
+                asset: o.asset,
+                amounts: [o.my_amount, o.counterparty_amount],
+                nonce: o.nonce.unwrap_or_else(|| self.next_nonce()),
+            },
+            ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
+            ApiRequest::VirtualFund(v) => {
+                let mut participants = vec![me];
+                participants.extend(v.intermediaries);
+                participants.push(v.counterparty);
+                Request::VirtualFund {
+                    participants,
+                    asset: v.asset,
+                    amounts: [v.amount, v.counterparty_amount],
+                    nonce: v.nonce.unwrap_or_else(|| self.next_nonce()),
+                }
+            }
+            ApiRequest::VirtualPay { channel_id, amount } => Request::Pay { channel_id, amount },
+            ApiRequest::VirtualDefund { channel_id } => Request::VirtualDefund { channel_id },
+        };
+        let pay = match &write {
+            Request::Pay { channel_id, .. } => Some(*channel_id),
+            _ => None,
+        };
+        match self.step(Input::Request(write)) {
+            Ok(output) => match (output.started, pay) {
+                (Some(objective_id), _) => {
+                    call.respond(Ok(ObjectiveStarted { objective_id, channel_id: objective_id.channel_id() }))
+                }
+                (None, Some(channel_id)) => {
+                    call.respond(Ok(PaymentSent { channel_id, paid: self.engine.party().paid(&channel_id) }))
+                }
+                (None, None) => call.respond(Ok(json!({}))),
+            },
+            Err(EngineError::Party(e)) => call.respond::<Value>(Err(RpcError::refused(e))),
+            Err(e) => {
+                call.respond::<Value>(Err(RpcError::internal(&e)));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        // Distinct per call within a run and across restarts (time-based, strictly increasing).
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64);
+        self.nonce = now.unwrap_or(0).max(self.nonce + 1);
+        self.nonce
+    }
+
+    fn status(&self, id: &ObjectiveId) -> Result<ObjectiveStatus, RpcError> {
+        let party = self.engine.party();
+        let waiting = party.waiting_for(id).ok_or_else(|| RpcError::refused(format!("unknown objective {id}")))?;
+        let failed = match &waiting {
+            WaitingFor::Failed(why) => Some(why.clone()),
+            _ => None,
+        };
+        Ok(ObjectiveStatus {
+            objective_id: *id,
+            channel_id: id.channel_id(),
+            done: party.is_complete(id),
+            failed,
+            waiting_for: waiting.to_string(),
+        })
+    }
+
+    /// Answers the waiters whose objectives are done (or failed), and, if `expire`, those whose
+    /// time is up.
+    fn answer_waiters(&mut self, expire: bool) {
+        let now = Instant::now();
+        let party = self.engine.party();
+        let mut still = Vec::new();
+        for w in std::mem::take(&mut self.waiters) {
+            let mut result = WaitResult { done: Vec::new(), failed: Vec::new(), pending: Vec::new() };
+            for id in &w.ids {
+                match party.waiting_for(id) {
+                    _ if party.is_complete(id) => result.done.push(*id),
+                    Some(WaitingFor::Failed(_)) => result.failed.push(*id),
+                    _ => result.pending.push(*id),
+                }
+            }
+            let settled = if w.any { result.pending.len() < w.ids.len() } else { result.pending.is_empty() };
+            if settled || (expire && w.deadline <= now) {
+                w.call.respond(Ok(result));
+            } else {
+                still.push(w);
+            }
+        }
+        self.waiters = still;
+    }
+}
+
+fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
+    let o = l.consensus_outcome();
+    let state = l.consensus_state();
+    let me = party.address();
+    let counterparty = state.state().participants.iter().find(|p| **p != me).copied().unwrap_or_default();
+    let (mine, theirs) = match l {
+        ConsensusChannel::Leader(_) => (o.leader().amount, o.follower().amount),
+        ConsensusChannel::Follower(_) => (o.follower().amount, o.leader().amount),
+    };
+    let closing = party.objective(&ObjectiveId::DirectDefund(l.channel_id())).is_some();
+    LedgerSummary {
+        channel_id: l.channel_id(),
+        counterparty,
+        role: match l {
+            ConsensusChannel::Leader(_) => LedgerRole::Leader,
+            ConsensusChannel::Follower(_) => LedgerRole::Follower,
+        },
+        status: if closing { LedgerStatus::Closing } else { LedgerStatus::Open },
+        asset: o.asset(),
+        my_balance: mine,
+        counterparty_balance: theirs,
+        guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
+        turn_num: l.consensus_turn().to::<u64>(),
+    }
+}
