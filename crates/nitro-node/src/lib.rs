@@ -3,9 +3,13 @@
 //! [`nitro_chain::EthChainService`], the adjudicator's confirmed events come back through an
 //! [`nitro_chain::EventWatcher`], and their messages are delivered between them.
 //!
-//! [`LocalNetwork`] holds several parties in one process (the demo and the integration
-//! tests); each message is delivered in the order sent, repeated by the parties' own resend
-//! timers if lost.
+//! - [`node`]: `nitro node`, one party as a process — the [`engine::Engine`] (the party and
+//!   its SQLite [`store::Store`], every step durable before anything leaves), the peer
+//!   [`transport`] (TCP, signed handshake, acknowledgements, retransmission), the chain, and
+//!   the JSON-RPC [`api`].
+//! - [`LocalNetwork`]: several parties in one process, on one chain (the demo and the
+//!   integration tests); each message is delivered in the order sent, repeated by the
+//!   parties' own resend timers if lost.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
