@@ -48,7 +48,11 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let parties = [1, 2, 3].map(|n| Party::new(key(n), config())).into_iter().collect();
+        Self::with_parties(3)
+    }
+
+    fn with_parties(n: u8) -> Self {
+        let parties = (1..=n).map(|n| Party::new(key(n), config())).collect();
         Self {
             parties,
             network: VecDeque::new(),
@@ -384,4 +388,51 @@ fn messages_from_strangers_are_refused() {
             .handle_message(bob, Payload::Voucher(nitro_core::Voucher::sign(B256::ZERO, U256::from(1), &key(3)))),
         Err(PartyError::NotFunded(_))
     ));
+}
+
+#[test]
+fn a_virtual_channel_routes_through_two_intermediaries() {
+    // Alice — I1 — I2 — Bob: three ledgers, each guarantee {left, right} along the path.
+    let mut w = World::with_parties(4);
+    let p: Vec<Address> = (0..4).map(|i| w.addr(i)).collect();
+    let amount = U256::from(1000);
+    let ledgers = [
+        w.call(1, |x| x.direct_fund([p[1], p[0]], Address::ZERO, [amount, amount], 1)),
+        w.call(1, |x| x.direct_fund([p[1], p[2]], Address::ZERO, [amount, amount], 2)),
+        w.call(2, |x| x.direct_fund([p[2], p[3]], Address::ZERO, [amount, amount], 3)),
+    ];
+    w.run();
+    let v = w.call(0, |x| x.virtual_fund(p.clone(), Address::ZERO, [U256::from(60), U256::from(40)], 9));
+    w.run();
+    for i in 0..4 {
+        assert!(w.parties[i].is_complete(&v), "{i}: {:?}", w.parties[i].waiting_for(&v));
+    }
+    for (j, l) in ledgers.iter().enumerate() {
+        let g = *outcome_of(&w.parties[j + 1], &l.channel_id()).guarantee(&v.channel_id()).unwrap();
+        assert_eq!(g.amount(), U256::from(100));
+        assert_eq!(g.left(), nitro_core::destination_of(p[j]), "ledger {j}: left is the party nearer Alice");
+        assert_eq!(g.right(), nitro_core::destination_of(p[j + 1]));
+    }
+    let fx = w.parties[0].pay(v.channel_id(), U256::from(15)).unwrap();
+    w.absorb(0, fx);
+    w.run();
+    let d = w.call(3, |x| x.virtual_defund(v.channel_id()));
+    w.run();
+    for i in 0..4 {
+        assert!(w.parties[i].is_complete(&d), "{i}: {:?}", w.parties[i].waiting_for(&d));
+    }
+    // Each intermediary gets back what it put in; Alice paid 15 to Bob.
+    let balance = |party: usize, ledger: usize, me: usize| {
+        let o = outcome_of(&w.parties[party], &ledgers[ledger].channel_id());
+        let dest = nitro_core::destination_of(p[me]);
+        if o.leader().destination == dest {
+            o.leader().amount
+        } else {
+            o.follower().amount
+        }
+    };
+    assert_eq!(balance(0, 0, 0), U256::from(1000 - 15));
+    assert_eq!(balance(1, 0, 1) + balance(1, 1, 1), U256::from(2000));
+    assert_eq!(balance(2, 1, 2) + balance(2, 2, 2), U256::from(2000));
+    assert_eq!(balance(3, 2, 3), U256::from(1000 + 15));
 }
