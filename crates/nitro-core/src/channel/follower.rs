@@ -5,11 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::{
     messages::bounded_reason,
-    shared::{Ledger, FOLLOWER, LEADER},
-    ChannelError, Countersignature, LedgerEvent, LedgerMessage, LedgerOutcome, Proposal, ProposalQueue, Rejection,
-    SignedProposal, Step,
+    shared::{ledger_accessors, Ledger, FOLLOWER, LEADER},
+    ChannelError, Countersignature, LedgerEvent, LedgerMessage, Proposal, Rejection, SignedProposal, Step,
 };
-use crate::{recover_signer, ChannelId, GuaranteeManager, SignedState, SigningKey, TurnNum};
+use crate::{recover_signer, SignedState, SigningKey, TurnNum};
 
 /// How many proposals ahead of the next expected turn the follower buffers by default.
 pub const DEFAULT_REORDER_CAPACITY: usize = 256;
@@ -289,50 +288,7 @@ impl FollowerChannel {
         self.buffer.len()
     }
 
-    /// The ledger's channel id.
-    pub fn channel_id(&self) -> ChannelId {
-        self.ledger.channel_id
-    }
-
-    /// The latest state signed by both.
-    pub fn consensus_state(&self) -> SignedState {
-        self.ledger.consensus_state()
-    }
-
-    /// The consensus turn.
-    pub fn consensus_turn(&self) -> TurnNum {
-        self.ledger.consensus_turn
-    }
-
-    /// The consensus outcome.
-    pub fn consensus_outcome(&self) -> &LedgerOutcome {
-        &self.ledger.consensus
-    }
-
-    /// The outcome with every pending proposal applied.
-    pub fn latest_outcome(&self) -> &LedgerOutcome {
-        &self.ledger.latest
-    }
-
-    /// The turn of the latest pending state.
-    pub fn latest_turn(&self) -> TurnNum {
-        self.ledger.latest_turn()
-    }
-
-    /// The pending proposals.
-    pub fn queue(&self) -> &ProposalQueue {
-        &self.ledger.queue
-    }
-
-    /// Where each guarantee stands.
-    pub fn guarantees(&self) -> &GuaranteeManager {
-        &self.ledger.guarantees
-    }
-
-    /// Whether the guarantee for `target` is in the consensus state.
-    pub fn is_locked(&self, target: &ChannelId) -> bool {
-        self.ledger.guarantees.is_locked(target)
-    }
+    ledger_accessors!();
 }
 
 impl PartialEq for FollowerChannel {

@@ -3,11 +3,11 @@
 use alloy_primitives::U256;
 
 use super::{
-    shared::{Ledger, FOLLOWER, LEADER},
-    ChannelError, Countersignature, Guarantee, LedgerEvent, LedgerMessage, LedgerOutcome, Proposal, ProposalQueue,
-    Rejection, SignedProposal, Step, MAX_REASON_LEN,
+    shared::{ledger_accessors, Ledger, FOLLOWER, LEADER},
+    ChannelError, Countersignature, Guarantee, LedgerEvent, LedgerMessage, Proposal, Rejection, SignedProposal, Step,
+    MAX_REASON_LEN,
 };
-use crate::{recover_signer, ChannelId, Destination, GuaranteeManager, SignedState, SigningKey, TurnNum};
+use crate::{recover_signer, ChannelId, Destination, SignedState, SigningKey};
 
 /// A ledger channel seen by its leader (`participants[0]`).
 ///
@@ -165,50 +165,7 @@ impl LeaderChannel {
         self.ledger.queue.iter().map(|q| LedgerMessage::Proposal(q.signed)).collect()
     }
 
-    /// The ledger's channel id.
-    pub fn channel_id(&self) -> ChannelId {
-        self.ledger.channel_id
-    }
-
-    /// The latest state signed by both.
-    pub fn consensus_state(&self) -> SignedState {
-        self.ledger.consensus_state()
-    }
-
-    /// The consensus turn.
-    pub fn consensus_turn(&self) -> TurnNum {
-        self.ledger.consensus_turn
-    }
-
-    /// The consensus outcome.
-    pub fn consensus_outcome(&self) -> &LedgerOutcome {
-        &self.ledger.consensus
-    }
-
-    /// The outcome with every queued proposal applied.
-    pub fn latest_outcome(&self) -> &LedgerOutcome {
-        &self.ledger.latest
-    }
-
-    /// The turn of the latest proposed state.
-    pub fn latest_turn(&self) -> TurnNum {
-        self.ledger.latest_turn()
-    }
-
-    /// The proposals waiting for the follower.
-    pub fn queue(&self) -> &ProposalQueue {
-        &self.ledger.queue
-    }
-
-    /// Where each guarantee stands.
-    pub fn guarantees(&self) -> &GuaranteeManager {
-        &self.ledger.guarantees
-    }
-
-    /// Whether the guarantee for `target` is in the consensus state.
-    pub fn is_locked(&self, target: &ChannelId) -> bool {
-        self.ledger.guarantees.is_locked(target)
-    }
+    ledger_accessors!();
 }
 
 impl PartialEq for LeaderChannel {

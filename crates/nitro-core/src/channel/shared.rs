@@ -1,6 +1,59 @@
 //! What both roles of a ledger hold: the consensus state, the queue after it, the latest
 //! proposed outcome and the guarantee statuses, and the transitions they share.
 
+/// The read-only accessors both roles offer over their shared [`Ledger`] (one definition,
+/// expanded in `LeaderChannel` and `FollowerChannel`).
+macro_rules! ledger_accessors {
+    () => {
+        /// The ledger's channel id.
+        pub fn channel_id(&self) -> crate::ChannelId {
+            self.ledger.channel_id
+        }
+
+        /// The latest state signed by both.
+        pub fn consensus_state(&self) -> crate::SignedState {
+            self.ledger.consensus_state()
+        }
+
+        /// The consensus turn.
+        pub fn consensus_turn(&self) -> crate::TurnNum {
+            self.ledger.consensus_turn
+        }
+
+        /// The consensus outcome.
+        pub fn consensus_outcome(&self) -> &crate::LedgerOutcome {
+            &self.ledger.consensus
+        }
+
+        /// The outcome with every queued (leader) or pending (follower) proposal applied.
+        pub fn latest_outcome(&self) -> &crate::LedgerOutcome {
+            &self.ledger.latest
+        }
+
+        /// The turn of the latest proposed state.
+        pub fn latest_turn(&self) -> crate::TurnNum {
+            self.ledger.latest_turn()
+        }
+
+        /// The proposals after the consensus turn: waiting for the follower's countersignature
+        /// (leader) or for its decision (follower).
+        pub fn queue(&self) -> &crate::ProposalQueue {
+            &self.ledger.queue
+        }
+
+        /// Where each guarantee stands.
+        pub fn guarantees(&self) -> &crate::GuaranteeManager {
+            &self.ledger.guarantees
+        }
+
+        /// Whether the guarantee for `target` is in the consensus state.
+        pub fn is_locked(&self, target: &crate::ChannelId) -> bool {
+            self.ledger.guarantees.is_locked(target)
+        }
+    };
+}
+pub(crate) use ledger_accessors;
+
 use alloy_primitives::{Address, B256};
 
 use super::{
