@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod node;
+mod simulate;
 mod tools;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Call a running node's JSON-RPC API.
     Rpc(node::RpcArgs),
+    /// Run the seeded network simulation (loss, duplication, reordering, restarts) over seeds.
+    Simulate(simulate::SimulateArgs),
     /// Run the demo.
     Demo(demo::DemoArgs),
     /// Measure the ledger against its cryptographic floor.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::ChannelId { file } => tools::channel_id(&file),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Node(args) => node::run_node(args),
         Command::Rpc(args) => node::run_rpc(args),
     };

@@ -128,7 +128,9 @@ pub struct Recovery {
     pub replayed: usize,
     /// Recent outbox messages (the transport dedups what the peer already has).
     pub messages: Vec<(u64, Envelope)>,
-    /// Transactions not known to be settled (a resubmission of a mined one reverts harmlessly).
+    /// Transactions not known to be settled. Not to be resubmitted blindly: a deposit whose
+    /// `expectedHeld` matches again (after the channel concluded) would be lost. The objectives
+    /// resubmit what they still need on their timers.
     pub transactions: Vec<(u64, TransactionRequest)>,
 }
 
@@ -243,6 +245,11 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Gives the store back (to reopen it: a simulated restart).
+    pub fn into_store(self) -> Store {
+        self.store
     }
 }
 

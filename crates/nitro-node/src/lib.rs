@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine;
 mod local;
 pub mod node;
+pub mod sim;
 pub mod store;
 pub mod transport;
 

@@ -121,8 +121,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
     }
-    for (id, request) in recovery.transactions {
-        let _ = node.transactions.send((id, request));
+    // Unsettled transactions are not resubmitted blindly (a deposit into a channel concluded
+    // since would be lost): each objective resubmits what it still needs on its timer.
+    for (id, _) in recovery.transactions {
+        node.engine.store().transaction_done(id)?;
     }
     node.step(Input::Tick)?;
 

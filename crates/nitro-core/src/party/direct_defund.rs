@@ -99,8 +99,11 @@ impl DirectDefund {
             return;
         }
         self.waited = self.waited.saturating_add(1);
-        if self.failed || (!self.submitted && self.waited > FOLLOWER_PATIENCE) {
+        // Ours failed; or the leader's (or ours, never sent after a crash) has not concluded
+        // the channel after a while. A conclusion of a concluded channel reverts, harmlessly.
+        if self.failed || self.waited > FOLLOWER_PATIENCE {
             self.failed = false;
+            self.waited = 0;
             self.submit(ctx);
         }
     }

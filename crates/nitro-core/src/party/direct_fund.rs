@@ -17,7 +17,12 @@ pub struct DirectFund {
     postfund: SignatureRound,
     deposit_submitted: bool,
     deposit_failed: bool,
+    /// Timer ticks since our deposit was submitted.
+    waited: u32,
 }
+
+/// Ticks to wait for our submitted deposit to show up on chain before submitting it again.
+const DEPOSIT_PATIENCE: u32 = 20;
 
 impl DirectFund {
     /// The objective for the ledger whose prefund state is `prefund` (turn 0, a ledger outcome
@@ -53,6 +58,7 @@ impl DirectFund {
             postfund: SignatureRound::new(postfund),
             deposit_submitted: false,
             deposit_failed: false,
+            waited: 0,
         })
     }
 
@@ -89,13 +95,20 @@ impl DirectFund {
         self.deposit_failed = true;
     }
 
-    /// On a timer: our signatures again, and a failed deposit allowed again.
+    /// On a timer: our signatures again, and our deposit allowed again if it failed or if it
+    /// has not shown up on chain for a while (it may never have been sent: a crash between
+    /// the store and the chain). A second deposit cannot double-fund: it carries the holdings
+    /// seen now as `expectedHeld`, so at most one of two copies can execute.
     pub(crate) fn retry(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
         ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
-        if self.deposit_failed {
+        if self.deposit_submitted {
+            self.waited = self.waited.saturating_add(1);
+        }
+        if self.deposit_failed || self.waited > DEPOSIT_PATIENCE {
             self.deposit_failed = false;
             self.deposit_submitted = false;
+            self.waited = 0;
         }
     }
 

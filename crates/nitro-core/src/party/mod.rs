@@ -394,7 +394,7 @@ struct Entry {
 pub(crate) struct Ctx<'a> {
     key: &'a SigningKey,
     me: Address,
-    ledgers: &'a mut HashMap<ChannelId, ConsensusChannel>,
+    ledgers: &'a mut BTreeMap<ChannelId, ConsensusChannel>,
     peers: &'a HashMap<ChannelId, Address>,
     holdings: &'a HashMap<ChannelId, U256>,
     concluded: &'a HashSet<ChannelId>,
@@ -406,7 +406,7 @@ pub(crate) struct Ctx<'a> {
 pub struct Party {
     key: SigningKey,
     config: PartyConfig,
-    ledgers: HashMap<ChannelId, ConsensusChannel>,
+    ledgers: BTreeMap<ChannelId, ConsensusChannel>,
     ledger_with: HashMap<Address, ChannelId>,
     peers: HashMap<ChannelId, Address>,
     closing: HashSet<ChannelId>,
@@ -416,6 +416,19 @@ pub struct Party {
     objectives: BTreeMap<ObjectiveId, Entry>,
     /// Cumulative amount paid per virtual channel (as payer: issued; as payee: received).
     paid: HashMap<ChannelId, U256>,
+    /// Per follower ledger: the pending head no objective expects, and for how many inputs.
+    deferred: HashMap<ChannelId, (crate::TurnNum, u32)>,
+}
+
+/// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
+const UNEXPECTED_PROPOSAL_PATIENCE: u32 = 200;
+
+/// The objective that would expect `proposal`.
+fn expecting(proposal: &Proposal) -> ObjectiveId {
+    match proposal {
+        Proposal::Add { .. } => ObjectiveId::VirtualFund(proposal.target()),
+        Proposal::Remove { .. } => ObjectiveId::VirtualDefund(proposal.target()),
+    }
 }
 
 impl Party {
@@ -424,7 +437,7 @@ impl Party {
         Self {
             key,
             config,
-            ledgers: HashMap::new(),
+            ledgers: BTreeMap::new(),
             ledger_with: HashMap::new(),
             peers: HashMap::new(),
             closing: HashSet::new(),
@@ -433,6 +446,7 @@ impl Party {
             concluded: HashSet::new(),
             objectives: BTreeMap::new(),
             paid: HashMap::new(),
+            deferred: HashMap::new(),
         }
     }
 
@@ -868,7 +882,7 @@ impl Party {
     }
 
     fn decide_pending(&mut self, effects: &mut Effects) {
-        let Self { ledgers, objectives, closing, peers, .. } = self;
+        let Self { ledgers, objectives, closing, peers, deferred, .. } = self;
         for (channel_id, ledger) in ledgers.iter_mut() {
             let ConsensusChannel::Follower(follower) = ledger else { continue };
             if follower.pending().len() == 0 {
@@ -878,18 +892,37 @@ impl Party {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
                 }
-                let id = match p {
-                    Proposal::Add { .. } => ObjectiveId::VirtualFund(p.target()),
-                    Proposal::Remove { .. } => ObjectiveId::VirtualDefund(p.target()),
-                };
-                let decision = objectives.get(&id).and_then(|e| match &e.objective {
+                let decision = objectives.get(&expecting(p)).and_then(|e| match &e.objective {
                     Objective::VirtualFund(o) => o.decide(*channel_id, p),
                     Objective::VirtualDefund(o) => o.decide(*channel_id, p),
                     _ => None,
                 });
                 decision.unwrap_or(Approval::Defer)
             };
-            let step = follower.decide(&mut policy);
+            let mut step = follower.decide(&mut policy);
+            // A proposal no objective of ours expects (not even one still waiting for its
+            // prefund) cannot block the ledger forever: after enough inputs it is rejected.
+            // Counted per input, not per timer tick, so that a replay of the store decides
+            // exactly the same way.
+            let head = follower.pending().next().map(|p| (p.turn_num, p.proposal));
+            match head {
+                Some((turn, proposal)) if !objectives.contains_key(&expecting(&proposal)) => {
+                    let seen = deferred.entry(*channel_id).or_insert((turn, 0));
+                    if seen.0 != turn {
+                        *seen = (turn, 0);
+                    }
+                    seen.1 += 1;
+                    if seen.1 > UNEXPECTED_PROPOSAL_PATIENCE {
+                        if let Ok(rejected) = follower.reject_next("no objective expects this proposal") {
+                            step.extend(rejected);
+                        }
+                        deferred.remove(channel_id);
+                    }
+                }
+                _ => {
+                    deferred.remove(channel_id);
+                }
+            }
             effects.absorb_ledger_step(*channel_id, step, peers.get(channel_id).copied());
         }
     }

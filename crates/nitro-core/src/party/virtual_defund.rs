@@ -85,7 +85,7 @@ impl VirtualDefund {
         })
     }
 
-    fn released(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> Vec<bool> {
+    fn released(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> Vec<bool> {
         self.ledgers
             .iter()
             .map(|s| {
@@ -104,8 +104,15 @@ impl VirtualDefund {
         if !self.final_round.is_complete() {
             return Ok(false);
         }
-        for side in self.ledgers.iter_mut().filter(|s| !s.proposed) {
+        for side in self.ledgers.iter_mut() {
             let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            // Proposed, but the follower rejected it: the guarantee is merely locked again.
+            if side.proposed && leader.guarantees().status(&self.channel_id) == Some(crate::GuaranteeStatus::Locked) {
+                side.proposed = false;
+            }
+            if side.proposed {
+                continue;
+            }
             if leader.latest_outcome().guarantee(&self.channel_id).is_none() {
                 side.proposed = true; // already removed (a retried crank)
                 continue;
@@ -124,7 +131,7 @@ impl VirtualDefund {
         Ok(self.released(ctx.ledgers).iter().all(|r| *r))
     }
 
-    pub(crate) fn waiting_for(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+    pub(crate) fn waiting_for(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> WaitingFor {
         if let Some(f) = &self.failure {
             return WaitingFor::Failed(f.clone());
         }

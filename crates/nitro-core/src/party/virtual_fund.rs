@@ -154,8 +154,15 @@ impl VirtualFund {
         if !self.prefund.is_complete() {
             return Ok(false);
         }
-        for side in self.ledgers.iter_mut().filter(|s| !s.proposed) {
+        for side in self.ledgers.iter_mut() {
             let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            // Proposed, but the follower rejected it (it may not have known V yet): again.
+            if side.proposed && leader.guarantees().status(&self.channel_id).is_none() {
+                side.proposed = false;
+            }
+            if side.proposed {
+                continue;
+            }
             match leader.propose(side.expected) {
                 Ok(step) => {
                     ctx.effects.absorb_ledger_step(side.channel_id, step, ctx.peers.get(&side.channel_id).copied());
@@ -182,7 +189,7 @@ impl VirtualFund {
         Ok(self.postfund.is_complete())
     }
 
-    pub(crate) fn waiting_for(&self, ledgers: &std::collections::HashMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+    pub(crate) fn waiting_for(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> WaitingFor {
         if let Some(f) = &self.failure {
             return WaitingFor::Failed(f.clone());
         }

@@ -1,0 +1,234 @@
+//! The in-memory harness of the party tests: parties, a network that may lose messages, and
+//! a chain double that executes deposits and conclusions.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+
+use nitro_core::{
+    address_of,
+    chain::{ChainEvent, ChainTransaction},
+    party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError},
+    Address, ChannelId, LedgerOutcome, SigningKey, U256, U48,
+};
+
+pub fn key(n: u8) -> SigningKey {
+    let mut b = [0u8; 32];
+    b[31] = n;
+    SigningKey::from_bytes(&b).unwrap()
+}
+
+pub fn config() -> PartyConfig {
+    PartyConfig {
+        consensus_app: Address::repeat_byte(0xca),
+        virtual_payment_app: Address::repeat_byte(0xfa),
+        challenge_duration: U48::from(60),
+    }
+}
+
+/// What the chain double did.
+#[derive(Default)]
+pub struct Chain {
+    pub holdings: HashMap<ChannelId, U256>,
+    pub paid_out: HashMap<Address, U256>,
+    pub deposited: HashMap<Address, U256>,
+    pub block: u64,
+    pub reverts: usize,
+}
+
+pub struct World {
+    pub parties: Vec<Party>,
+    pub network: VecDeque<(Address, Envelope)>,
+    pub chain: Chain,
+    /// Confirmed chain events not yet delivered to the parties.
+    pub chain_events: VecDeque<ChainEvent>,
+    /// Lose about one message in n (0: none).
+    pub drop_every: u64,
+    /// Random state of the message loss.
+    pub sent: u64,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_parties(3)
+    }
+
+    pub fn with_parties(n: u8) -> Self {
+        let parties = (1..=n).map(|n| Party::new(key(n), config())).collect();
+        Self {
+            parties,
+            network: VecDeque::new(),
+            chain: Chain::default(),
+            chain_events: VecDeque::new(),
+            drop_every: 0,
+            sent: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    pub fn addr(&self, i: usize) -> Address {
+        self.parties[i].address()
+    }
+
+    pub fn index_of(&self, a: Address) -> usize {
+        self.parties.iter().position(|p| p.address() == a).unwrap()
+    }
+
+    pub fn absorb(&mut self, from: usize, effects: Effects) {
+        let sender = self.addr(from);
+        for e in effects.messages {
+            // xorshift: a deterministic, non-periodic choice of which messages to lose.
+            self.sent ^= self.sent << 13;
+            self.sent ^= self.sent >> 7;
+            self.sent ^= self.sent << 17;
+            if self.drop_every > 0 && self.sent % self.drop_every == 0 {
+                continue;
+            }
+            self.network.push_back((sender, e));
+        }
+        for t in effects.transactions {
+            let events = self.execute(sender, &t.transaction);
+            match events {
+                Ok(events) => self.chain_events.extend(events),
+                Err(()) => {
+                    self.chain.reverts += 1;
+                    if let Some(id) = t.objective {
+                        let fx = self.parties[from].transaction_failed(id);
+                        self.absorb(from, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn execute(&mut self, sender: Address, tx: &ChainTransaction) -> Result<Vec<ChainEvent>, ()> {
+        tx.validate().map_err(|_| ())?;
+        self.chain.block += 1;
+        let block_number = self.chain.block;
+        match tx {
+            ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
+                let held = self.chain.holdings.entry(*channel_id).or_default();
+                if held != expected_held {
+                    return Err(());
+                }
+                *held += *amount;
+                *self.chain.deposited.entry(sender).or_default() += *amount;
+                Ok(vec![ChainEvent::Deposited {
+                    channel_id: *channel_id,
+                    block_number,
+                    asset: *asset,
+                    now_held: *held,
+                }])
+            }
+            ChainTransaction::ConcludeAndTransferAllAssets { state } => {
+                let channel_id = state.channel_id();
+                let held = self.chain.holdings.get(&channel_id).copied().unwrap_or_default();
+                if held.is_zero() {
+                    return Err(()); // already concluded and paid out
+                }
+                for a in &state.state().outcome.0[0].allocations {
+                    *self.chain.paid_out.entry(address_of(&a.destination).unwrap()).or_default() += a.amount;
+                }
+                self.chain.holdings.insert(channel_id, U256::ZERO);
+                Ok(vec![
+                    ChainEvent::Concluded { channel_id, block_number, finalizes_at: 0 },
+                    ChainEvent::AllocationUpdated {
+                        channel_id,
+                        block_number,
+                        asset_index: U256::ZERO,
+                        initial_holdings: held,
+                        final_holdings: U256::ZERO,
+                    },
+                ])
+            }
+            other => panic!("unexpected transaction {other:?}"),
+        }
+    }
+
+    /// Delivers every confirmed chain event to every party ("the watcher").
+    pub fn deliver_chain_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.chain_events.pop_front() {
+            any = true;
+            for i in 0..self.parties.len() {
+                let fx = self.parties[i].handle_chain_event(&ev);
+                self.absorb(i, fx);
+            }
+        }
+        any
+    }
+
+    /// Delivers messages (in order) and chain events until everything is quiet.
+    pub fn run(&mut self) {
+        let mut steps = 0;
+        loop {
+            while let Some((from, e)) = self.network.pop_front() {
+                steps += 1;
+                assert!(steps < 1_000_000, "livelock");
+                let to = self.index_of(e.to);
+                match self.parties[to].handle_message(from, e.payload) {
+                    Ok(fx) => self.absorb(to, fx),
+                    Err(e) => panic!("message refused: {e}"),
+                }
+            }
+            if !self.deliver_chain_events() {
+                break;
+            }
+        }
+    }
+
+    /// Delivers with drops, ticking every party's resend timer until `done` holds.
+    pub fn run_lossy(&mut self, done: impl Fn(&World) -> bool) {
+        for _ in 0..200 {
+            while let Some((from, e)) = self.network.pop_front() {
+                let to = self.index_of(e.to);
+                if let Ok(fx) = self.parties[to].handle_message(from, e.payload) {
+                    self.absorb(to, fx);
+                }
+            }
+            self.deliver_chain_events();
+            if done(self) {
+                return;
+            }
+            for i in 0..self.parties.len() {
+                let fx = self.parties[i].resend();
+                self.absorb(i, fx);
+            }
+        }
+        let report: Vec<String> = self
+            .parties
+            .iter()
+            .flat_map(|p| {
+                p.objectives()
+                    .filter(|(_, done)| !done)
+                    .map(move |(id, _)| format!("{}: {id}: {}", p.address(), p.waiting_for(&id).unwrap()))
+            })
+            .collect();
+        panic!("did not complete: {report:#?}");
+    }
+
+    pub fn call(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Party) -> Result<(ObjectiveId, Effects), PartyError>,
+    ) -> ObjectiveId {
+        let (id, fx) = f(&mut self.parties[i]).unwrap();
+        self.absorb(i, fx);
+        id
+    }
+
+    pub fn open_ledgers(&mut self, amount: u64) -> (ChannelId, ChannelId) {
+        let (alice, hub, bob) = (self.addr(0), self.addr(1), self.addr(2));
+        let a =
+            self.call(1, |p| p.direct_fund([hub, alice], Address::ZERO, [U256::from(amount), U256::from(amount)], 1));
+        let b = self.call(1, |p| p.direct_fund([hub, bob], Address::ZERO, [U256::from(amount), U256::from(amount)], 2));
+        self.run();
+        for id in [a, b] {
+            assert!(self.parties[1].is_complete(&id), "{id}: {:?}", self.parties[1].waiting_for(&id));
+        }
+        assert!(self.parties[0].is_complete(&a) && self.parties[2].is_complete(&b));
+        (a.channel_id(), b.channel_id())
+    }
+}
+
+pub fn outcome_of(p: &Party, ledger: &ChannelId) -> LedgerOutcome {
+    p.ledger(ledger).unwrap().consensus_outcome().clone()
+}
