@@ -884,6 +884,15 @@ fn decode_frame(payload: &[u8]) -> Result<Frame<'static>, ConnError> {
     serde_json::from_slice(payload).map_err(ConnError::Malformed)
 }
 
+/// Runs the frame decoder of incoming connections on one frame payload (the bytes after the
+/// 4-byte length), for the fuzz targets under `fuzz/`: `Ok` is the frame re-encoded by this
+/// transport's encoder, `Err` the reason the frame is refused. Not part of the API.
+#[doc(hidden)]
+pub fn decode_frame_for_fuzzing(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let frame = decode_frame(bytes).map_err(|e| e.to_string())?;
+    encode_internal(&frame).map(|b| b.to_vec()).map_err(|e| e.to_string())
+}
+
 fn encode_internal(frame: &Frame<'_>) -> Result<Bytes, ConnError> {
     frame.encode().map_err(ConnError::Encode)
 }
