@@ -165,7 +165,7 @@ def figure(path, panels, legend_series, note):
         "</svg>",
     ]
     Path(path).write_text("\n".join(svg) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def main():

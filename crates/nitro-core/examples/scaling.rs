@@ -219,6 +219,7 @@ fn log(msg: &str) {
 
 /// Measurement 1: a proposal round against the number of standing guarantees.
 fn cost_vs_guarantees(quick: bool) -> Value {
+    // (G, proposals): 2 × proposals rounds per run, fewer at large G.
     let points: &[(usize, usize)] = if quick {
         &[(0, 20), (100, 20), (1000, 10), (10_000, 2)]
     } else {
@@ -228,12 +229,18 @@ fn cost_vs_guarantees(quick: bool) -> Value {
     for &(g, proposals) in points {
         let workload = LedgerWorkload::new(proposals, g);
         let states = workload.states();
-        // One untimed run first (caches, CPU clock), then the best of `BEST_OF`.
+        // One untimed run first (caches, CPU clock), then the best of `BEST_OF`, the real run
+        // and its floor taking turns to go first.
         let _ = (workload.run_channels(), workload.run_floor(&states));
         let (mut channels, mut floor) = (Vec::new(), Vec::new());
-        for _ in 0..BEST_OF {
-            channels.push(workload.run_channels().0);
-            floor.push(workload.run_floor(&states));
+        for rep in 0..BEST_OF {
+            if rep % 2 == 0 {
+                channels.push(workload.run_channels().0);
+                floor.push(workload.run_floor(&states));
+            } else {
+                floor.push(workload.run_floor(&states));
+                channels.push(workload.run_channels().0);
+            }
         }
         let (c, f) = (best(&channels), best(&floor));
         let n = workload.rounds() as f64;
@@ -280,9 +287,10 @@ fn cost_vs_queue(quick: bool) -> Value {
         let states = ledger.states(leader0.consensus_outcome(), 1, &proposals);
         let (mut real, mut floor) = (Vec::new(), Vec::new());
         let mut queued_bytes = (0usize, 0usize);
-        // The first pass is an untimed warm-up.
+        // The first pass is an untimed warm-up. Each batch is followed by its floor, so that a
+        // burst of load from other processes hits both sides alike.
         for pass in 0..=BEST_OF {
-            let mut t = QueueTimes::default();
+            let (mut tr, mut tf) = (QueueTimes::default(), QueueTimes::default());
             for _ in 0..batches {
                 let (mut leader, mut follower) = (leader0.clone(), follower0.clone());
                 let mut messages: Vec<LedgerMessage> = Vec::with_capacity(proposals.len());
@@ -291,49 +299,44 @@ fn cost_vs_queue(quick: bool) -> Value {
                 for p in &proposals {
                     messages.extend(leader.propose(*p).unwrap().messages);
                 }
-                t.propose += start.elapsed();
+                tr.propose += start.elapsed();
                 let leader_bytes = live() - before;
                 let before = live();
                 let start = Instant::now();
                 for m in &messages {
                     let _ = follower.receive(m).unwrap();
                 }
-                t.receive += start.elapsed();
+                tr.receive += start.elapsed();
                 queued_bytes = (leader_bytes, live() - before);
                 let start = Instant::now();
                 let step = follower.countersign_all().unwrap();
                 let _ = leader.receive(&step.messages[0]).unwrap();
-                t.acknowledge += start.elapsed();
+                tr.acknowledge += start.elapsed();
                 assert!(leader.queue().is_empty() && leader.consensus_turn() == U48::from(1 + q));
-            }
-            if pass > 0 {
-                real.push(t);
-            }
-            // The floor: the leader hashes and signs each state, the follower hashes it and
-            // recovers the signature; once per batch one countersignature and its recovery.
-            let mut t = QueueTimes::default();
-            for _ in 0..batches {
+
+                // The floor: the leader hashes and signs each state, the follower hashes it and
+                // recovers the signature; once per batch one countersignature and its recovery.
                 let start = Instant::now();
-                let mut signed: Vec<_> = states
+                let signed: Vec<_> = states
                     .iter()
                     .map(|s| ledger.leader_key.sign(&keccak256(s.encode_with_channel_id(channel_id))))
                     .collect();
-                t.propose += start.elapsed();
+                tf.propose += start.elapsed();
                 let start = Instant::now();
                 let mut last = B256::ZERO;
                 for (s, sig) in states.iter().zip(&signed) {
                     last = keccak256(s.encode_with_channel_id(channel_id));
                     let _ = recover_signer(&last, sig);
                 }
-                t.receive += start.elapsed();
+                tf.receive += start.elapsed();
                 let start = Instant::now();
                 let countersignature = ledger.follower_key.sign(&last);
                 let _ = recover_signer(&last, &countersignature);
-                t.acknowledge += start.elapsed();
-                signed.clear();
+                tf.acknowledge += start.elapsed();
             }
             if pass > 0 {
-                floor.push(t);
+                real.push(tr);
+                floor.push(tf);
             }
         }
         let n = (batches * q) as f64;
@@ -474,15 +477,29 @@ fn hub(n: u64, quick: bool) -> Value {
     // The same ledger alone (its own leader and follower), for comparison.
     let mut lone = HashMap::from([(channel, chosen.leader())]);
     let mut lone_follower = chosen.follower();
-    let pairs: u64 = if quick { 20 } else { 100 };
+    // A run is `chunks` chunks of `chunk_pairs` add/remove pairs; within a run the hub, the
+    // lone ledger and the floor take turns chunk by chunk (in rotating order), so that a burst
+    // of load from other processes hits all three alike.
+    let (chunk_pairs, chunks): (u64, u64) = if quick { (10, 2) } else { (10, 10) };
+    let pairs = chunk_pairs * chunks;
     let (mut hub_runs, mut lone_runs, mut floor_runs) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..BEST_OF as u64 {
-        let proposals = chosen.add_remove_pairs(rep * pairs, pairs);
-        let held = &channels[&channel];
-        let states = chosen.states(held.consensus_outcome(), held.consensus_turn().to::<u64>(), &proposals);
-        hub_runs.push(rounds(&mut channels, &mut follower, channel, &proposals));
-        lone_runs.push(rounds(&mut lone, &mut lone_follower, channel, &proposals));
-        floor_runs.push(round_floor(chosen, &states));
+        let mut t = [Duration::ZERO; 3];
+        for chunk in 0..chunks {
+            let proposals = chosen.add_remove_pairs((rep * chunks + chunk) * chunk_pairs, chunk_pairs);
+            let held = &channels[&channel];
+            let states = chosen.states(held.consensus_outcome(), held.consensus_turn().to::<u64>(), &proposals);
+            for k in 0..3 {
+                match (chunk + k) % 3 {
+                    0 => t[0] += rounds(&mut channels, &mut follower, channel, &proposals),
+                    1 => t[1] += rounds(&mut lone, &mut lone_follower, channel, &proposals),
+                    _ => t[2] += round_floor(chosen, &states),
+                }
+            }
+        }
+        hub_runs.push(t[0]);
+        lone_runs.push(t[1]);
+        floor_runs.push(t[2]);
     }
     let r = (2 * pairs) as f64;
     let (h, l, f) = (best(&hub_runs), best(&lone_runs), best(&floor_runs));
