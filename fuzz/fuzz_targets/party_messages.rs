@@ -110,6 +110,13 @@ impl World {
     }
 
     fn deliver(&mut self, from: Address, to: usize, payload: Payload) {
+        static TRACE: OnceLock<bool> = OnceLock::new();
+        if *TRACE.get_or_init(|| std::env::var_os("NITRO_FUZZ_TRACE").is_some()) {
+            eprintln!(
+                "{from} -> {to}: {}",
+                serde_json::to_string(&payload).unwrap().chars().take(300).collect::<String>()
+            );
+        }
         self.log.push((from, Envelope { to: self.addr(to), payload: payload.clone() }));
         if let Ok(fx) = self.parties[to].handle_message(from, payload) {
             self.absorb(to, fx);
@@ -123,9 +130,10 @@ impl World {
         }
     }
 
-    /// Delivers everything in order until quiet (bounded).
+    /// Delivers everything in order until quiet. Parties that never fall quiet (two of them
+    /// answering each other forever) are a livelock: a failure.
     fn run(&mut self) {
-        for _ in 0..10_000 {
+        for _ in 0..2_000 {
             if !self.network.is_empty() {
                 let (from, e) = self.network.remove(0);
                 if let Some(to) = self.index_of(e.to) {
@@ -138,6 +146,7 @@ impl World {
                 return;
             }
         }
+        panic!("livelock: the parties still exchange messages after 2000 deliveries (NITRO_FUZZ_TRACE=1 shows them)");
     }
 
     fn call(&mut self, i: usize, f: impl FnOnce(&mut Party) -> Option<Effects>) {
