@@ -53,6 +53,7 @@ impl VirtualDefund {
                 channel_id: l.channel_id,
                 expected: Proposal::Remove { target: channel_id, left_amount },
                 proposed: false,
+                rejections: 0,
             })
             .collect();
         Self { channel_id, final_round: SignatureRound::new(final_state), ledgers, failure: None }
@@ -99,6 +100,9 @@ impl VirtualDefund {
 
     /// Returns true once the guarantee for V is released in every ledger of this party.
     pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        if self.failure.is_some() {
+            return Ok(false); // a failed objective proposes nothing more
+        }
         let id = self.id();
         self.final_round.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
         if !self.final_round.is_complete() {
@@ -107,8 +111,19 @@ impl VirtualDefund {
         for side in self.ledgers.iter_mut() {
             let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
             // Proposed, but the follower rejected it: the guarantee is merely locked again.
+            // Again, a few times; then the objective fails (the parties disagree on the split
+            // and the chain must settle it).
             if side.proposed && leader.guarantees().status(&self.channel_id) == Some(crate::GuaranteeStatus::Locked) {
                 side.proposed = false;
+                side.rejections += 1;
+                if side.rejections > super::virtual_fund::MAX_REJECTIONS {
+                    let why = format!(
+                        "ledger {}: the follower rejected the removal {} times",
+                        side.channel_id, side.rejections
+                    );
+                    self.failure = Some(why.clone());
+                    return Err(PartyError::InvalidState(why));
+                }
             }
             if side.proposed {
                 continue;

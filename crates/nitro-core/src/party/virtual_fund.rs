@@ -15,7 +15,13 @@ pub(crate) struct PathLedger {
     pub channel_id: ChannelId,
     pub expected: Proposal,
     pub proposed: bool,
+    /// How often the follower rejected our proposal here.
+    pub rejections: u32,
 }
+
+/// How often a leader proposes a guarantee the follower keeps rejecting before the objective
+/// fails (a rejection for "not known yet" is worth repeating; a disagreement is not).
+pub(crate) const MAX_REJECTIONS: u32 = 3;
 
 /// The parts of a virtual channel this crate needs: its participants, asset and the two
 /// end parties' amounts.
@@ -99,7 +105,12 @@ impl VirtualFund {
             if ledger.consensus_outcome().asset() != channel.asset {
                 return Err(PartyError::InvalidState("the ledger holds another asset".into()));
             }
-            ledgers.push(PathLedger { channel_id, expected: channel.guarantee(left_index)?, proposed: false });
+            ledgers.push(PathLedger {
+                channel_id,
+                expected: channel.guarantee(left_index)?,
+                proposed: false,
+                rejections: 0,
+            });
         }
         let mut postfund = prefund.clone();
         postfund.turn_num = crate::U48::from(1);
@@ -149,6 +160,9 @@ impl VirtualFund {
 
     /// Returns true once V's postfund is signed by all.
     pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        if self.failure.is_some() {
+            return Ok(false); // a failed objective proposes nothing more
+        }
         let id = self.id();
         self.prefund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
         if !self.prefund.is_complete() {
@@ -156,9 +170,19 @@ impl VirtualFund {
         }
         for side in self.ledgers.iter_mut() {
             let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
-            // Proposed, but the follower rejected it (it may not have known V yet): again.
+            // Proposed, but the follower rejected it (it may not have known V yet): again, a
+            // few times; a follower that keeps refusing disagrees, and the objective fails.
             if side.proposed && leader.guarantees().status(&self.channel_id).is_none() {
                 side.proposed = false;
+                side.rejections += 1;
+                if side.rejections > MAX_REJECTIONS {
+                    let why = format!(
+                        "ledger {}: the follower rejected the guarantee {} times",
+                        side.channel_id, side.rejections
+                    );
+                    self.failure = Some(why.clone());
+                    return Err(PartyError::InvalidState(why));
+                }
             }
             if side.proposed {
                 continue;
