@@ -108,7 +108,13 @@ impl Signature {
     }
 
     fn to_recoverable(self) -> Result<RecoverableSignature, SignatureError> {
-        let id = RecoveryId::try_from(i32::from(self.v - 27)).map_err(|_| SignatureError::BadRecoveryByte(self.v))?;
+        // Fields are public: `v` may be anything here, not only what `from_bytes` admits.
+        let id = match self.v {
+            27 | 28 => {
+                RecoveryId::try_from(i32::from(self.v) - 27).map_err(|_| SignatureError::BadRecoveryByte(self.v))?
+            }
+            v => return Err(SignatureError::BadRecoveryByte(v)),
+        };
         let mut compact = [0u8; 64];
         compact[..32].copy_from_slice(self.r.as_slice());
         compact[32..].copy_from_slice(self.s.as_slice());
@@ -243,6 +249,11 @@ mod tests {
         assert_eq!(Signature::from_bytes(&high_s), Err(SignatureError::HighS));
         let zero = Signature { r: B256::ZERO, s: B256::ZERO, v: 27 };
         assert_eq!(recover_signer(&B256::ZERO, &zero), Err(SignatureError::Unrecoverable));
+        // Found by fuzzing: a `v` below 27 built directly (not parsed) must not underflow.
+        for v in [0, 1, 26, 29, 255] {
+            let odd = Signature { r: B256::repeat_byte(1), s: B256::repeat_byte(1), v };
+            assert_eq!(recover_signer(&B256::ZERO, &odd), Err(SignatureError::BadRecoveryByte(v)));
+        }
     }
 
     #[test]
