@@ -471,20 +471,8 @@ impl Party {
             _ => return Err(PartyError::NotAParticipant),
         };
         let allocations = participants.iter().zip(amounts).map(|(p, a)| Allocation::simple(destination_of(*p), a));
-        let state = State {
-            participants: participants.to_vec(),
-            channel_nonce,
-            app_definition: self.config.consensus_app,
-            challenge_duration: self.config.challenge_duration,
-            outcome: Exit(vec![SingleAssetExit {
-                asset,
-                asset_metadata: AssetMetadata::default(),
-                allocations: allocations.collect(),
-            }]),
-            app_data: Default::default(),
-            turn_num: U48::ZERO,
-            is_final: false,
-        };
+        let state =
+            self.prefund(participants.to_vec(), self.config.consensus_app, asset, allocations.collect(), channel_nonce);
         if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
             return Err(PartyError::LedgerExists(peer));
         }
@@ -496,6 +484,27 @@ impl Party {
         self.objectives
             .values()
             .any(|e| matches!(&e.objective, Objective::DirectFund(d) if !e.done && d.participants().contains(&peer)))
+    }
+
+    /// The turn-0 state of a channel this party opens: one asset, the given allocations.
+    fn prefund(
+        &self,
+        participants: Vec<Address>,
+        app_definition: Address,
+        asset: Address,
+        allocations: Vec<Allocation>,
+        channel_nonce: u64,
+    ) -> State {
+        State {
+            participants,
+            channel_nonce,
+            app_definition,
+            challenge_duration: self.config.challenge_duration,
+            outcome: Exit(vec![SingleAssetExit { asset, asset_metadata: AssetMetadata::default(), allocations }]),
+            app_data: Default::default(),
+            turn_num: U48::ZERO,
+            is_final: false,
+        }
     }
 
     /// Closes a ledger (refused while it holds guarantees or proposals wait).
@@ -518,23 +527,12 @@ impl Party {
         let (Some(first), Some(last)) = (participants.first(), participants.last()) else {
             return Err(PartyError::BadRequest("no participants".into()));
         };
-        let state = State {
-            participants: participants.clone(),
-            channel_nonce,
-            app_definition: self.config.virtual_payment_app,
-            challenge_duration: self.config.challenge_duration,
-            outcome: Exit(vec![SingleAssetExit {
-                asset,
-                asset_metadata: AssetMetadata::default(),
-                allocations: vec![
-                    Allocation::simple(destination_of(*first), amounts[0]),
-                    Allocation::simple(destination_of(*last), amounts[1]),
-                ],
-            }]),
-            app_data: Default::default(),
-            turn_num: U48::ZERO,
-            is_final: false,
-        };
+        let allocations = vec![
+            Allocation::simple(destination_of(*first), amounts[0]),
+            Allocation::simple(destination_of(*last), amounts[1]),
+        ];
+        let state =
+            self.prefund(participants.clone(), self.config.virtual_payment_app, asset, allocations, channel_nonce);
         let objective = VirtualFund::new(&state, self)?;
         self.check_open(&objective)?;
         self.start(Objective::VirtualFund(objective))
