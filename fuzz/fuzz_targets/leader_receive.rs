@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let id = leader.channel_id();
     let mut r = Reader::new(data);
     let mut events = Vec::new();
+    let mut signed_at = std::collections::HashMap::new();
     // Messages in flight, each way.
     let mut to_follower: Vec<LedgerMessage> = Vec::new();
     let mut to_leader: Vec<LedgerMessage> = Vec::new();
@@ -102,7 +103,11 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         match result {
-            Ok(Step { messages, events: e }) => {
+            Ok(Step { messages, events: e, signed }) => {
+                for s in signed {
+                    let before = signed_at.insert(s.turn_num, s.state_hash);
+                    assert!(before.is_none_or(|h| h == s.state_hash), "two states signed at turn {}", s.turn_num);
+                }
                 to_follower.extend(messages);
                 events.extend(e);
             }

@@ -170,9 +170,8 @@ impl<'a> Reader<'a> {
             0 => key(3).sign(hash),
             1 => key(2).sign(hash),
             2 => key(1).sign(hash),
-            // Altered or arbitrary bytes, through the parser every signature from the wire
-            // takes (building a `Signature` with v ∉ {27, 28} by hand makes `recover_signer`
-            // overflow in debug builds: reported, not reachable from messages).
+            // Altered or arbitrary bytes, through the checked constructor every signature takes
+            // (a `Signature` that breaks the rules cannot be held at all).
             3 => {
                 let mut bytes = signer.sign(hash).to_bytes();
                 let at = usize::from(self.u8()) % 65;
@@ -246,9 +245,14 @@ pub mod forge {
             Ok(()) => o.state_hash(channel, turn_num),
             Err(_) => r.b256(),
         };
+        let previous_turn = match r.u8() % 8 {
+            0 => turn(r, consensus_turn, latest_turn),
+            _ => latest_turn,
+        };
         SignedProposal {
             channel_id: channel_id(r, channel),
             proposal,
+            previous_turn,
             turn_num,
             signature: r.signature(&hash, &leader_key()),
         }

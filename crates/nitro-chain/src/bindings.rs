@@ -212,8 +212,12 @@ fn u48(v: U48) -> u64 {
     v.to::<u64>()
 }
 
-fn signature(s: &INitroAdjudicator::Signature) -> Signature {
-    Signature { r: s.r, s: s.s, v: s.v }
+/// A signature as the adjudicator accepted it. `ecrecover` takes high `s`, so it is brought to
+/// its canonical low-`s` twin (same signer); one that is not even that (impossible for a state
+/// the contract accepted) is left out rather than failing the whole event — a challenge must
+/// never go unanswered because its log did not decode.
+fn signature(s: &INitroAdjudicator::Signature) -> Option<Signature> {
+    Signature::normalized(s.r, s.s, s.v).ok()
 }
 
 fn variable_part(v: &INitroAdjudicator::VariablePart) -> VariablePart {
@@ -247,7 +251,10 @@ fn variable_part(v: &INitroAdjudicator::VariablePart) -> VariablePart {
 }
 
 fn submitted(s: &INitroAdjudicator::SignedVariablePart) -> SubmittedState {
-    SubmittedState { variable_part: variable_part(&s.variablePart), signatures: s.sigs.iter().map(signature).collect() }
+    SubmittedState {
+        variable_part: variable_part(&s.variablePart),
+        signatures: s.sigs.iter().filter_map(signature).collect(),
+    }
 }
 
 /// Decodes one adjudicator log (topics and data) found in block `block_number`.

@@ -89,9 +89,9 @@ pub fn channel_id(file: &str) -> Result<Value, UsageError> {
 
 fn signature_json(signature: &Signature) -> Value {
     json!({
-        "r": json::format_hex(signature.r.as_slice()),
-        "s": json::format_hex(signature.s.as_slice()),
-        "v": format!("{:#x}", signature.v),
+        "r": json::format_hex(signature.r().as_slice()),
+        "s": json::format_hex(signature.s().as_slice()),
+        "v": format!("{:#x}", signature.v()),
         "flat": json::format_hex(&signature.to_bytes()),
     })
 }

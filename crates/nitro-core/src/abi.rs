@@ -57,7 +57,7 @@ impl From<&state::State> for VariablePart {
 
 impl From<&state::Signature> for Signature {
     fn from(s: &state::Signature) -> Self {
-        Self { v: s.v, r: s.r, s: s.s }
+        Self { v: s.v(), r: s.r(), s: s.s() }
     }
 }
 

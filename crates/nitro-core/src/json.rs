@@ -1,10 +1,14 @@
 //! Strict JSON conventions of the Nitro vectors: lowercase `0x`-hex byte strings,
 //! EIP-55 addresses, minimal `0x`-hex unsigned integers.
 //!
-//! Every helper here refuses what the convention does not allow (missing `0x`, non-hex
-//! characters, wrong lengths, integers too wide for their Solidity type, addresses whose
-//! mixed-case spelling fails the EIP-55 checksum), so that a decoded value always
+//! Every helper here refuses what the convention does not allow (missing `0x`, a second `0x`,
+//! non-hex characters, wrong lengths, integers too wide for their Solidity type, addresses
+//! whose mixed-case spelling fails the EIP-55 checksum), so that a decoded value always
 //! re-encodes to the same on-chain bytes.
+//!
+//! Integers may be zero-padded up to 64 hex digits (the width of a full `uint256` word, as
+//! some tools write them), never more: `0x` followed by thousands of zeros is refused as too
+//! long, whatever value it spells. Serialization always writes the minimal form.
 
 use alloy_primitives::{Address, Bytes, B256, U256};
 use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
@@ -14,6 +18,9 @@ pub const MAX_UINT48: u64 = (1 << 48) - 1;
 
 /// Upper bound on a hex string we are willing to decode (16 MiB of bytes).
 const MAX_HEX_CHARS: usize = 32 * 1024 * 1024;
+
+/// Most hex digits an integer may have (leading zeros included): one 256-bit word.
+pub const MAX_UINT_DIGITS: usize = 64;
 
 fn strip_0x(s: &str) -> Result<&str, String> {
     s.strip_prefix("0x").ok_or_else(|| format!("expected a 0x-prefixed hex string, got {:?}", truncate(s)))
@@ -40,6 +47,10 @@ pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     if digits.len() % 2 != 0 {
         return Err(format!("odd number of hex digits in {:?}", truncate(s)));
     }
+    // Checked here, not left to the hex crate, which would strip a second `0x` ("0x0x12").
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("invalid hex {:?}: {bad:?} is not a hex digit", truncate(s)));
+    }
     alloy_primitives::hex::decode(digits).map_err(|e| format!("invalid hex {:?}: {e}", truncate(s)))
 }
 
@@ -60,8 +71,15 @@ pub fn parse_uint(s: &str, bits: usize) -> Result<U256, String> {
         return Err(format!("invalid hex integer {:?}", truncate(s)));
     }
     let significant = digits.trim_start_matches('0');
-    if significant.len() > 64 {
+    if significant.len() > MAX_UINT_DIGITS {
         return Err(format!("integer {:?} overflows uint{bits}", truncate(s)));
+    }
+    if digits.len() > MAX_UINT_DIGITS {
+        return Err(format!(
+            "integer {:?} has {} hex digits; at most {MAX_UINT_DIGITS} (zero padding included)",
+            truncate(s),
+            digits.len()
+        ));
     }
     let value = U256::from_str_radix(if significant.is_empty() { "0" } else { significant }, 16)
         .map_err(|e| format!("invalid hex integer {:?}: {e}", truncate(s)))?;
@@ -235,6 +253,84 @@ mod tests {
         assert!(parse_address(&format!("0x{}", good[2..].to_uppercase())).is_ok());
         assert!(parse_address("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
         assert!(parse_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb922").is_err());
+    }
+
+    #[test]
+    fn a_second_prefix_is_refused_everywhere() {
+        assert!(decode_hex("0x0x12").is_err());
+        assert!(decode_hex("0x0X12").is_err());
+        assert!(decode_fixed::<1>("0x0x").is_err());
+        assert!(decode_fixed::<32>(&format!("0x0x{}", "11".repeat(31))).is_err());
+        assert!(parse_address(&format!("0x0x{}", "ab".repeat(19))).is_err());
+        assert!(parse_uint("0x0x1", 256).is_err());
+        for bad in [" 0x12", "0x12 ", "0x1_2", "0x+1", "0x\u{0}"] {
+            assert!(decode_hex(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn integers_may_be_padded_to_one_word_and_no_further() {
+        assert_eq!(parse_uint(&format!("0x{}1", "0".repeat(63)), 256).unwrap(), U256::from(1));
+        assert_eq!(parse_uint(&format!("0x{}", "0".repeat(64)), 8).unwrap(), U256::ZERO);
+        assert!(parse_uint(&format!("0x{}1", "0".repeat(64)), 256).unwrap_err().contains("at most 64"));
+        assert!(parse_uint(&format!("0x{}", "0".repeat(5000)), 256).unwrap_err().contains("at most 64"));
+        assert_eq!(parse_uint(&format!("0x{}", "f".repeat(64)), 256).unwrap(), U256::MAX);
+        assert!(parse_uint("0xffffffffffffffff", 64).is_ok());
+        assert!(parse_uint("0x10000000000000000", 64).is_err());
+        assert!(parse_uint("0x100", 8).is_err());
+        assert_eq!(format_uint(U256::from(255)), "0xff");
+        assert_eq!(format_uint(U256::ZERO), "0x0");
+    }
+
+    #[test]
+    fn serde_helpers_keep_their_promises() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct All {
+            #[serde(with = "address")]
+            a: Address,
+            #[serde(with = "bytes32")]
+            h: B256,
+            #[serde(with = "bytes")]
+            b: Bytes,
+            #[serde(with = "uint256")]
+            u: U256,
+            #[serde(with = "uint64")]
+            n: u64,
+            #[serde(with = "uint48")]
+            t: alloy_primitives::aliases::U48,
+            #[serde(with = "uint8")]
+            v: u8,
+            #[serde(with = "address_vec")]
+            p: Vec<Address>,
+        }
+        let good = serde_json::json!({
+            "a": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "h": format!("0x{}", "ab".repeat(32)),
+            "b": "0x0102", "u": "0x1", "n": "0xffffffffffffffff", "t": "0xffffffffffff", "v": "0xff",
+            "p": ["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"],
+        });
+        let decoded: All = serde_json::from_value(good.clone()).unwrap();
+        let again: All = serde_json::from_value(serde_json::to_value(&decoded).unwrap()).unwrap();
+        assert_eq!(decoded, again);
+        assert_eq!(serde_json::to_value(&decoded).unwrap()["a"], good["a"]);
+        let refuse = |field: &str, value: serde_json::Value| {
+            let mut v = good.clone();
+            v[field] = value;
+            assert!(serde_json::from_value::<All>(v.clone()).is_err(), "{field} = {}", v[field]);
+        };
+        refuse("a", "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into()); // bad checksum
+        refuse("a", format!("0x0x{}", "ab".repeat(19)).into());
+        refuse("a", "f39fd6e51aad88f6f4ce6ab8827279cfffb92266".into()); // no prefix
+        refuse("h", format!("0x{}", "ab".repeat(31)).into()); // 31 bytes
+        refuse("h", format!("0x0x{}", "ab".repeat(31)).into());
+        refuse("b", "0x012".into()); // odd
+        refuse("b", 12.into()); // not a string
+        refuse("u", format!("0x1{}", "0".repeat(64)).into()); // 257 bits
+        refuse("u", "0x".into());
+        refuse("u", "12".into());
+        refuse("n", "0x10000000000000000".into());
+        refuse("t", "0x1000000000000".into());
+        refuse("v", "0x100".into());
+        refuse("p", serde_json::json!(["0x12"]));
     }
 
     #[test]

@@ -33,6 +33,6 @@ pub use channel::{
 pub use state::{
     address_of, challenge_hash, destination_of, ethereum_message_hash, recover_signer, Allocation, AllocationType,
     AssetMetadata, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata, Signature, SignatureError, SignedState,
-    SignedStateError, SigningKey, SingleAssetExit, State, TurnNum, VariablePart,
+    SignedStateError, SignedTurn, SigningKey, SingleAssetExit, State, TurnNum, VariablePart,
 };
 pub use voucher::Voucher;

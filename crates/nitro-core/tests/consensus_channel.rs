@@ -502,6 +502,7 @@ fn follower_refuses_a_proposal_it_cannot_apply() {
     let sp = SignedProposal {
         channel_id: fixed().channel_id(),
         proposal,
+        previous_turn: turn(1),
         turn_num: turn(2),
         signature: leader_key().sign(&forged.to_state(&fixed(), turn(2)).hash()),
     };
@@ -516,10 +517,17 @@ fn follower_refuses_a_proposal_it_cannot_apply() {
 #[test]
 fn follower_refuses_a_malformed_signature_without_panicking() {
     let mut p = Pair::new(100, 100);
-    let mut sp = p.add(5, 30, l(), 10);
-    sp.signature.r = B256::ZERO;
+    let sp = p.add(5, 30, l(), 10);
+    // A malformed signature (r = 0) cannot even be held: the decoder refuses it.
+    let mut json = serde_json::to_value(sp).unwrap();
+    let flat = json["signature"].as_str().unwrap().to_owned();
+    json["signature"] = format!("0x{}{}", "00".repeat(32), &flat[66..]).into();
+    assert!(serde_json::from_value::<SignedProposal>(json).unwrap_err().to_string().contains("group order"));
+    // A well-formed signature by someone else is refused and changes nothing.
+    let mut other = sp;
+    other.signature = follower_key().sign(&B256::ZERO);
     let before = p.follower.clone();
-    assert!(matches!(p.follower.receive_proposal(&sp).unwrap_err(), ChannelError::Signature(_)));
+    assert!(matches!(p.follower.receive_proposal(&other).unwrap_err(), ChannelError::WrongSigner { .. }));
     assert_eq!(p.follower, before);
 }
 
@@ -598,14 +606,17 @@ fn a_reversed_stream_of_fifty_proposals_converges() {
 fn proposals_too_far_ahead_are_refused() {
     let mut p = Pair::new(100, 100);
     p.follower = p.follower.clone().with_reorder_capacity(2);
-    let sps: Vec<_> = (1..=4).map(|i| p.add(i, 1, l(), 1)).collect();
+    let sps: Vec<_> = (1..=5).map(|i| p.add(i, 1, l(), 1)).collect();
     p.follower.receive_proposal(&sps[2]).unwrap();
+    p.follower.receive_proposal(&sps[3]).unwrap();
+    assert_eq!(p.follower.buffered(), 2);
     let before = p.follower.clone();
     assert_eq!(
-        p.follower.receive_proposal(&sps[3]).unwrap_err(),
-        ChannelError::TooFarAhead { turn: turn(5), next: turn(2), capacity: 2 }
+        p.follower.receive_proposal(&sps[4]).unwrap_err(),
+        ChannelError::TooFarAhead { turn: turn(6), latest: turn(1), capacity: 2 }
     );
     assert_eq!(p.follower, before);
+    assert_eq!(p.follower.buffered(), 2);
 }
 
 #[test]
@@ -822,7 +833,9 @@ fn a_rejected_proposal_does_not_block_the_ones_after_it() {
             _ => panic!(),
         })
         .collect();
-    assert_eq!(resent.iter().map(|s| s.turn_num).collect::<Vec<_>>(), vec![turn(2), turn(3)]);
+    // Fresh turns, above every turn the leader signed (2, 3 and 4): never 2 or 3 again.
+    assert_eq!(resent.iter().map(|s| s.turn_num).collect::<Vec<_>>(), vec![turn(5), turn(6)]);
+    assert_eq!(resent.iter().map(|s| s.previous_turn).collect::<Vec<_>>(), vec![turn(1), turn(5)]);
     assert_eq!(resent.iter().map(|s| s.proposal.target()).collect::<Vec<_>>(), vec![t(2), t(3)]);
     for sp in &resent {
         p.follower_receives(sp);
@@ -851,7 +864,7 @@ fn later_proposals_that_no_longer_apply_are_dropped() {
         .iter()
         .any(|e| matches!(e, LedgerEvent::ProposalDropped { proposal, .. } if *proposal == b.proposal)));
     assert_eq!(step.messages.len(), 1);
-    assert_eq!(p.leader.latest_turn(), turn(2));
+    assert_eq!(p.leader.latest_turn(), turn(5), "re-proposed above turns 2..=4");
     assert_eq!(p.leader.guarantees().status(&t(2)), Some(GuaranteeStatus::Proposed));
 }
 

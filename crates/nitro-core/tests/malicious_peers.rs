@@ -32,7 +32,13 @@ fn forge(alice: &Party, l: &ChannelId, proposal: Proposal, turn: u64, signer: &S
     let mut outcome: LedgerOutcome = f.latest_outcome().clone();
     let _ = outcome.apply(&proposal);
     let hash = outcome.state_hash(*l, U48::from(turn));
-    SignedProposal { channel_id: *l, proposal, turn_num: U48::from(turn), signature: signer.sign(&hash) }
+    SignedProposal {
+        channel_id: *l,
+        proposal,
+        previous_turn: f.latest_turn(),
+        turn_num: U48::from(turn),
+        signature: signer.sign(&hash),
+    }
 }
 
 fn add(target: u8, amount: u64, w: &World) -> Proposal {
@@ -71,15 +77,16 @@ fn a_proposal_signed_with_the_wrong_key_is_refused() {
 }
 
 #[test]
-fn skipped_turns_are_buffered_never_applied() {
+fn proposals_built_on_missing_states_are_buffered_never_applied() {
     let (mut w, l) = open();
     let before = ledger(&w.parties[0], &l);
     let hub_key = key(2);
-    let sp = forge(&w.parties[0], &l, add(7, 10, &w), 6, &hub_key);
+    let mut sp = forge(&w.parties[0], &l, add(7, 10, &w), 6, &hub_key);
+    sp.previous_turn = U48::from(5);
     deliver(&mut w, sp).unwrap();
     let after = ledger(&w.parties[0], &l);
     assert_eq!(after.consensus_state(), before.consensus_state());
-    assert!(!after.has_pending(), "nothing applied while turns 2..5 are missing");
+    assert!(!after.has_pending(), "nothing applied while the state at turn 5 is missing");
     alice_can_go_to_chain(&w, &l);
 }
 

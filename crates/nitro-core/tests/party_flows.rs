@@ -213,3 +213,72 @@ fn a_virtual_channel_routes_through_two_intermediaries() {
     assert_eq!(balance(2, 1, 2) + balance(2, 2, 2), U256::from(2000));
     assert_eq!(balance(3, 2, 3), U256::from(1000 + 15));
 }
+
+/// Alice closes L(hub, alice) while the hub's proposal at the next turn is on its way: her
+/// final state takes that turn. The hub, which signed its proposal there, must not sign
+/// Alice's final state at the same turn; it answers with a final state at a fresh turn,
+/// Alice refuses the late proposal (the ledger is closing) and adopts the higher final
+/// state, and the ledger closes with every party having signed one state per turn (the
+/// harness checks every signature).
+#[test]
+fn a_close_racing_a_proposal_signs_the_final_state_at_a_fresh_turn() {
+    let mut w = World::new();
+    let (la, _) = w.open_ledgers(1000);
+    let (alice, hub, bob) = (w.addr(0), w.addr(1), w.addr(2));
+    let v = w.call(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [U256::from(5), U256::ZERO], 3));
+    // Deliver until the hub's proposal for V in L(hub, alice) is on the wire; hold it back.
+    let mut held = None;
+    let mut steps = 0;
+    while held.is_none() {
+        steps += 1;
+        assert!(steps < 10_000, "the hub never proposed");
+        let Some((from, e)) = w.network.pop_front() else { panic!("quiet before the hub proposed") };
+        if e.to == alice && matches!(&e.payload, Payload::Ledger(nitro_core::LedgerMessage::Proposal(_))) {
+            held = Some((from, e));
+            continue;
+        }
+        let to = w.index_of(e.to);
+        if let Ok(fx) = w.parties[to].handle_message(from, e.payload) {
+            w.absorb(to, fx);
+        }
+    }
+    let hub_turn = w.parties[1].ledger(&la).unwrap().highest_turn();
+    assert_eq!(hub_turn, U48::from(2), "the hub signed its proposal at turn 2");
+    let close = w.call(0, |p| p.direct_defund(la));
+    w.network.push_back(held.unwrap());
+    // Deliver everything, tolerating the refusals a race produces, until quiet.
+    for _ in 0..100 {
+        while let Some((from, e)) = w.network.pop_front() {
+            let to = w.index_of(e.to);
+            if let Ok(fx) = w.parties[to].handle_message(from, e.payload) {
+                w.absorb(to, fx);
+            }
+        }
+        w.deliver_chain_events();
+        if w.parties[0].is_complete(&close) {
+            break;
+        }
+        for i in 0..3 {
+            let fx = w.parties[i].resend();
+            w.absorb(i, fx);
+        }
+    }
+    assert!(w.parties[0].is_complete(&close), "{:?}", w.parties[0].waiting_for(&close));
+    assert!(w.parties[1].is_complete(&ObjectiveId::DirectDefund(la)));
+    let turns = |who: Address| -> Vec<U48> {
+        let mut t: Vec<U48> = w.signed.keys().filter(|(p, c, _)| *p == who && *c == la).map(|(_, _, t)| *t).collect();
+        t.sort();
+        t
+    };
+    // Alice signed a final state at turn 2 — the turn of the hub's proposal — and later the
+    // one both signed; the hub never signed at turn 2 again.
+    let (hub_turns, alice_turns) = (turns(hub), turns(alice));
+    let last = *hub_turns.last().unwrap();
+    assert!(
+        last > hub_turn && alice_turns.contains(&U48::from(2)) && alice_turns.contains(&last),
+        "{hub_turns:?} {alice_turns:?}"
+    );
+    assert_eq!(w.chain.paid_out[&alice], U256::from(1000));
+    assert_eq!(w.chain.paid_out[&hub], U256::from(1000));
+    assert!(!w.parties[0].is_complete(&v), "V could not be funded through a closing ledger");
+}

@@ -55,10 +55,10 @@ fn key(v: &Value) -> SigningKey {
 }
 
 fn check_signature(id: &str, sig: &Signature, expected: &Value) {
-    assert_eq!(sig.r, b256(&expected["r"]), "{id}: r");
-    assert_eq!(sig.s, b256(&expected["s"]), "{id}: s");
-    assert_eq!(json::format_uint(U256::from(sig.v)), s(&expected["v"]), "{id}: v");
-    assert_eq!(json::format_uint(U256::from(sig.v - 27)), s(&expected["recoveryParam"]), "{id}: recoveryParam");
+    assert_eq!(sig.r(), b256(&expected["r"]), "{id}: r");
+    assert_eq!(sig.s(), b256(&expected["s"]), "{id}: s");
+    assert_eq!(json::format_uint(U256::from(sig.v())), s(&expected["v"]), "{id}: v");
+    assert_eq!(json::format_uint(U256::from(sig.v() - 27)), s(&expected["recoveryParam"]), "{id}: recoveryParam");
     assert_eq!(sig.to_bytes().as_slice(), hex(&expected["flat"]), "{id}: flat");
 }
 

@@ -6,7 +6,7 @@ use alloy_primitives::{Address, U256};
 use nitro_core::{
     chain::ChainEvent,
     party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent, Payload, TransactionRequest},
-    ChannelId, SigningKey,
+    ChannelId, SignedTurn, SigningKey,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -112,6 +112,8 @@ pub struct Output {
     pub completed: Vec<ObjectiveId>,
     /// The objective a request started, if any.
     pub started: Option<ObjectiveId>,
+    /// The states the party signed in the step (already recorded in the store).
+    pub signed: Vec<SignedTurn>,
 }
 
 /// The party and its store.
@@ -220,7 +222,11 @@ impl Engine {
         for t in &effects.transactions {
             record.transactions.push(encode(&StoredTransaction::from_request(t), &mut self.poisoned)?);
         }
-        record.signed = signed_in(&self.party, &effects);
+        record.signed = effects
+            .signed
+            .iter()
+            .map(|s| (s.channel_id.to_string(), s.turn_num.to::<u64>(), s.state_hash.to_string()))
+            .collect();
         let ids = match self.store.commit_step(&record) {
             Ok(ids) => ids,
             Err(e) => {
@@ -234,6 +240,7 @@ impl Engine {
             events: effects.events,
             completed: effects.completed,
             started,
+            signed: effects.signed,
         })
     }
 
@@ -251,47 +258,6 @@ impl Engine {
     pub fn into_store(self) -> Store {
         self.store
     }
-}
-
-/// The states the party signed in a step: its proposals (as leader), its countersignatures
-/// (as follower) and its signatures in objective rounds.
-fn signed_in(party: &Party, effects: &Effects) -> Vec<(String, u64, String)> {
-    use nitro_core::LedgerEvent;
-    let me = party.address();
-    let mut out = Vec::new();
-    for e in &effects.events {
-        if let PartyEvent::Ledger { channel_id, event } = e {
-            let role = party.ledger(channel_id);
-            match event {
-                LedgerEvent::ProposalQueued { signed, state_hash }
-                    if matches!(role, Some(nitro_core::ConsensusChannel::Leader(_))) =>
-                {
-                    out.push((channel_id.to_string(), signed.turn_num.to::<u64>(), state_hash.to_string()))
-                }
-                LedgerEvent::ConsensusAdvanced { turn, state_hash, .. }
-                    if matches!(role, Some(nitro_core::ConsensusChannel::Follower(_))) =>
-                {
-                    out.push((channel_id.to_string(), turn.to::<u64>(), state_hash.to_string()))
-                }
-                _ => {}
-            }
-        }
-    }
-    for m in &effects.messages {
-        if let Payload::State { state, .. } = &m.payload {
-            let mine = state.state().participants.iter().position(|p| *p == me);
-            if mine.is_some_and(|i| state.signature(i).is_some()) {
-                out.push((
-                    state.channel_id().to_string(),
-                    state.state().turn_num.to::<u64>(),
-                    state.hash().to_string(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Encodes a record; a failure after the party changed poisons the engine like a store failure.

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
 /// The schema version this code writes; older databases are migrated on open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -32,6 +32,19 @@ pub enum StoreError {
         /// Decoder's message.
         message: String,
     },
+    /// The step would record a signature on a different state at a (channel, turn) where this
+    /// party already signed one: refused inside the transaction, nothing of the step is kept.
+    #[error("store: refusing to sign a second state of {channel} at turn {turn} (signed {recorded}, now {attempted})")]
+    ConflictingSignature {
+        /// The channel.
+        channel: String,
+        /// The turn.
+        turn: u64,
+        /// The state hash signed before.
+        recorded: String,
+        /// The state hash the step signed.
+        attempted: String,
+    },
     /// The database was written by a newer version of this program.
     #[error("store: schema version {found} is newer than this program's {SCHEMA_VERSION}")]
     TooNew {
@@ -41,6 +54,10 @@ pub enum StoreError {
 }
 
 /// One step's records, written atomically.
+///
+/// `signed` is checked against what was signed before, inside the same transaction: a step
+/// that would sign a second state at a (channel, turn) is refused as a whole
+/// ([`StoreError::ConflictingSignature`]) and nothing of it is kept, so nothing of it is sent.
 #[derive(Debug, Default)]
 pub struct StepRecord {
     /// The input, as JSON (none for inputs that change nothing durable, e.g. timer ticks).
@@ -100,6 +117,20 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if version < 2 {
+            // Version 2: one signed state per (channel, turn), enforced by the key. A version-1
+            // audit table is carried over (the first state signed at a turn is kept).
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE signed_states (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
+                                             PRIMARY KEY (channel, turn)) WITHOUT ROWID;
+                 INSERT OR IGNORE INTO signed_states (channel, turn, hash)
+                     SELECT channel, turn, hash FROM signatures ORDER BY rowid;
+                 DROP TABLE signatures;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        }
         Ok(Self { conn })
     }
 
@@ -115,10 +146,31 @@ impl Store {
             ids.messages.push(tx.last_insert_rowid() as u64);
         }
         for (channel, turn, hash) in &step.signed {
-            tx.execute(
-                "INSERT OR IGNORE INTO signatures (channel, turn, hash) VALUES (?1, ?2, ?3)",
-                params![channel, *turn as i64, hash],
-            )?;
+            let recorded: Option<String> = tx
+                .query_row(
+                    "SELECT hash FROM signed_states WHERE channel = ?1 AND turn = ?2",
+                    params![channel, *turn as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match recorded {
+                Some(recorded) if recorded != *hash => {
+                    // Dropping `tx` rolls the whole step back.
+                    return Err(StoreError::ConflictingSignature {
+                        channel: channel.clone(),
+                        turn: *turn,
+                        recorded,
+                        attempted: hash.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO signed_states (channel, turn, hash) VALUES (?1, ?2, ?3)",
+                        params![channel, *turn as i64, hash],
+                    )?;
+                }
+            }
         }
         for body in &step.transactions {
             tx.execute("INSERT INTO transactions (body) VALUES (?1)", params![body])?;
@@ -171,20 +223,28 @@ impl Store {
         Ok(())
     }
 
-    /// Every (channel, turn) at which this party signed more than one state — the audit of
-    /// "never sign two different states at one turn" (a leader may, legitimately, only after
-    /// its follower rejected the first).
-    pub fn double_signed(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut stmt = self
+    /// The state hash this party signed for `channel` at `turn`, if any.
+    pub fn signed_at(&self, channel: &str, turn: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
             .conn
-            .prepare("SELECT channel, turn FROM signatures GROUP BY channel, turn HAVING COUNT(DISTINCT hash) > 1")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            .query_row(
+                "SELECT hash FROM signed_states WHERE channel = ?1 AND turn = ?2",
+                params![channel, turn as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every state this party signed: (channel, turn, state hash), in channel and turn order.
+    pub fn signed_states(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT channel, turn, hash FROM signed_states ORDER BY channel, turn")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Number of distinct states this party signed.
     pub fn signed_count(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM signatures", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM signed_states", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// A value of the `meta` table.
@@ -199,5 +259,77 @@ impl Store {
             params![key, value],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(input: &str, signed: &[(&str, u64, &str)]) -> StepRecord {
+        StepRecord {
+            input: Some(input.into()),
+            messages: vec![("0xpeer".into(), format!("{{\"from\":\"{input}\"}}"))],
+            transactions: vec![],
+            signed: signed.iter().map(|(c, t, h)| (c.to_string(), *t, h.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_second_state_at_one_turn_is_refused_with_the_whole_step() {
+        let mut store = Store::in_memory().unwrap();
+        store.commit_step(&step("a", &[("0xc", 2, "0xh1"), ("0xc", 3, "0xh2")])).unwrap();
+        // The same state again is fine (a retransmission of our signature).
+        store.commit_step(&step("b", &[("0xc", 2, "0xh1")])).unwrap();
+        let err = store.commit_step(&step("c", &[("0xc", 4, "0xh4"), ("0xc", 3, "0xOTHER")])).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::ConflictingSignature { turn: 3, recorded, attempted, .. }
+                if recorded == "0xh2" && attempted == "0xOTHER"),
+            "{err}"
+        );
+        // Nothing of the refused step was kept: not its input, its message, nor turn 4.
+        assert_eq!(store.inputs().unwrap().len(), 2);
+        assert_eq!(store.recent_outbox(10).unwrap().len(), 2);
+        assert_eq!(store.signed_at("0xc", 4).unwrap(), None);
+        assert_eq!(store.signed_at("0xc", 3).unwrap().as_deref(), Some("0xh2"));
+        assert_eq!(store.signed_count().unwrap(), 2);
+        // Another channel's turn 3 is its own.
+        store.commit_step(&step("d", &[("0xd", 3, "0xOTHER")])).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_store_migrates_keeping_its_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE inputs (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+                 CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL, body TEXT NOT NULL);
+                 CREATE TABLE transactions (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,
+                                            done INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE signatures (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
+                                          PRIMARY KEY (channel, turn, hash));
+                 INSERT INTO signatures VALUES ('0xc', 1, '0xa'), ('0xc', 2, '0xb');
+                 INSERT INTO inputs (body) VALUES ('{}');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.signed_states().unwrap().len(), 2);
+        assert_eq!(store.inputs().unwrap().len(), 1);
+        assert!(matches!(
+            store.commit_step(&step("x", &[("0xc", 2, "0xz")])),
+            Err(StoreError::ConflictingSignature { turn: 2, .. })
+        ));
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }
 }

@@ -167,3 +167,56 @@ fn every_kind_of_input_survives_the_log() {
         assert_eq!(serde_json::from_str::<Input>(&text).unwrap(), input);
     }
 }
+
+/// The store is the last line of "one state per turn": a step whose signature conflicts with
+/// one already recorded (here planted, as if by an earlier, buggy release) is refused as a
+/// whole, returns nothing to send, and poisons the engine until a restart.
+#[test]
+fn a_step_signing_a_second_state_at_a_recorded_turn_is_refused_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("hub.db"), dir.path().join("alice.db")];
+    let keys = [key(1), key(2)];
+    let mut engines: Vec<Engine> = paths
+        .iter()
+        .zip(&keys)
+        .map(|(p, k)| Engine::open(Store::open(p).unwrap(), k.clone(), config()).unwrap().0)
+        .collect();
+    let (hub, alice) = (keys[0].address(), keys[1].address());
+    let out = engines[0]
+        .step(Input::Request(Request::LedgerOpen {
+            participants: [hub, alice],
+            asset: Address::ZERO,
+            amounts: [U256::from(10), U256::from(20)],
+            nonce: 7,
+        }))
+        .unwrap();
+    let ledger = out.started.unwrap().channel_id();
+    let queue = out.messages.into_iter().map(|(_, m)| (0, m)).collect();
+    let mut chain = Chain { held: U256::ZERO, block: 0, events: VecDeque::new() };
+    run(&mut engines, queue, &mut chain);
+    drop(engines);
+    // Plant a different state at turn 2, the turn the hub's final state would take.
+    {
+        let mut store = Store::open(&paths[0]).unwrap();
+        let planted = nitro_node::store::StepRecord {
+            signed: vec![(ledger.to_string(), 2, format!("{:#x}", alloy_primitives::B256::repeat_byte(0xee)))],
+            ..Default::default()
+        };
+        store.commit_step(&planted).unwrap();
+    }
+    let (mut engine, _) = Engine::open(Store::open(&paths[0]).unwrap(), keys[0].clone(), config()).unwrap();
+    let refused = engine.step(Input::Request(Request::LedgerClose { channel_id: ledger }));
+    assert!(
+        matches!(refused, Err(EngineError::Store(nitro_node::store::StoreError::ConflictingSignature { turn: 2, .. }))),
+        "{refused:?}"
+    );
+    assert!(matches!(engine.step(Input::Tick), Err(EngineError::Poisoned)));
+    drop(engine);
+    // After a restart the refused step never happened.
+    let (engine, recovery) = Engine::open(Store::open(&paths[0]).unwrap(), keys[0].clone(), config()).unwrap();
+    assert!(engine.party().objective(&nitro_core::party::ObjectiveId::DirectDefund(ledger)).is_none());
+    assert!(recovery.messages.iter().all(|(_, m)| !matches!(
+        &m.payload,
+        nitro_core::party::Payload::State { objective: nitro_core::party::ObjectiveId::DirectDefund(_), .. }
+    )));
+}

@@ -80,6 +80,32 @@ impl ConsensusChannel {
         self.guarantees().is_locked(target)
     }
 
+    /// The highest turn this party has taken part in (leader: signed; follower: settled,
+    /// pending, refused or reserved): a final state it signs must go above it.
+    pub fn highest_turn(&self) -> TurnNum {
+        match self {
+            Self::Leader(l) => l.highest_signed(),
+            Self::Follower(f) => f.highest_turn(),
+        }
+    }
+
+    /// Reserves `turn` for the ledger's final state, which the caller is about to sign (see
+    /// [`LeaderChannel::reserve_final_turn`] and [`FollowerChannel::reserve_final_turn`]).
+    pub fn reserve_final_turn(&mut self, turn: TurnNum) -> Result<Step, ChannelError> {
+        match self {
+            Self::Leader(l) => l.reserve_final_turn(turn),
+            Self::Follower(f) => f.reserve_final_turn(turn),
+        }
+    }
+
+    /// The final state's turn, once the ledger is closing.
+    pub fn closing(&self) -> Option<TurnNum> {
+        match self {
+            Self::Leader(l) => l.closing(),
+            Self::Follower(f) => f.closing(),
+        }
+    }
+
     /// Whether proposals wait for the follower.
     pub fn has_pending(&self) -> bool {
         match self {

@@ -66,14 +66,37 @@ pub enum ChannelError {
         latest: TurnNum,
     },
     /// A proposal too far ahead of the follower to be buffered.
-    #[error("turn {turn} is too far ahead (next expected {next}, buffer holds {capacity})")]
+    #[error("turn {turn} is too far ahead (latest {latest}, the buffer holds {capacity})")]
     TooFarAhead {
         /// The proposal's turn.
         turn: TurnNum,
-        /// The turn the follower expects next.
-        next: TurnNum,
+        /// The follower's latest turn.
+        latest: TurnNum,
         /// Reorder buffer capacity.
         capacity: usize,
+    },
+    /// A proposal that does not extend the latest state: its `previous_turn` is not the
+    /// latest turn, or its turn is not above it.
+    #[error("proposal for turn {turn} on turn {previous} does not extend the latest turn {latest}")]
+    NotNext {
+        /// The state the proposal says it applies to.
+        previous: TurnNum,
+        /// The proposal's turn.
+        turn: TurnNum,
+        /// The latest turn here.
+        latest: TurnNum,
+    },
+    /// The ledger is being closed: no more proposals.
+    #[error("the ledger is closing (final state at turn {0})")]
+    Closing(TurnNum),
+    /// A turn at or below one this party already signed, refused or saw: signing there could
+    /// make two different states at one turn.
+    #[error("turn {turn} is not fresh: turns up to {highest} are taken")]
+    TurnNotFresh {
+        /// The turn asked for.
+        turn: TurnNum,
+        /// The highest turn taken.
+        highest: TurnNum,
     },
     /// A proposal for a turn already taken by a different proposal (a stale branch).
     #[error("turn {0} already holds a different proposal")]

@@ -5,7 +5,7 @@ use alloy_primitives::{B256, U256};
 use serde::{Deserialize, Serialize};
 
 use super::{Guarantee, LedgerMessage, Proposal, Rejection, SignedProposal};
-use crate::{json, ChannelId, Signature, TurnNum};
+use crate::{json, ChannelId, Signature, SignedTurn, TurnNum};
 
 /// An event of a ledger channel.
 ///
@@ -41,6 +41,13 @@ pub enum LedgerEvent {
         rejection: Rejection,
         /// The proposal refused.
         proposal: Proposal,
+    },
+    /// The ledger is closing with a final state at `turn`, which this party will sign: no
+    /// more proposals, and no other state at or below that turn is signed from now on.
+    Closing {
+        /// The final state's turn.
+        #[serde(with = "json::uint48")]
+        turn: TurnNum,
     },
     /// After a rejection, a later proposal no longer applied and was dropped.
     ProposalDropped {
@@ -83,8 +90,8 @@ pub enum LedgerEvent {
     },
 }
 
-/// What one operation on a ledger channel produced: messages to send to the counterparty and
-/// events to persist (before sending).
+/// What one operation on a ledger channel produced: messages to send to the counterparty,
+/// events to persist (before sending) and the states this party signed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "the messages must be sent and the events persisted"]
 pub struct Step {
@@ -92,17 +99,21 @@ pub struct Step {
     pub messages: Vec<LedgerMessage>,
     /// Events to persist.
     pub events: Vec<LedgerEvent>,
+    /// States signed by this party in the operation (a leader's proposals, a follower's
+    /// countersignature), for a store that enforces "one state per turn" on its own.
+    pub signed: Vec<SignedTurn>,
 }
 
 impl Step {
     /// Whether the operation changed nothing and has nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.events.is_empty()
+        self.messages.is_empty() && self.events.is_empty() && self.signed.is_empty()
     }
 
-    /// Appends another step's messages and events.
+    /// Appends another step's messages, events and signatures.
     pub fn extend(&mut self, other: Step) {
         self.messages.extend(other.messages);
         self.events.extend(other.events);
+        self.signed.extend(other.signed);
     }
 }

@@ -1,20 +1,17 @@
 //! The follower of a ledger: it checks the leader's proposals and countersigns the ones it
 //! agrees to.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::{
     messages::bounded_reason,
-    shared::{ledger_accessors, Ledger, FOLLOWER, LEADER},
+    shared::{ledger_accessors, Ledger, FOLLOWER},
     ChannelError, Countersignature, LedgerEvent, LedgerMessage, Proposal, Rejection, SignedProposal, Step,
 };
-use crate::{recover_signer, SignedState, SigningKey, TurnNum};
+use crate::{SignedState, SignedTurn, SigningKey, TurnNum};
 
-/// How many proposals ahead of the next expected turn the follower buffers by default.
+/// How many proposals beyond the latest one the follower buffers by default.
 pub const DEFAULT_REORDER_CAPACITY: usize = 256;
-
-/// How many of its recent rejections the follower remembers, to answer retransmissions.
-const REMEMBERED_REJECTIONS: usize = 64;
 
 /// A follower's decision on a pending proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,16 +38,26 @@ impl<F: FnMut(&Proposal) -> Approval> ApprovalPolicy for F {
 
 /// A ledger channel seen by its follower (`participants[1]`).
 ///
-/// Proposals are verified and applied in turn order: early ones wait in a bounded reorder
-/// buffer, duplicates are answered idempotently. Verified proposals wait (pending) until the
-/// follower approves or rejects them. It cannot propose: there is no such method on this type.
+/// Proposals are verified and applied in chain order (each names the turn it builds on):
+/// early ones wait in a bounded reorder buffer, duplicates are answered idempotently.
+/// Verified proposals wait (pending) until the follower approves or rejects them. A turn it
+/// refused is never countersigned later, however often it comes back: the highest refused
+/// turn is a high-water mark, not a cache that forgets. It cannot propose: there is no such
+/// method on this type.
 #[derive(Clone, Debug)]
 pub struct FollowerChannel {
     key: SigningKey,
     ledger: Ledger,
+    /// Verified-later proposals, keyed by the turn they build on.
     buffer: BTreeMap<TurnNum, SignedProposal>,
     capacity: usize,
-    rejections: VecDeque<Rejection>,
+    /// The highest turn refused, or discarded with a refused one: never countersigned.
+    refused_through: TurnNum,
+    /// The latest refusal, sent again when a refused branch comes back (the leader may have
+    /// missed it; it cannot have missed an earlier one, since it re-proposes only after one).
+    last_rejection: Option<Rejection>,
+    /// The turn of the final state, once the ledger is closing.
+    closing: Option<TurnNum>,
 }
 
 impl FollowerChannel {
@@ -61,22 +68,27 @@ impl FollowerChannel {
         if ledger.participant(FOLLOWER) != key.address() {
             return Err(ChannelError::WrongRole { key: key.address(), role: "follower" });
         }
+        let refused_through = ledger.consensus_turn;
         Ok(Self {
             key,
             ledger,
             buffer: BTreeMap::new(),
             capacity: DEFAULT_REORDER_CAPACITY,
-            rejections: VecDeque::new(),
+            refused_through,
+            last_rejection: None,
+            closing: None,
         })
     }
 
-    /// Sets how many proposals ahead of the next expected turn are buffered.
+    /// Sets how many proposals ahead of the latest one are buffered.
     pub fn with_reorder_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
     }
 
-    /// Rebuilds a channel from its initial state and the events it produced since.
+    /// Rebuilds a channel from its initial state and the events it produced since, verifying
+    /// every one (recomputed states, the leader's and our own signatures, rejections): a
+    /// corrupt or foreign log is a [`ChannelError::Replay`], and nothing is built from it.
     pub fn replay<'a>(
         key: SigningKey,
         initial: &SignedState,
@@ -84,9 +96,22 @@ impl FollowerChannel {
     ) -> Result<Self, ChannelError> {
         let mut channel = Self::new(key, initial)?;
         for event in events {
-            channel.ledger.apply_event(event)?;
+            match event {
+                LedgerEvent::ProposalQueued { signed, .. } if signed.turn_num <= channel.refused_through => {
+                    return Err(ChannelError::Replay(format!("refused turn {} queued again", signed.turn_num)));
+                }
+                LedgerEvent::ConsensusAdvanced { .. } if channel.closing.is_some() => {
+                    return Err(ChannelError::Replay("a countersignature after the ledger began closing".into()));
+                }
+                LedgerEvent::Closing { turn } => channel.reserve_final_turn(*turn).map(|_| ())?,
+                _ => {}
+            }
+            let dropped = channel.ledger.replay_event(event)?;
             if let LedgerEvent::ProposalRejected { rejection, .. } = event {
-                channel.remember(rejection.clone());
+                // Our own refusal: it must carry our signature (checked as the follower's).
+                let highest = dropped.iter().map(|q| q.signed.turn_num).max().unwrap_or(rejection.turn_num);
+                channel.refused_through = channel.refused_through.max(highest);
+                channel.last_rejection = Some(rejection.clone());
             }
         }
         Ok(channel)
@@ -94,16 +119,22 @@ impl FollowerChannel {
 
     /// Takes a proposal from the leader.
     ///
-    /// The next expected turn is verified (ledger, funds, the leader's signature on the
-    /// resulting state) and becomes pending, followed by any buffered proposals it unblocks.
-    /// A later turn is buffered (up to the reorder capacity). A turn already settled is
-    /// answered with the latest countersignature; a pending duplicate changes nothing.
+    /// A proposal that builds on the latest state is verified (ledger, funds, the leader's
+    /// signature on the resulting state) and becomes pending, followed by any buffered
+    /// proposals it unblocks. One that builds on a state not yet received is buffered (up to
+    /// the reorder capacity). A settled turn is answered with the latest countersignature, a
+    /// pending duplicate changes nothing, and a refused turn — or one built on a refused
+    /// state — is answered with the latest rejection and never becomes pending again.
     pub fn receive_proposal(&mut self, signed: &SignedProposal) -> Result<Step, ChannelError> {
         let ledger = &self.ledger;
         ledger.check_channel(signed.channel_id)?;
-        let turn = signed.turn_num;
+        let (previous, turn) = (signed.previous_turn, signed.turn_num);
+        let latest = ledger.latest_turn();
+        if previous >= turn {
+            return Err(ChannelError::NotNext { previous, turn, latest });
+        }
         if turn <= ledger.consensus_turn {
-            return Ok(Step { messages: vec![self.countersignature_message()], events: Vec::new() });
+            return Ok(Step { messages: vec![self.countersignature_message()], ..Step::default() });
         }
         if let Some(entry) = ledger.queue.get(turn) {
             return if entry.signed == *signed {
@@ -112,13 +143,18 @@ impl FollowerChannel {
                 Err(ChannelError::ConflictingProposal(turn))
             };
         }
-        let next = ledger.next_turn()?;
-        if turn > next {
-            let ahead = (turn - next).to::<u64>();
-            if ahead > self.capacity as u64 {
-                return Err(ChannelError::TooFarAhead { turn, next, capacity: self.capacity });
+        if turn <= self.refused_through || (previous > latest && previous <= self.refused_through) {
+            let messages = self.last_rejection.iter().cloned().map(LedgerMessage::Rejection).collect();
+            return Ok(Step { messages, ..Step::default() });
+        }
+        if previous < latest {
+            return Err(ChannelError::NotNext { previous, turn, latest });
+        }
+        if previous > latest {
+            if self.buffer.len() >= self.capacity && !self.buffer.contains_key(&previous) {
+                return Err(ChannelError::TooFarAhead { turn, latest, capacity: self.capacity });
             }
-            self.buffer.insert(turn, *signed);
+            self.buffer.entry(previous).or_insert(*signed);
             return Ok(Step::default());
         }
         let mut step = Step::default();
@@ -127,42 +163,25 @@ impl FollowerChannel {
         Ok(step)
     }
 
-    /// Verifies the proposal at the next turn and makes it pending; on error nothing changes.
+    /// Verifies the proposal that extends the latest state and makes it pending; on error
+    /// nothing changes.
     fn accept(&mut self, signed: &SignedProposal, step: &mut Step) -> Result<(), ChannelError> {
-        let ledger = &mut self.ledger;
-        let undo = ledger.apply_latest(&signed.proposal)?;
-        let state_hash = ledger.latest.state_hash(ledger.channel_id, signed.turn_num);
-        if let Some(rejection) =
-            self.rejections.iter().find(|r| r.turn_num == signed.turn_num && r.state_hash == state_hash)
-        {
-            ledger.undo_latest(&undo);
-            step.messages.push(LedgerMessage::Rejection(rejection.clone()));
-            return Ok(());
+        if signed.turn_num <= self.refused_through {
+            return Err(ChannelError::TurnNotFresh { turn: signed.turn_num, highest: self.refused_through });
         }
-        let leader = ledger.participant(LEADER);
-        match recover_signer(&state_hash, &signed.signature) {
-            Ok(signer) if signer == leader => {
-                ledger.enqueue(*signed, state_hash, &mut step.events);
-                Ok(())
-            }
-            Ok(signer) => {
-                ledger.undo_latest(&undo);
-                Err(ChannelError::WrongSigner { expected: leader, got: signer })
-            }
-            Err(e) => {
-                ledger.undo_latest(&undo);
-                Err(e.into())
-            }
-        }
+        let state_hash = self.ledger.verify_and_apply(signed, None)?;
+        self.ledger.enqueue(*signed, state_hash, &mut step.events);
+        Ok(())
     }
 
-    /// Verifies buffered proposals that are now next in turn. One that fails (a stale branch
-    /// after a rejection, say) is discarded: the leader sends the right one again.
+    /// Verifies buffered proposals that now extend the latest state. One that fails is
+    /// discarded (the leader sends the right one again); those built on states we will never
+    /// hold are dropped.
     fn drain_buffer(&mut self, step: &mut Step) {
         loop {
-            let Ok(next) = self.ledger.next_turn() else { return };
-            self.buffer = self.buffer.split_off(&next);
-            let Some(signed) = self.buffer.remove(&next) else { return };
+            let latest = self.ledger.latest_turn();
+            self.buffer = self.buffer.split_off(&latest);
+            let Some(signed) = self.buffer.remove(&latest) else { return };
             if self.accept(&signed, step).is_err() {
                 return;
             }
@@ -171,10 +190,15 @@ impl FollowerChannel {
 
     /// Countersigns every pending proposal up to `turn` (one signature, on the state at `turn`).
     pub fn countersign_through(&mut self, turn: TurnNum) -> Result<Step, ChannelError> {
+        if let Some(closing) = self.closing {
+            return Err(ChannelError::Closing(closing));
+        }
         let ledger = &mut self.ledger;
         let entry = ledger.queue.get(turn).ok_or(ChannelError::NothingPending)?;
-        let signature = self.key.sign(&entry.state_hash);
+        let state_hash = entry.state_hash;
+        let signature = self.key.sign(&state_hash);
         let mut step = Step::default();
+        step.signed.push(SignedTurn { channel_id: ledger.channel_id, turn_num: turn, state_hash });
         ledger.advance_consensus(turn, signature, &mut step.events);
         step.messages.push(self.countersignature_message());
         Ok(step)
@@ -199,12 +223,17 @@ impl FollowerChannel {
     }
 
     /// Asks `policy` about pending proposals, oldest first: countersigns the approved prefix
-    /// and rejects the first refused proposal; stops at the first deferred one.
+    /// and rejects the first refused proposal; stops at the first deferred one. While the
+    /// ledger is closing every pending proposal is refused.
     pub fn decide(&mut self, policy: &mut impl ApprovalPolicy) -> Step {
         let mut approved_through = None;
         let mut refusal = None;
         for entry in self.ledger.queue.iter() {
-            match policy.decide(&entry.signed.proposal) {
+            let decision = match self.closing {
+                Some(_) => Approval::Reject("the ledger is closing".into()),
+                None => policy.decide(&entry.signed.proposal),
+            };
+            match decision {
                 Approval::Approve => approved_through = Some(entry.signed.turn_num),
                 Approval::Reject(reason) => {
                     refusal = Some(reason);
@@ -228,7 +257,8 @@ impl FollowerChannel {
     }
 
     /// Refuses the oldest pending proposal. Everything pending after it is discarded too (it
-    /// was built on the refused state); the leader proposes it again at new turns.
+    /// was built on the refused state); the leader proposes it again at fresh turns. None of
+    /// these turns is ever countersigned.
     pub fn reject_next(&mut self, reason: &str) -> Result<Step, ChannelError> {
         let ledger = &mut self.ledger;
         let head = *ledger.queue.front().ok_or(ChannelError::NothingPending)?;
@@ -241,20 +271,15 @@ impl FollowerChannel {
             reason: bounded_reason(reason),
             signature: self.key.sign(&signing_hash),
         };
+        self.refused_through = self.refused_through.max(ledger.latest_turn());
         ledger.truncate_from(turn_num);
         self.buffer.clear();
-        self.remember(rejection.clone());
+        self.last_rejection = Some(rejection.clone());
         Ok(Step {
             messages: vec![LedgerMessage::Rejection(rejection.clone())],
             events: vec![LedgerEvent::ProposalRejected { rejection, proposal: head.signed.proposal }],
+            signed: Vec::new(),
         })
-    }
-
-    fn remember(&mut self, rejection: Rejection) {
-        if self.rejections.len() == REMEMBERED_REJECTIONS {
-            self.rejections.pop_front();
-        }
-        self.rejections.push_back(rejection);
     }
 
     /// Dispatches a message from the leader.
@@ -288,12 +313,53 @@ impl FollowerChannel {
         self.buffer.len()
     }
 
+    /// The highest turn this follower refused (or discarded with a refusal): it never
+    /// countersigns a turn at or below it that is not already settled.
+    pub fn refused_through(&self) -> TurnNum {
+        self.refused_through
+    }
+
+    /// The highest turn this follower has taken part in: settled, pending, refused or
+    /// reserved for a final state. A final state it signs must go above it.
+    pub fn highest_turn(&self) -> TurnNum {
+        let mut highest = self.ledger.latest_turn().max(self.refused_through);
+        if let Some(closing) = self.closing {
+            highest = highest.max(closing);
+        }
+        highest
+    }
+
+    /// Reserves `turn` for the ledger's final state, which the caller is about to sign: from
+    /// now on nothing is countersigned and every pending proposal is refused. Idempotent for
+    /// the turn already reserved; refused ([`ChannelError::TurnNotFresh`]) for a turn at or
+    /// below one taken.
+    pub fn reserve_final_turn(&mut self, turn: TurnNum) -> Result<Step, ChannelError> {
+        if self.closing == Some(turn) {
+            return Ok(Step::default());
+        }
+        let highest = self.highest_turn();
+        if turn <= highest {
+            return Err(ChannelError::TurnNotFresh { turn, highest });
+        }
+        self.closing = Some(turn);
+        Ok(Step { events: vec![LedgerEvent::Closing { turn }], ..Step::default() })
+    }
+
+    /// The final state's turn, once the ledger is closing.
+    pub fn closing(&self) -> Option<TurnNum> {
+        self.closing
+    }
+
     ledger_accessors!();
 }
 
 impl PartialEq for FollowerChannel {
     /// Equal when the durable state is (the reorder buffer is transient and not compared).
     fn eq(&self, other: &Self) -> bool {
-        self.key.address() == other.key.address() && self.ledger == other.ledger && self.rejections == other.rejections
+        self.key.address() == other.key.address()
+            && self.ledger == other.ledger
+            && self.refused_through == other.refused_through
+            && self.last_rejection == other.last_rejection
+            && self.closing == other.closing
     }
 }

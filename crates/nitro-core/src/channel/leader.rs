@@ -3,21 +3,26 @@
 use alloy_primitives::U256;
 
 use super::{
-    shared::{ledger_accessors, Ledger, FOLLOWER, LEADER},
+    shared::{ledger_accessors, Ledger, LEADER},
     ChannelError, Countersignature, Guarantee, LedgerEvent, LedgerMessage, Proposal, Rejection, SignedProposal, Step,
-    MAX_REASON_LEN,
 };
-use crate::{recover_signer, ChannelId, Destination, SignedState, SigningKey};
+use crate::{ChannelId, Destination, SignedState, SignedTurn, SigningKey, TurnNum};
 
 /// A ledger channel seen by its leader (`participants[0]`).
 ///
-/// The leader applies each proposal to its latest proposed state, signs the result at the next
-/// turn and queues it until the follower's countersignature arrives. It cannot countersign:
-/// there is no such method on this type.
+/// The leader applies each proposal to its latest proposed state, signs the result at a
+/// fresh turn — one above every turn it ever signed — and queues it until the follower's
+/// countersignature arrives. It never signs two different states at one turn, across
+/// rejections and restarts (the high-water mark is rebuilt by [`LeaderChannel::replay`]).
+/// It cannot countersign: there is no such method on this type.
 #[derive(Clone, Debug)]
 pub struct LeaderChannel {
     key: SigningKey,
     ledger: Ledger,
+    /// The highest turn of any state this leader signed on this ledger.
+    highest_signed: TurnNum,
+    /// The turn of the final state, once the ledger is closing.
+    closing: Option<TurnNum>,
 }
 
 impl LeaderChannel {
@@ -28,10 +33,13 @@ impl LeaderChannel {
         if ledger.participant(LEADER) != key.address() {
             return Err(ChannelError::WrongRole { key: key.address(), role: "leader" });
         }
-        Ok(Self { key, ledger })
+        let highest_signed = ledger.consensus_turn;
+        Ok(Self { key, ledger, highest_signed, closing: None })
     }
 
-    /// Rebuilds a channel from its initial state and the events it produced since.
+    /// Rebuilds a channel from its initial state and the events it produced since, verifying
+    /// every one (recomputed states, signatures): a corrupt or foreign log is a
+    /// [`ChannelError::Replay`], and nothing is built from it.
     pub fn replay<'a>(
         key: SigningKey,
         initial: &SignedState,
@@ -39,16 +47,29 @@ impl LeaderChannel {
     ) -> Result<Self, ChannelError> {
         let mut channel = Self::new(key, initial)?;
         for event in events {
-            channel.ledger.apply_event(event)?;
+            match event {
+                LedgerEvent::ProposalQueued { signed, .. } if signed.turn_num <= channel.highest_signed => {
+                    return Err(ChannelError::Replay(format!("turn {} signed twice in the log", signed.turn_num)));
+                }
+                LedgerEvent::ProposalQueued { .. } if channel.closing.is_some() => {
+                    return Err(ChannelError::Replay("a proposal after the ledger began closing".into()));
+                }
+                LedgerEvent::Closing { turn } => channel.reserve_final_turn(*turn).map(|_| ())?,
+                _ => {}
+            }
+            channel.ledger.replay_event(event)?;
+            if let LedgerEvent::ProposalQueued { signed, .. } = event {
+                channel.highest_signed = signed.turn_num;
+            }
         }
         Ok(channel)
     }
 
-    /// Applies `proposal` to the latest proposed state, signs the result at the next turn and
-    /// queues it. The step carries the proposal for the follower.
+    /// Applies `proposal` to the latest proposed state, signs the result at the next fresh
+    /// turn and queues it. The step carries the proposal for the follower.
     pub fn propose(&mut self, proposal: Proposal) -> Result<Step, ChannelError> {
         let mut step = Step::default();
-        let signed = self.sign_and_queue(proposal, &mut step.events)?;
+        let signed = self.sign_and_queue(proposal, &mut step)?;
         step.messages.push(LedgerMessage::Proposal(signed));
         Ok(step)
     }
@@ -72,21 +93,20 @@ impl LeaderChannel {
         self.propose(Proposal::Remove { target, left_amount })
     }
 
-    fn sign_and_queue(
-        &mut self,
-        proposal: Proposal,
-        events: &mut Vec<LedgerEvent>,
-    ) -> Result<SignedProposal, ChannelError> {
-        let turn_num = self.ledger.next_turn()?;
+    fn sign_and_queue(&mut self, proposal: Proposal, step: &mut Step) -> Result<SignedProposal, ChannelError> {
+        if let Some(turn) = self.closing {
+            return Err(ChannelError::Closing(turn));
+        }
+        let turn_num = self.highest_signed.checked_add(TurnNum::from(1)).ok_or(ChannelError::TurnOverflow)?;
+        let previous_turn = self.ledger.latest_turn();
         self.ledger.apply_latest(&proposal)?;
-        let state_hash = self.ledger.latest.state_hash(self.ledger.channel_id, turn_num);
-        let signed = SignedProposal {
-            channel_id: self.ledger.channel_id,
-            proposal,
-            turn_num,
-            signature: self.key.sign(&state_hash),
-        };
-        self.ledger.enqueue(signed, state_hash, events);
+        let channel_id = self.ledger.channel_id;
+        let state_hash = self.ledger.latest.state_hash(channel_id, turn_num);
+        let signed =
+            SignedProposal { channel_id, proposal, previous_turn, turn_num, signature: self.key.sign(&state_hash) };
+        self.highest_signed = turn_num;
+        step.signed.push(SignedTurn { channel_id, turn_num, state_hash });
+        self.ledger.enqueue(signed, state_hash, &mut step.events);
         Ok(signed)
     }
 
@@ -100,41 +120,21 @@ impl LeaderChannel {
         if turn <= ledger.consensus_turn {
             return Ok(Step::default());
         }
-        let entry = ledger.queue.get(turn).ok_or(ChannelError::UnknownTurn { turn, latest: ledger.latest_turn() })?;
-        let signer = recover_signer(&entry.state_hash, &countersignature.signature)?;
-        let follower = ledger.participant(FOLLOWER);
-        if signer != follower {
-            return Err(ChannelError::WrongSigner { expected: follower, got: signer });
-        }
+        ledger.verify_countersignature(turn, &countersignature.signature)?;
         let mut step = Step::default();
         ledger.advance_consensus(turn, countersignature.signature, &mut step.events);
         Ok(step)
     }
 
     /// Takes the follower's refusal of the proposal at `rejection.turn_num`: that proposal is
-    /// dropped and every later one is proposed again at new turns (those that no longer apply
-    /// are dropped too, with a [`LedgerEvent::ProposalDropped`]).
+    /// dropped and every later one is proposed again at fresh turns, above every turn signed
+    /// so far — never at a turn signed before, since the follower holds our signature on the
+    /// refused state and could complete it (those that no longer apply are dropped, with a
+    /// [`LedgerEvent::ProposalDropped`]).
     pub fn receive_rejection(&mut self, rejection: &Rejection) -> Result<Step, ChannelError> {
-        let ledger = &self.ledger;
-        ledger.check_channel(rejection.channel_id)?;
-        if rejection.reason.len() > MAX_REASON_LEN {
-            return Err(ChannelError::ReasonTooLong(rejection.reason.len()));
-        }
-        let turn = rejection.turn_num;
-        let entry = match ledger.queue.get(turn) {
-            Some(entry) if entry.state_hash == rejection.state_hash => entry,
-            Some(_) => return Err(ChannelError::StaleRejection(turn)),
-            None if turn <= ledger.consensus_turn => return Err(ChannelError::StaleRejection(turn)),
-            None => return Err(ChannelError::UnknownTurn { turn, latest: ledger.latest_turn() }),
-        };
-        let hash = Rejection::signing_hash(ledger.channel_id, turn, entry.state_hash);
-        let signer = recover_signer(&hash, &rejection.signature)?;
-        let follower = ledger.participant(FOLLOWER);
-        if signer != follower {
-            return Err(ChannelError::WrongSigner { expected: follower, got: signer });
-        }
+        self.ledger.verify_rejection(rejection)?;
         let mut step = Step::default();
-        let mut dropped = self.ledger.truncate_from(turn).into_iter();
+        let mut dropped = self.ledger.truncate_from(rejection.turn_num).into_iter();
         if let Some(refused) = dropped.next() {
             step.events.push(LedgerEvent::ProposalRejected {
                 rejection: rejection.clone(),
@@ -143,7 +143,7 @@ impl LeaderChannel {
         }
         for entry in dropped {
             let proposal = entry.signed.proposal;
-            match self.sign_and_queue(proposal, &mut step.events) {
+            match self.sign_and_queue(proposal, &mut step) {
                 Ok(signed) => step.messages.push(LedgerMessage::Proposal(signed)),
                 Err(e) => step.events.push(LedgerEvent::ProposalDropped { proposal, reason: e.to_string() }),
             }
@@ -165,11 +165,40 @@ impl LeaderChannel {
         self.ledger.queue.iter().map(|q| LedgerMessage::Proposal(q.signed)).collect()
     }
 
+    /// The highest turn of any state this leader signed on the ledger: every later signature
+    /// goes above it.
+    pub fn highest_signed(&self) -> TurnNum {
+        self.highest_signed
+    }
+
+    /// Reserves `turn` for the ledger's final state, which the caller is about to sign: from
+    /// now on nothing is proposed, and `turn` counts as signed. Idempotent for the turn already
+    /// reserved; refused ([`ChannelError::TurnNotFresh`]) for a turn at or below one signed.
+    pub fn reserve_final_turn(&mut self, turn: TurnNum) -> Result<Step, ChannelError> {
+        if self.closing == Some(turn) {
+            return Ok(Step::default());
+        }
+        if turn <= self.highest_signed {
+            return Err(ChannelError::TurnNotFresh { turn, highest: self.highest_signed });
+        }
+        self.closing = Some(turn);
+        self.highest_signed = turn;
+        Ok(Step { events: vec![LedgerEvent::Closing { turn }], ..Step::default() })
+    }
+
+    /// The final state's turn, once the ledger is closing.
+    pub fn closing(&self) -> Option<TurnNum> {
+        self.closing
+    }
+
     ledger_accessors!();
 }
 
 impl PartialEq for LeaderChannel {
     fn eq(&self, other: &Self) -> bool {
-        self.key.address() == other.key.address() && self.ledger == other.ledger
+        self.key.address() == other.key.address()
+            && self.ledger == other.ledger
+            && self.highest_signed == other.highest_signed
+            && self.closing == other.closing
     }
 }

@@ -12,6 +12,10 @@ pub const MAX_REASON_LEN: usize = 256;
 
 /// A proposal with the turn of the state it produces and the leader's signature on that
 /// whole state (never on the proposal alone).
+///
+/// Turns of a ledger's states strictly increase but need not be consecutive: after a
+/// rejection the leader re-proposes at fresh turns, above every turn it ever signed
+/// (ADR-0013), so `previous_turn` names the state the proposal applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedProposal {
@@ -20,6 +24,10 @@ pub struct SignedProposal {
     pub channel_id: ChannelId,
     /// The change.
     pub proposal: Proposal,
+    /// The turn of the state the proposal is applied to (the consensus state or an earlier
+    /// proposal); always below `turn_num`.
+    #[serde(with = "json::uint48")]
+    pub previous_turn: TurnNum,
     /// The turn of the resulting state.
     #[serde(with = "json::uint48")]
     pub turn_num: TurnNum,

@@ -16,10 +16,12 @@ pub struct QueuedProposal {
     pub state_hash: B256,
 }
 
-/// Proposals at consecutive turns after the consensus turn, oldest first.
+/// Proposals after the consensus turn, oldest first, each applied to the one before.
 ///
-/// Appending, looking up by turn and acknowledging are O(1) in the queue length (each
-/// acknowledged entry is popped once); nothing here ever replays the queue.
+/// Turns strictly increase. They are consecutive until a rejection; then the leader goes on
+/// at fresh turns above every turn it ever signed, leaving a gap (ADR-0013). Appending and
+/// acknowledging are O(1); lookup by turn is O(1) while the turns are consecutive and
+/// O(log n) across gaps. Nothing here ever replays the queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProposalQueue {
     entries: VecDeque<QueuedProposal>,
@@ -36,11 +38,20 @@ impl ProposalQueue {
         self.entries.is_empty()
     }
 
+    fn index_of(&self, turn: TurnNum) -> Result<usize, usize> {
+        let Some(first) = self.entries.front().map(|e| e.signed.turn_num) else { return Err(0) };
+        // The common case: no gap between `first` and `turn`.
+        if let Some(offset) = turn.checked_sub(first).and_then(|d| usize::try_from(d.to::<u64>()).ok()) {
+            if self.entries.get(offset).is_some_and(|e| e.signed.turn_num == turn) {
+                return Ok(offset);
+            }
+        }
+        self.entries.binary_search_by_key(&turn, |e| e.signed.turn_num)
+    }
+
     /// The entry at `turn`, if queued.
     pub fn get(&self, turn: TurnNum) -> Option<&QueuedProposal> {
-        let first = self.entries.front()?.signed.turn_num;
-        let offset = usize::try_from(turn.checked_sub(first)?.to::<u64>()).ok()?;
-        self.entries.get(offset)
+        self.index_of(turn).ok().and_then(|i| self.entries.get(i))
     }
 
     /// The newest entry.
@@ -58,12 +69,12 @@ impl ProposalQueue {
         self.entries.iter()
     }
 
-    /// Appends an entry; its turn must follow the last one (checked by the caller).
+    /// Appends an entry; its turn must be above the last one and its `previous_turn` must be
+    /// the last one's turn (checked by the caller).
     pub(crate) fn push(&mut self, entry: QueuedProposal) {
-        debug_assert!(self
-            .entries
-            .back()
-            .is_none_or(|b| b.signed.turn_num + TurnNum::from(1) == entry.signed.turn_num));
+        debug_assert!(self.entries.back().is_none_or(
+            |b| b.signed.turn_num == entry.signed.previous_turn && b.signed.turn_num < entry.signed.turn_num
+        ));
         self.entries.push_back(entry);
     }
 
@@ -78,10 +89,9 @@ impl ProposalQueue {
 
     /// Removes every entry from `turn` on and returns them, oldest first.
     pub(crate) fn split_off(&mut self, turn: TurnNum) -> Vec<QueuedProposal> {
-        let Some(first) = self.entries.front().map(|e| e.signed.turn_num) else {
-            return Vec::new();
+        let at = match self.index_of(turn) {
+            Ok(i) | Err(i) => i,
         };
-        let at = turn.saturating_sub(first).to::<u64>().min(self.entries.len() as u64) as usize;
         self.entries.split_off(at).into()
     }
 }

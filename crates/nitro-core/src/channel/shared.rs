@@ -57,9 +57,10 @@ pub(crate) use ledger_accessors;
 use alloy_primitives::{Address, B256};
 
 use super::{
-    ChannelError, GuaranteeManager, LedgerEvent, LedgerOutcome, Proposal, ProposalQueue, QueuedProposal, SignedProposal,
+    ChannelError, GuaranteeManager, LedgerEvent, LedgerOutcome, Proposal, ProposalQueue, QueuedProposal, Rejection,
+    SignedProposal,
 };
-use crate::{destination_of, ChannelId, FixedPart, Signature, SignedState, TurnNum};
+use crate::{destination_of, recover_signer, ChannelId, FixedPart, Signature, SignedState, TurnNum};
 
 /// Index of the leader among the participants.
 pub(crate) const LEADER: usize = 0;
@@ -76,7 +77,7 @@ pub(crate) struct Ledger {
     pub consensus_hash: B256,
     /// `[leader, follower]` signatures on the consensus state.
     pub consensus_signatures: [Signature; 2],
-    /// Proposals after the consensus turn, at consecutive turns.
+    /// Proposals after the consensus turn, at strictly increasing turns.
     pub queue: ProposalQueue,
     /// The consensus outcome with every queued proposal applied.
     pub latest: LedgerOutcome,
@@ -135,13 +136,7 @@ impl Ledger {
 
     /// The turn of the latest proposed state.
     pub fn latest_turn(&self) -> TurnNum {
-        // The queue holds consecutive turns after the consensus turn, each checked on entry.
         self.queue.back().map_or(self.consensus_turn, |q| q.signed.turn_num)
-    }
-
-    /// The turn a new proposal gets.
-    pub fn next_turn(&self) -> Result<TurnNum, ChannelError> {
-        self.latest_turn().checked_add(TurnNum::from(1)).ok_or(ChannelError::TurnOverflow)
     }
 
     /// Applies `proposal` to the latest outcome (refusing a re-add of a target still tracked),
@@ -172,6 +167,32 @@ impl Ledger {
         debug_assert!(reverted.is_ok());
     }
 
+    /// Checks a proposal at the end of the chain (`previous_turn` the latest turn, a higher
+    /// turn) and applies it to `latest`, if the leader's signature verifies on the state it
+    /// produces (and that state's hash is `expected`, when given): the one check every queued
+    /// proposal passes, live or replayed. Returns the hash of that state; on error nothing
+    /// changed.
+    pub fn verify_and_apply(&mut self, signed: &SignedProposal, expected: Option<B256>) -> Result<B256, ChannelError> {
+        self.check_channel(signed.channel_id)?;
+        let latest = self.latest_turn();
+        if signed.previous_turn != latest || signed.turn_num <= latest {
+            return Err(ChannelError::NotNext { previous: signed.previous_turn, turn: signed.turn_num, latest });
+        }
+        let undo = self.apply_latest(&signed.proposal)?;
+        let state_hash = self.latest.state_hash(self.channel_id, signed.turn_num);
+        let leader = self.participant(LEADER);
+        let verdict = match recover_signer(&state_hash, &signed.signature) {
+            _ if expected.is_some_and(|e| e != state_hash) => {
+                Err(ChannelError::Replay(format!("logged state hash at turn {} is not the state's", signed.turn_num)))
+            }
+            Ok(signer) if signer == leader => return Ok(state_hash),
+            Ok(signer) => Err(ChannelError::WrongSigner { expected: leader, got: signer }),
+            Err(e) => Err(e.into()),
+        };
+        self.undo_latest(&undo);
+        verdict
+    }
+
     /// Queues a proposal already applied to `latest`.
     pub fn enqueue(&mut self, signed: SignedProposal, state_hash: B256, events: &mut Vec<LedgerEvent>) {
         self.queue.push(QueuedProposal { signed, state_hash });
@@ -181,6 +202,39 @@ impl Ledger {
             Proposal::Add { guarantee, left_deposit } => LedgerEvent::GuaranteeProposed { guarantee, left_deposit },
             Proposal::Remove { target, left_amount } => LedgerEvent::GuaranteeRemovalProposed { target, left_amount },
         });
+    }
+
+    /// Checks that `countersignature` is the follower's on the queued state at `turn`.
+    pub fn verify_countersignature(&self, turn: TurnNum, countersignature: &Signature) -> Result<B256, ChannelError> {
+        let entry = self.queue.get(turn).ok_or(ChannelError::UnknownTurn { turn, latest: self.latest_turn() })?;
+        let signer = recover_signer(&entry.state_hash, countersignature)?;
+        let follower = self.participant(FOLLOWER);
+        if signer != follower {
+            return Err(ChannelError::WrongSigner { expected: follower, got: signer });
+        }
+        Ok(entry.state_hash)
+    }
+
+    /// Checks that `rejection` is the follower's refusal of the queued state at its turn.
+    pub fn verify_rejection(&self, rejection: &Rejection) -> Result<&QueuedProposal, ChannelError> {
+        self.check_channel(rejection.channel_id)?;
+        if rejection.reason.len() > super::MAX_REASON_LEN {
+            return Err(ChannelError::ReasonTooLong(rejection.reason.len()));
+        }
+        let turn = rejection.turn_num;
+        let entry = match self.queue.get(turn) {
+            Some(entry) if entry.state_hash == rejection.state_hash => entry,
+            Some(_) => return Err(ChannelError::StaleRejection(turn)),
+            None if turn <= self.latest_turn() => return Err(ChannelError::StaleRejection(turn)),
+            None => return Err(ChannelError::UnknownTurn { turn, latest: self.latest_turn() }),
+        };
+        let hash = Rejection::signing_hash(self.channel_id, turn, entry.state_hash);
+        let signer = recover_signer(&hash, &rejection.signature)?;
+        let follower = self.participant(FOLLOWER);
+        if signer != follower {
+            return Err(ChannelError::WrongSigner { expected: follower, got: signer });
+        }
+        Ok(entry)
     }
 
     /// Moves the consensus to `turn` (a queued turn), given the follower's signature on it.
@@ -229,35 +283,46 @@ impl Ledger {
         SignedState::from_verified(state, self.channel_id, self.consensus_hash, self.consensus_signatures.map(Some))
     }
 
-    /// Replays a state-changing event; the others are descriptions and change nothing.
-    pub fn apply_event(&mut self, event: &LedgerEvent) -> Result<(), ChannelError> {
+    /// Replays a state-changing event, verifying it as if it came from the peer: a proposal
+    /// is recomputed from the latest state and its signature checked, a countersignature or a
+    /// rejection is checked against the queued state it names. A forged or foreign log is a
+    /// [`ChannelError::Replay`] and changes nothing. Returns the proposals a replayed
+    /// rejection dropped. Descriptive events change nothing.
+    pub fn replay_event(&mut self, event: &LedgerEvent) -> Result<Vec<QueuedProposal>, ChannelError> {
+        let replay = |e: ChannelError| match e {
+            ChannelError::Replay(_) => e,
+            other => ChannelError::Replay(other.to_string()),
+        };
         match event {
             LedgerEvent::ProposalQueued { signed, state_hash } => {
-                self.check_channel(signed.channel_id)?;
-                if signed.turn_num != self.next_turn()? {
-                    return Err(ChannelError::Replay(format!("proposal at turn {} out of order", signed.turn_num)));
-                }
-                self.apply_latest(&signed.proposal)?;
-                self.enqueue(*signed, *state_hash, &mut Vec::new());
+                let hash = self.verify_and_apply(signed, Some(*state_hash)).map_err(replay)?;
+                self.enqueue(*signed, hash, &mut Vec::new());
+                Ok(Vec::new())
             }
-            LedgerEvent::ConsensusAdvanced { turn, countersignature, .. } => {
-                if self.queue.get(*turn).is_none() {
-                    return Err(ChannelError::Replay(format!("consensus at unqueued turn {turn}")));
+            LedgerEvent::ConsensusAdvanced { turn, state_hash, countersignature } => {
+                let hash = self.verify_countersignature(*turn, countersignature).map_err(replay)?;
+                if hash != *state_hash {
+                    return Err(ChannelError::Replay(format!("consensus at turn {turn}: state hash mismatch")));
                 }
                 self.advance_consensus(*turn, *countersignature, &mut Vec::new());
+                Ok(Vec::new())
             }
-            LedgerEvent::ProposalRejected { rejection, .. } => {
-                if self.queue.get(rejection.turn_num).is_none() {
-                    return Err(ChannelError::Replay(format!("rejection at unqueued turn {}", rejection.turn_num)));
+            LedgerEvent::ProposalRejected { rejection, proposal } => {
+                let entry = self.verify_rejection(rejection).map_err(replay)?;
+                if entry.signed.proposal != *proposal {
+                    return Err(ChannelError::Replay(format!(
+                        "rejection at turn {}: proposal mismatch",
+                        rejection.turn_num
+                    )));
                 }
-                self.truncate_from(rejection.turn_num);
+                Ok(self.truncate_from(rejection.turn_num))
             }
-            LedgerEvent::ProposalDropped { .. }
+            LedgerEvent::Closing { .. }
+            | LedgerEvent::ProposalDropped { .. }
             | LedgerEvent::GuaranteeProposed { .. }
             | LedgerEvent::GuaranteeLocked { .. }
             | LedgerEvent::GuaranteeRemovalProposed { .. }
-            | LedgerEvent::GuaranteeReleased { .. } => {}
+            | LedgerEvent::GuaranteeReleased { .. } => Ok(Vec::new()),
         }
-        Ok(())
     }
 }

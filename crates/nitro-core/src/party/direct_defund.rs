@@ -1,9 +1,9 @@
 //! DirectDefund: close a ledger. Refused while guarantees or unsettled proposals remain; a
-//! final state (consensus turn + 1) signed by both → `concludeAndTransferAllAssets` →
-//! holdings reach zero.
+//! final state (the consensus outcome at a turn above every turn either party took part in)
+//! signed by both → `concludeAndTransferAllAssets` → holdings reach zero.
 
 use super::{round::SignatureRound, Ctx, ObjectiveId, PartyError, TransactionRequest, WaitingFor};
-use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, U256};
+use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum, U256};
 
 /// The DirectDefund objective of one party.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,9 +20,11 @@ pub struct DirectDefund {
 const FOLLOWER_PATIENCE: u32 = 10;
 
 impl DirectDefund {
-    /// The final state both must sign to close `ledger`: its consensus state, one turn later,
-    /// final. Refused while the ledger holds guarantees or proposals wait.
-    pub(crate) fn new(ledger: &ConsensusChannel) -> Result<Self, PartyError> {
+    /// The final state both must sign to close `ledger`: its consensus outcome, final, at a
+    /// turn above every turn this party has taken part in (and at least `at_least`, the turn
+    /// a peer proposed), so that signing it never makes two states at one turn. Refused while
+    /// the ledger holds guarantees or proposals wait.
+    pub(crate) fn new(ledger: &ConsensusChannel, at_least: Option<TurnNum>) -> Result<Self, PartyError> {
         let remaining = ledger.guarantees().len().max(ledger.consensus_outcome().guarantees().len());
         if remaining > 0 {
             return Err(PartyError::GuaranteesRemain(remaining));
@@ -30,17 +32,23 @@ impl DirectDefund {
         if ledger.has_pending() {
             return Err(PartyError::ProposalsPending);
         }
-        let consensus = ledger.consensus_state();
-        let mut state: State = consensus.state().clone();
-        state.turn_num = state.turn_num.checked_add(crate::U48::from(1)).ok_or(PartyError::TurnOverflow)?;
-        state.is_final = true;
+        let fresh = ledger.highest_turn().checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
+        let turn = at_least.map_or(fresh, |t| t.max(fresh));
         Ok(Self {
             channel_id: ledger.channel_id(),
-            final_round: SignatureRound::new(state),
+            final_round: SignatureRound::new(Self::final_state_at(ledger, turn)),
             submitted: false,
             failed: false,
             waited: 0,
         })
+    }
+
+    /// The ledger's consensus state, one turn `turn`, final.
+    fn final_state_at(ledger: &ConsensusChannel, turn: TurnNum) -> State {
+        let mut state: State = ledger.consensus_state().state().clone();
+        state.turn_num = turn;
+        state.is_final = true;
+        state
     }
 
     pub(crate) fn id(&self) -> ObjectiveId {
@@ -57,7 +65,35 @@ impl DirectDefund {
         &self.final_round.state
     }
 
-    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+    /// Takes a peer's copy of a final state. The same state merges; a final state of the same
+    /// ledger and outcome at a higher turn replaces ours (the peer knew of a higher turn: a
+    /// leader's proposal we never saw); one at a lower turn is answered with ours.
+    pub(crate) fn receive_state(
+        &mut self,
+        state: &SignedState,
+        ledger: Option<&ConsensusChannel>,
+    ) -> Result<SignedState, PartyError> {
+        let ours = self.final_round.state.state();
+        if state.state() == ours {
+            return self.final_round.merge(state);
+        }
+        let incoming = state.state();
+        let mut expected = ours.clone();
+        expected.turn_num = incoming.turn_num;
+        if *incoming != expected {
+            return Err(PartyError::UnexpectedState);
+        }
+        if incoming.turn_num < ours.turn_num {
+            return Ok(self.final_round.state.clone());
+        }
+        // A higher turn: it must be fresh for us too (checked again before we sign).
+        if let Some(ledger) = ledger {
+            if incoming.turn_num <= ledger.highest_turn() && ledger.closing() != Some(incoming.turn_num) {
+                return Ok(self.final_round.state.clone());
+            }
+        }
+        self.final_round = SignatureRound::new(incoming.clone());
+        self.submitted = false;
         self.final_round.merge(state)
     }
 
@@ -70,7 +106,8 @@ impl DirectDefund {
     /// Returns true when the ledger's holdings reached zero after its conclusion.
     pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>, leader: bool) -> Result<bool, PartyError> {
         let id = self.id();
-        self.final_round.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.reserve_fresh_turn(ctx)?;
+        self.final_round.sign_and_send(ctx.key, id, ctx.effects);
         if !self.final_round.is_complete() {
             return Ok(false);
         }
@@ -82,6 +119,31 @@ impl DirectDefund {
             self.submit(ctx);
         }
         Ok(false)
+    }
+
+    /// Before we sign the final state: its turn is reserved in the ledger (nothing proposed
+    /// or countersigned from now on). If the turn is no longer fresh for us — we signed or saw
+    /// a proposal there since — the final state moves to a fresh turn instead.
+    fn reserve_fresh_turn(&mut self, ctx: &mut Ctx<'_>) -> Result<(), PartyError> {
+        let me = ctx.me;
+        let state = self.final_round.state.state();
+        let signed = state.participants.iter().position(|p| *p == me).is_some_and(|i| self.final_round.signed_by(i));
+        if signed {
+            return Ok(());
+        }
+        let ledger = ctx.ledgers.get_mut(&self.channel_id).ok_or(PartyError::UnknownLedger(self.channel_id))?;
+        let turn = state.turn_num;
+        let step = match ledger.reserve_final_turn(turn) {
+            Ok(step) => step,
+            Err(crate::ChannelError::TurnNotFresh { highest, .. }) => {
+                let fresh = highest.checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
+                self.final_round = SignatureRound::new(Self::final_state_at(ledger, fresh));
+                ledger.reserve_final_turn(fresh)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.effects.absorb_ledger_step(self.channel_id, step, None);
+        Ok(())
     }
 
     fn submit(&mut self, ctx: &mut Ctx<'_>) {

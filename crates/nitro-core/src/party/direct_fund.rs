@@ -118,7 +118,7 @@ impl DirectFund {
 
     pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<Option<ConsensusChannel>, PartyError> {
         let id = self.id();
-        self.prefund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.prefund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.prefund.is_complete() {
             return Ok(None);
         }
@@ -140,7 +140,7 @@ impl DirectFund {
             }
             return Ok(None);
         }
-        self.postfund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.postfund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.postfund.is_complete() {
             return Ok(None);
         }

@@ -27,8 +27,8 @@ pub use virtual_fund::{VirtualChannel, VirtualFund};
 use crate::{
     chain::{ChainEvent, ChainTransaction},
     destination_of, json, Address, Allocation, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
-    Exit, LedgerEvent, LedgerMessage, Proposal, SignedState, SigningKey, SingleAssetExit, State, Step, Voucher, U256,
-    U48,
+    Exit, LedgerEvent, LedgerMessage, Proposal, SignedState, SignedTurn, SigningKey, SingleAssetExit, State, Step,
+    Voucher, U256, U48,
 };
 use round::SignatureRound;
 
@@ -202,6 +202,10 @@ pub struct Effects {
     pub events: Vec<PartyEvent>,
     /// Objectives completed by this input.
     pub completed: Vec<ObjectiveId>,
+    /// Every state this party signed for this input (ledger proposals and countersignatures,
+    /// objective rounds): what a store checks "one state per turn" against before anything
+    /// is sent.
+    pub signed: Vec<SignedTurn>,
 }
 
 impl Effects {
@@ -211,9 +215,11 @@ impl Effects {
         self.transactions.extend(other.transactions);
         self.events.extend(other.events);
         self.completed.extend(other.completed);
+        self.signed.extend(other.signed);
     }
 
     fn absorb_ledger_step(&mut self, channel_id: ChannelId, step: Step, peer: Option<Address>) {
+        self.signed.extend(step.signed);
         self.events.extend(step.events.into_iter().map(|event| PartyEvent::Ledger { channel_id, event }));
         if let Some(to) = peer {
             self.messages.extend(step.messages.into_iter().map(|m| Envelope { to, payload: Payload::Ledger(m) }));
@@ -510,7 +516,7 @@ impl Party {
     /// Closes a ledger (refused while it holds guarantees or proposals wait).
     pub fn direct_defund(&mut self, ledger: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
-        let objective = DirectDefund::new(channel)?;
+        let objective = DirectDefund::new(channel, None)?;
         self.closing.insert(ledger);
         self.start(Objective::DirectDefund(objective))
     }
@@ -623,18 +629,24 @@ impl Party {
                 };
                 let ours = match &mut entry.objective {
                     Objective::DirectFund(o) => o.receive_state(&state)?,
-                    Objective::DirectDefund(o) => o.receive_state(&state)?,
+                    Objective::DirectDefund(o) => o.receive_state(&state, self.ledgers.get(&objective.channel_id()))?,
                     Objective::VirtualFund(o) => o.receive_state(&state)?,
                     Objective::VirtualDefund(o) => o.receive_state(&state)?,
                 };
                 if let Some(entry) = created {
+                    if let ObjectiveId::DirectDefund(ledger) = objective {
+                        self.closing.insert(ledger);
+                    }
                     self.objectives.insert(objective, entry);
                     effects.events.push(PartyEvent::ObjectiveStarted { id: objective });
                 }
                 // The sender lacks signatures we hold (its copy of ours was lost, or we finished
-                // first): answer with our copy, so the last message of a round is never lost for good.
-                let theirs = state.signatures().iter().flatten().count();
-                if ours.signatures().iter().flatten().count() > theirs {
+                // first), or holds a state we will not sign (a final state at a turn that is not
+                // fresh for us): answer with our copy, so the last message of a round is never
+                // lost for good.
+                let count = |s: &SignedState| s.signatures().iter().flatten().count();
+                let different = ours.state() != state.state() && count(&ours) > 0;
+                if different || count(&ours) > count(&state) {
                     effects.messages.push(Envelope { to: from, payload: Payload::State { objective, state: ours } });
                 }
             }
@@ -690,11 +702,9 @@ impl Party {
             }
             ObjectiveId::DirectDefund(ledger) => {
                 let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
-                let o = DirectDefund::new(channel)?;
-                if o.final_state().state() != state {
-                    return Err(PartyError::UnexpectedState);
-                }
-                Ok(Objective::DirectDefund(o))
+                // At the peer's turn if it is fresh for us, else above it (and we answer with
+                // ours); `receive_state` checks that the peer's state is our final state.
+                Ok(Objective::DirectDefund(DirectDefund::new(channel, Some(state.turn_num))?))
             }
             ObjectiveId::VirtualFund(_) => {
                 let o = VirtualFund::new(state, self)?;

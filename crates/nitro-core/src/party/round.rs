@@ -1,7 +1,7 @@
 //! A signature round: every participant signs one state and sends its signature to the others.
 
-use super::{Envelope, ObjectiveId, PartyError, Payload};
-use crate::{Address, SignedState, SigningKey, State};
+use super::{Effects, Envelope, ObjectiveId, PartyError, Payload};
+use crate::{Address, SignedState, SignedTurn, SigningKey, State};
 
 /// One state that every participant must sign (a prefund, postfund or final state).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +22,9 @@ impl SignatureRound {
         self.state.signature(index).is_some()
     }
 
-    /// Signs (once) and sends the state with every signature held to the other participants.
-    pub fn sign_and_send(&mut self, key: &SigningKey, objective: ObjectiveId, out: &mut Vec<Envelope>) {
+    /// Signs (once) and sends the state with every signature held to the other participants;
+    /// the signature is reported in `effects.signed`.
+    pub fn sign_and_send(&mut self, key: &SigningKey, objective: ObjectiveId, effects: &mut Effects) {
         let me = key.address();
         let Some(index) = self.state.state().participants.iter().position(|p| *p == me) else { return };
         if self.signed_by(index) {
@@ -31,7 +32,12 @@ impl SignatureRound {
         }
         // `key` is a participant, so signing cannot fail.
         if self.state.sign(key).is_ok() {
-            out.extend(self.envelopes(me, objective, |_| true));
+            effects.signed.push(SignedTurn {
+                channel_id: self.state.channel_id(),
+                turn_num: self.state.state().turn_num,
+                state_hash: self.state.hash(),
+            });
+            effects.messages.extend(self.envelopes(me, objective, |_| true));
         }
     }
 

@@ -104,7 +104,7 @@ impl VirtualDefund {
             return Ok(false); // a failed objective proposes nothing more
         }
         let id = self.id();
-        self.final_round.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.final_round.sign_and_send(ctx.key, id, ctx.effects);
         if !self.final_round.is_complete() {
             return Ok(false);
         }

@@ -164,7 +164,7 @@ impl VirtualFund {
             return Ok(false); // a failed objective proposes nothing more
         }
         let id = self.id();
-        self.prefund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.prefund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.prefund.is_complete() {
             return Ok(false);
         }
@@ -209,7 +209,7 @@ impl VirtualFund {
         if !locked {
             return Ok(false);
         }
-        self.postfund.sign_and_send(ctx.key, id, &mut ctx.effects.messages);
+        self.postfund.sign_and_send(ctx.key, id, ctx.effects);
         Ok(self.postfund.is_complete())
     }
 

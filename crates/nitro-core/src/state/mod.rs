@@ -12,5 +12,5 @@ pub use outcome::{
     SingleAssetExit,
 };
 pub use signature::{challenge_hash, ethereum_message_hash, recover_signer, Signature, SignatureError, SigningKey};
-pub use signed_state::{SignedState, SignedStateError};
+pub use signed_state::{SignedState, SignedStateError, SignedTurn};
 pub use state::{ChannelId, FixedPart, State, TurnNum, VariablePart};

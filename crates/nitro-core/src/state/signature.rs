@@ -6,7 +6,7 @@
 
 use std::{fmt, sync::LazyLock};
 
-use alloy_primitives::{keccak256, Address, B256};
+use alloy_primitives::{keccak256, Address, B256, U256};
 use secp256k1::{
     ecdsa::{RecoverableSignature, RecoveryId},
     All, Message, PublicKey, Secp256k1, SecretKey,
@@ -15,6 +15,12 @@ use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::json;
+
+/// The order n of the secp256k1 group.
+const ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xba, 0xae, 0xdc,
+    0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+];
 
 /// Half the order of the secp256k1 group: a canonical (low-s) signature has `s <= HALF_ORDER`.
 const HALF_ORDER: [u8; 32] = [
@@ -56,7 +62,10 @@ pub enum SignatureError {
     /// `s` is in the upper half of the group order (malleable form).
     #[error("signature s is not canonical (high s)")]
     HighS,
-    /// `r` or `s` is zero or not below the group order, or no key recovers from it.
+    /// `r` or `s` is zero or not below the group order.
+    #[error("signature {0} is zero or not below the group order")]
+    ScalarOutOfRange(&'static str),
+    /// No public key recovers from the signature over this message.
     #[error("signature does not recover to any public key")]
     Unrecoverable,
     /// The private key is zero or not below the group order.
@@ -65,14 +74,15 @@ pub enum SignatureError {
 }
 
 /// A recoverable ECDSA signature in Ethereum's `r ‖ s ‖ v` form.
+///
+/// Always well formed: `v ∈ {27, 28}`, `r` and `s` in `[1, n − 1]` and `s ≤ n/2` (low s).
+/// The fields are private and every constructor checks them, so no code path — recovery,
+/// the ledger's receive paths, [`SignedState`](crate::SignedState) — can hold one that is not.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signature {
-    /// The `r` component.
-    pub r: B256,
-    /// The `s` component (always low-s).
-    pub s: B256,
-    /// 27 or 28.
-    pub v: u8,
+    r: B256,
+    s: B256,
+    v: u8,
 }
 
 impl fmt::Debug for Signature {
@@ -91,30 +101,61 @@ impl Signature {
         out
     }
 
-    /// Parses the flat form, refusing a wrong length, a `v` other than 27/28 and high `s`.
+    /// A signature from its parts, refusing `v ∉ {27, 28}`, `r` or `s` zero or not below the
+    /// group order, and high `s` (the malleable twin of a canonical signature).
+    pub fn new(r: B256, s: B256, v: u8) -> Result<Self, SignatureError> {
+        if v != 27 && v != 28 {
+            return Err(SignatureError::BadRecoveryByte(v));
+        }
+        for (name, x) in [("r", &r), ("s", &s)] {
+            if x.is_zero() || x.0 >= ORDER {
+                return Err(SignatureError::ScalarOutOfRange(name));
+            }
+        }
+        if s.0 > HALF_ORDER {
+            return Err(SignatureError::HighS);
+        }
+        Ok(Self { r, s, v })
+    }
+
+    /// A signature as the chain accepts it (`ecrecover` takes high `s` too), brought to its
+    /// canonical low-`s` form, which recovers the same signer: `s → n − s`, `v → 55 − v`.
+    /// Use it only for signatures read from the chain (a challenger's submission), never for
+    /// what a peer sends.
+    pub fn normalized(r: B256, s: B256, v: u8) -> Result<Self, SignatureError> {
+        if (v == 27 || v == 28) && !s.is_zero() && s.0 > HALF_ORDER && s.0 < ORDER {
+            let low = U256::from_be_bytes(ORDER) - U256::from_be_bytes(s.0);
+            return Self::new(r, B256::from(low.to_be_bytes::<32>()), 55 - v);
+        }
+        Self::new(r, s, v)
+    }
+
+    /// Parses the flat form `r ‖ s ‖ v`, with the checks of [`Signature::new`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SignatureError> {
         if bytes.len() != 65 {
             return Err(SignatureError::BadLength(bytes.len()));
         }
-        let v = bytes[64];
-        if v != 27 && v != 28 {
-            return Err(SignatureError::BadRecoveryByte(v));
-        }
-        let s = B256::from_slice(&bytes[32..64]);
-        if s.0 > HALF_ORDER {
-            return Err(SignatureError::HighS);
-        }
-        Ok(Self { r: B256::from_slice(&bytes[..32]), s, v })
+        Self::new(B256::from_slice(&bytes[..32]), B256::from_slice(&bytes[32..64]), bytes[64])
+    }
+
+    /// The `r` component.
+    pub fn r(&self) -> B256 {
+        self.r
+    }
+
+    /// The `s` component (at most n/2).
+    pub fn s(&self) -> B256 {
+        self.s
+    }
+
+    /// The recovery byte: 27 or 28.
+    pub fn v(&self) -> u8 {
+        self.v
     }
 
     fn to_recoverable(self) -> Result<RecoverableSignature, SignatureError> {
-        // Fields are public: `v` may be anything here, not only what `from_bytes` admits.
-        let id = match self.v {
-            27 | 28 => {
-                RecoveryId::try_from(i32::from(self.v) - 27).map_err(|_| SignatureError::BadRecoveryByte(self.v))?
-            }
-            v => return Err(SignatureError::BadRecoveryByte(v)),
-        };
+        // `v` is 27 or 28 by construction.
+        let id = RecoveryId::try_from(i32::from(self.v) - 27).map_err(|_| SignatureError::BadRecoveryByte(self.v))?;
         let mut compact = [0u8; 64];
         compact[..32].copy_from_slice(self.r.as_slice());
         compact[32..].copy_from_slice(self.s.as_slice());
@@ -245,15 +286,56 @@ mod tests {
         bad_v[64] = 1;
         assert_eq!(Signature::from_bytes(&bad_v), Err(SignatureError::BadRecoveryByte(1)));
         let mut high_s = sig;
-        high_s[32] = 0xff;
+        high_s[32] = 0xfe;
         assert_eq!(Signature::from_bytes(&high_s), Err(SignatureError::HighS));
-        let zero = Signature { r: B256::ZERO, s: B256::ZERO, v: 27 };
-        assert_eq!(recover_signer(&B256::ZERO, &zero), Err(SignatureError::Unrecoverable));
-        // Found by fuzzing: a `v` below 27 built directly (not parsed) must not underflow.
-        for v in [0, 1, 26, 29, 255] {
-            let odd = Signature { r: B256::repeat_byte(1), s: B256::repeat_byte(1), v };
-            assert_eq!(recover_signer(&B256::ZERO, &odd), Err(SignatureError::BadRecoveryByte(v)));
+        let order = B256::from(ORDER);
+        let (r, s) = (B256::from_slice(&sig[..32]), B256::from_slice(&sig[32..64]));
+        // Every constructor refuses the same things: there is no unchecked way in.
+        for (r, s, v, error) in [
+            (B256::ZERO, s, 27, SignatureError::ScalarOutOfRange("r")),
+            (order, s, 27, SignatureError::ScalarOutOfRange("r")),
+            (B256::repeat_byte(0xff), s, 27, SignatureError::ScalarOutOfRange("r")),
+            (r, B256::ZERO, 27, SignatureError::ScalarOutOfRange("s")),
+            (r, order, 28, SignatureError::ScalarOutOfRange("s")),
+            (r, B256::from(HALF_ORDER), 27, SignatureError::HighS),
+            (r, s, 0, SignatureError::BadRecoveryByte(0)),
+            (r, s, 26, SignatureError::BadRecoveryByte(26)),
+            (r, s, 29, SignatureError::BadRecoveryByte(29)),
+            (r, s, 255, SignatureError::BadRecoveryByte(255)),
+        ] {
+            let mut flat = [0u8; 65];
+            flat[..32].copy_from_slice(r.as_slice());
+            flat[32..64].copy_from_slice(s.as_slice());
+            flat[64] = v;
+            if error == SignatureError::HighS {
+                // n/2 itself is the largest low s; one more is high.
+                let high = U256::from_be_bytes(HALF_ORDER) + U256::from(1);
+                flat[32..64].copy_from_slice(&high.to_be_bytes::<32>());
+                assert!(Signature::new(r, B256::from(HALF_ORDER), v).is_ok());
+                assert_eq!(Signature::new(r, B256::from(high.to_be_bytes::<32>()), v), Err(error.clone()));
+            } else {
+                assert_eq!(Signature::new(r, s, v), Err(error.clone()), "new({r}, {s}, {v})");
+            }
+            assert_eq!(Signature::from_bytes(&flat), Err(error.clone()));
+            let json = serde_json::Value::String(json::format_hex(&flat));
+            assert!(serde_json::from_value::<Signature>(json).is_err());
         }
+    }
+
+    #[test]
+    fn high_s_from_the_chain_normalizes_to_the_same_signer() {
+        let hash = B256::repeat_byte(3);
+        let sig = key(7).sign(&hash);
+        let high = U256::from_be_bytes(ORDER) - U256::from_be_bytes(sig.s().0);
+        let twin_v = 55 - sig.v();
+        let high_s = B256::from(high.to_be_bytes::<32>());
+        assert_eq!(Signature::new(sig.r(), high_s, twin_v), Err(SignatureError::HighS));
+        let normalized = Signature::normalized(sig.r(), high_s, twin_v).unwrap();
+        assert_eq!(normalized, sig);
+        assert_eq!(recover_signer(&hash, &normalized).unwrap(), key(7).address());
+        assert_eq!(Signature::normalized(sig.r(), sig.s(), sig.v()).unwrap(), sig);
+        assert!(Signature::normalized(sig.r(), B256::ZERO, 27).is_err());
+        assert!(Signature::normalized(sig.r(), high_s, 1).is_err());
     }
 
     #[test]

@@ -6,6 +6,21 @@ use thiserror::Error;
 
 use super::{recover_signer, ChannelId, Signature, SignatureError, SigningKey, State};
 
+/// A state this party signed: the record the "at most one state per turn" rule is checked
+/// against (by the channel types, and again by a node's store before anything leaves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SignedTurn {
+    /// The channel.
+    #[serde(with = "crate::json::bytes32")]
+    pub channel_id: ChannelId,
+    /// The turn of the state signed.
+    #[serde(with = "crate::json::uint48")]
+    pub turn_num: crate::TurnNum,
+    /// The hash of the state signed.
+    #[serde(with = "crate::json::bytes32")]
+    pub state_hash: B256,
+}
+
 /// Why a signature could not be added to a [`SignedState`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SignedStateError {

@@ -8,7 +8,7 @@ use nitro_core::{
     address_of,
     chain::{ChainEvent, ChainTransaction},
     party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError},
-    Address, ChannelId, LedgerOutcome, SigningKey, U256, U48,
+    Address, ChannelId, LedgerOutcome, SigningKey, B256, U256, U48,
 };
 
 pub fn key(n: u8) -> SigningKey {
@@ -45,6 +45,8 @@ pub struct World {
     pub drop_every: u64,
     /// Random state of the message loss.
     pub sent: u64,
+    /// Every state each party signed, checked on the fly: one state per (party, channel, turn).
+    pub signed: HashMap<(Address, ChannelId, U48), B256>,
 }
 
 impl World {
@@ -61,6 +63,7 @@ impl World {
             chain_events: VecDeque::new(),
             drop_every: 0,
             sent: 0x9e37_79b9_7f4a_7c15,
+            signed: HashMap::new(),
         }
     }
 
@@ -74,6 +77,15 @@ impl World {
 
     pub fn absorb(&mut self, from: usize, effects: Effects) {
         let sender = self.addr(from);
+        for s in &effects.signed {
+            let previous = self.signed.insert((sender, s.channel_id, s.turn_num), s.state_hash);
+            assert!(
+                previous.is_none_or(|h| h == s.state_hash),
+                "{sender} signed two different states of {} at turn {}",
+                s.channel_id,
+                s.turn_num
+            );
+        }
         for e in effects.messages {
             // xorshift: a deterministic, non-periodic choice of which messages to lose.
             self.sent ^= self.sent << 13;
