@@ -2,7 +2,11 @@
 //! final state (the consensus outcome at a turn above every turn either party took part in)
 //! signed by both → `concludeAndTransferAllAssets` → holdings reach zero.
 
-use super::{round::SignatureRound, Ctx, ObjectiveId, PartyError, TransactionRequest, WaitingFor};
+use super::{
+    objective::{Crank, Ctx, View},
+    round::SignatureRound,
+    ObjectiveId, PartyError, TransactionRequest, WaitingFor,
+};
 use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum, U256};
 
 /// The DirectDefund objective of one party.
@@ -51,10 +55,6 @@ impl DirectDefund {
         state
     }
 
-    pub(crate) fn id(&self) -> ObjectiveId {
-        ObjectiveId::DirectDefund(self.channel_id)
-    }
-
     /// The ledger being closed.
     pub fn channel_id(&self) -> ChannelId {
         self.channel_id
@@ -63,62 +63,6 @@ impl DirectDefund {
     /// The final state (with the signatures held so far).
     pub fn final_state(&self) -> &SignedState {
         &self.final_round.state
-    }
-
-    /// Takes a peer's copy of a final state. The same state merges; a final state of the same
-    /// ledger and outcome at a higher turn replaces ours (the peer knew of a higher turn: a
-    /// leader's proposal we never saw); one at a lower turn is answered with ours.
-    pub(crate) fn receive_state(
-        &mut self,
-        state: &SignedState,
-        ledger: Option<&ConsensusChannel>,
-    ) -> Result<SignedState, PartyError> {
-        let ours = self.final_round.state.state();
-        if state.state() == ours {
-            return self.final_round.merge(state);
-        }
-        let incoming = state.state();
-        let mut expected = ours.clone();
-        expected.turn_num = incoming.turn_num;
-        if *incoming != expected {
-            return Err(PartyError::UnexpectedState);
-        }
-        if incoming.turn_num < ours.turn_num {
-            return Ok(self.final_round.state.clone());
-        }
-        // A higher turn: it must be fresh for us too (checked again before we sign).
-        if let Some(ledger) = ledger {
-            if incoming.turn_num <= ledger.highest_turn() && ledger.closing() != Some(incoming.turn_num) {
-                return Ok(self.final_round.state.clone());
-            }
-        }
-        self.final_round = SignatureRound::new(incoming.clone());
-        self.submitted = false;
-        self.final_round.merge(state)
-    }
-
-    /// Our conclusion failed (often: the other party concluded first). It is submitted again
-    /// at the next timer tick if the channel is still not concluded.
-    pub(crate) fn transaction_failed(&mut self) {
-        self.failed = true;
-    }
-
-    /// Returns true when the ledger's holdings reached zero after its conclusion.
-    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>, leader: bool) -> Result<bool, PartyError> {
-        let id = self.id();
-        self.reserve_fresh_turn(ctx)?;
-        self.final_round.sign_and_send(ctx.key, id, ctx.effects);
-        if !self.final_round.is_complete() {
-            return Ok(false);
-        }
-        if ctx.concluded.contains(&self.channel_id) && ctx.holdings.get(&self.channel_id) == Some(&U256::ZERO) {
-            return Ok(true);
-        }
-        // The leader pays out; the follower does too if asked to retry (see `resend`).
-        if leader && !self.submitted {
-            self.submit(ctx);
-        }
-        Ok(false)
     }
 
     /// Before we sign the final state: its turn is reserved in the ledger (nothing proposed
@@ -152,10 +96,74 @@ impl DirectDefund {
             self.submitted = true;
         }
     }
+}
+
+impl Crank for DirectDefund {
+    fn id(&self) -> ObjectiveId {
+        ObjectiveId::DirectDefund(self.channel_id)
+    }
+
+    /// Takes a peer's copy of a final state. The same state merges; a final state of the same
+    /// ledger and outcome at a higher turn replaces ours (the peer knew of a higher turn: a
+    /// leader's proposal we never saw); one at a lower turn is answered with ours.
+    fn receive_state(
+        &mut self,
+        state: &SignedState,
+        ledger: Option<&ConsensusChannel>,
+    ) -> Result<SignedState, PartyError> {
+        let ours = self.final_round.state.state();
+        if state.state() == ours {
+            return self.final_round.merge(state);
+        }
+        let incoming = state.state();
+        let mut expected = ours.clone();
+        expected.turn_num = incoming.turn_num;
+        if *incoming != expected {
+            return Err(PartyError::UnexpectedState);
+        }
+        if incoming.turn_num < ours.turn_num {
+            return Ok(self.final_round.state.clone());
+        }
+        // A higher turn: it must be fresh for us too (checked again before we sign).
+        if let Some(ledger) = ledger {
+            if incoming.turn_num <= ledger.highest_turn() && ledger.closing() != Some(incoming.turn_num) {
+                return Ok(self.final_round.state.clone());
+            }
+        }
+        self.final_round = SignatureRound::new(incoming.clone());
+        self.submitted = false;
+        self.final_round.merge(state)
+    }
+
+    /// Our conclusion failed (often: the other party concluded first). It is submitted again
+    /// at the next timer tick if the channel is still not concluded.
+    fn transaction_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Returns true when the ledger's holdings reached zero after its conclusion.
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        let id = self.id();
+        let leader = matches!(ctx.ledgers.get(&self.channel_id), Some(ConsensusChannel::Leader(_)));
+        self.reserve_fresh_turn(ctx)?;
+        self.final_round.sign_and_send(ctx.key, id, ctx.effects);
+        if !self.final_round.is_complete() {
+            return Ok(false);
+        }
+        if ctx.concluded.contains(&self.channel_id) && ctx.holdings.get(&self.channel_id) == Some(&U256::ZERO) {
+            ctx.closed.push(self.channel_id);
+            return Ok(true);
+        }
+        // The leader pays out; the follower does too if asked to retry (see `resend`).
+        if leader && !self.submitted {
+            self.submit(ctx);
+        }
+        Ok(false)
+    }
 
     /// On a timer: send our signature again; submit the conclusion again if ours failed, or
     /// — as follower — if the leader's has not come after a while.
-    pub(crate) fn retry(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.final_round.resend(ctx.me, self.id()));
         if !self.final_round.is_complete() || ctx.concluded.contains(&self.channel_id) {
             return;
@@ -170,10 +178,10 @@ impl DirectDefund {
         }
     }
 
-    pub(crate) fn waiting_for(&self, holdings: Option<U256>) -> WaitingFor {
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
         if !self.final_round.is_complete() {
             return WaitingFor::signatures("final", &self.final_round);
         }
-        WaitingFor::Payout { held: holdings.unwrap_or_default() }
+        WaitingFor::Payout { held: view.holdings.get(&self.channel_id).copied().unwrap_or_default() }
     }
 }

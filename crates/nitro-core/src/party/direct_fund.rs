@@ -1,7 +1,11 @@
 //! DirectFund: open a ledger on chain. Prefund (turn 0) signed by both → deposits in order →
 //! postfund (turn 1) signed by both → a [`ConsensusChannel`] at turn 1.
 
-use super::{round::SignatureRound, Ctx, ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor};
+use super::{
+    objective::{Crank, Ctx, View},
+    round::SignatureRound,
+    ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
+};
 use crate::{
     chain::ChainTransaction, destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
 };
@@ -62,10 +66,6 @@ impl DirectFund {
         })
     }
 
-    pub(crate) fn id(&self) -> ObjectiveId {
-        ObjectiveId::DirectFund(self.channel_id)
-    }
-
     /// The two participants of the ledger.
     pub fn participants(&self) -> &[crate::Address] {
         &self.prefund.state.state().participants
@@ -81,7 +81,17 @@ impl DirectFund {
         self.channel_id
     }
 
-    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+    fn total(&self) -> U256 {
+        self.amounts[0].saturating_add(self.amounts[1])
+    }
+}
+
+impl Crank for DirectFund {
+    fn id(&self) -> ObjectiveId {
+        ObjectiveId::DirectFund(self.channel_id)
+    }
+
+    fn receive_state(&mut self, state: &SignedState, _: Option<&ConsensusChannel>) -> Result<SignedState, PartyError> {
         match state.state().turn_num.to::<u64>() {
             0 => self.prefund.merge(state),
             1 => self.postfund.merge(state),
@@ -91,7 +101,7 @@ impl DirectFund {
 
     /// A deposit of ours failed. It is submitted again (with the holdings known then) at the
     /// next timer tick, not at once: a failing deposit must not spin.
-    pub(crate) fn transaction_failed(&mut self) {
+    fn transaction_failed(&mut self) {
         self.deposit_failed = true;
     }
 
@@ -99,7 +109,7 @@ impl DirectFund {
     /// has not shown up on chain for a while (it may never have been sent: a crash between
     /// the store and the chain). A second deposit cannot double-fund: it carries the holdings
     /// seen now as `expectedHeld`, so at most one of two copies can execute.
-    pub(crate) fn retry(&mut self, ctx: &mut Ctx<'_>) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
         ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
         if self.deposit_submitted {
@@ -112,15 +122,11 @@ impl DirectFund {
         }
     }
 
-    fn total(&self) -> U256 {
-        self.amounts[0].saturating_add(self.amounts[1])
-    }
-
-    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<Option<ConsensusChannel>, PartyError> {
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
         let id = self.id();
         self.prefund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.prefund.is_complete() {
-            return Ok(None);
+            return Ok(false);
         }
         let held = ctx.holdings.get(&self.channel_id).copied().unwrap_or_default();
         if held < self.total() {
@@ -138,20 +144,21 @@ impl DirectFund {
                 });
                 self.deposit_submitted = true;
             }
-            return Ok(None);
+            return Ok(false);
         }
         self.postfund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.postfund.is_complete() {
-            return Ok(None);
+            return Ok(false);
         }
-        ConsensusChannel::new(ctx.key.clone(), &self.postfund.state).map(Some).map_err(PartyError::Channel)
+        ctx.opened.push(ConsensusChannel::new(ctx.key.clone(), &self.postfund.state)?);
+        Ok(true)
     }
 
-    pub(crate) fn waiting_for(&self, holdings: Option<U256>) -> WaitingFor {
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
         if !self.prefund.is_complete() {
             return WaitingFor::signatures("prefund", &self.prefund);
         }
-        let held = holdings.unwrap_or_default();
+        let held = view.holdings.get(&self.channel_id).copied().unwrap_or_default();
         if held < self.total() {
             let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
             return if held < before {

@@ -9,28 +9,34 @@
 
 mod direct_defund;
 mod direct_fund;
+mod effects;
+mod error;
+mod ids;
+mod objective;
 mod round;
 mod virtual_defund;
 mod virtual_fund;
+mod waiting;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 pub use direct_defund::DirectDefund;
 pub use direct_fund::DirectFund;
+pub use effects::{Effects, Envelope, PartyEvent, Payload, TransactionRequest};
+pub use error::PartyError;
+pub use ids::ObjectiveId;
+pub use objective::Objective;
 pub use virtual_defund::{VirtualDefund, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
+pub use waiting::WaitingFor;
+
+use objective::{Crank, Ctx, View};
 
 use crate::{
     chain::{ChainEvent, ChainTransaction},
-    destination_of, json, Address, Allocation, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
-    Exit, LedgerEvent, LedgerMessage, Proposal, SignedState, SignedTurn, SigningKey, SingleAssetExit, State, Step,
-    Voucher, U256, U48,
+    destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit, LedgerMessage,
+    Proposal, SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
 };
-use round::SignatureRound;
 
 /// Contract addresses and defaults a party works with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,368 +49,10 @@ pub struct PartyConfig {
     pub challenge_duration: U48,
 }
 
-/// Which objective, named by the channel it is about; written `Kind-0x<channel id>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectiveId {
-    /// Opening a ledger.
-    DirectFund(ChannelId),
-    /// Closing a ledger.
-    DirectDefund(ChannelId),
-    /// Funding a virtual channel.
-    VirtualFund(ChannelId),
-    /// Closing a virtual channel.
-    VirtualDefund(ChannelId),
-}
-
-impl std::str::FromStr for ObjectiveId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, id) = s.split_once('-').ok_or_else(|| format!("objective id {s:?} is not Kind-0x<channel id>"))?;
-        let id = ChannelId::from(json::decode_fixed::<32>(id)?);
-        match kind {
-            "DirectFund" => Ok(Self::DirectFund(id)),
-            "DirectDefund" => Ok(Self::DirectDefund(id)),
-            "VirtualFund" => Ok(Self::VirtualFund(id)),
-            "VirtualDefund" => Ok(Self::VirtualDefund(id)),
-            other => Err(format!("unknown objective kind {other:?}")),
-        }
-    }
-}
-
-impl Serialize for ObjectiveId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ObjectiveId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl ObjectiveId {
-    /// The channel the objective is about.
-    pub fn channel_id(&self) -> ChannelId {
-        match *self {
-            Self::DirectFund(c) | Self::DirectDefund(c) | Self::VirtualFund(c) | Self::VirtualDefund(c) => c,
-        }
-    }
-}
-
-impl fmt::Display for ObjectiveId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self {
-            Self::DirectFund(_) => "DirectFund",
-            Self::DirectDefund(_) => "DirectDefund",
-            Self::VirtualFund(_) => "VirtualFund",
-            Self::VirtualDefund(_) => "VirtualDefund",
-        };
-        write!(f, "{kind}-{}", self.channel_id())
-    }
-}
-
-/// What a message between parties carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Payload {
-    /// A state of an objective's signature round, with the sender's signatures.
-    State {
-        /// The objective.
-        objective: ObjectiveId,
-        /// The state and every signature the sender holds on it.
-        state: SignedState,
-    },
-    /// A ledger message (proposal, countersignature, rejection).
-    Ledger(LedgerMessage),
-    /// A payment in a virtual channel, payer to payee.
-    Voucher(Voucher),
-}
-
-/// A message to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Envelope {
-    /// The recipient.
-    pub to: Address,
-    /// What to send.
-    pub payload: Payload,
-}
-
-/// A transaction to submit, and the objective that wants it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransactionRequest {
-    /// The objective to tell if it fails (none for chain defence).
-    pub objective: Option<ObjectiveId>,
-    /// The call.
-    pub transaction: ChainTransaction,
-}
-
-/// What happened, for the store and for people.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum PartyEvent {
-    /// An event of one of the party's ledgers.
-    Ledger {
-        /// The ledger.
-        #[serde(with = "json::bytes32")]
-        channel_id: ChannelId,
-        /// The event.
-        event: LedgerEvent,
-    },
-    /// A ledger is funded: its postfund state, signed by both.
-    LedgerOpened {
-        /// The postfund state.
-        state: SignedState,
-    },
-    /// A ledger was concluded and paid out.
-    LedgerClosed {
-        /// The ledger.
-        #[serde(with = "json::bytes32")]
-        channel_id: ChannelId,
-    },
-    /// An objective started.
-    ObjectiveStarted {
-        /// Which.
-        id: ObjectiveId,
-    },
-    /// An objective completed.
-    ObjectiveCompleted {
-        /// Which.
-        id: ObjectiveId,
-    },
-    /// A voucher arrived; `total` is the cumulative amount paid.
-    PaymentReceived {
-        /// The virtual channel.
-        #[serde(with = "json::bytes32")]
-        channel_id: ChannelId,
-        /// Cumulative amount.
-        #[serde(with = "json::uint256")]
-        total: U256,
-    },
-    /// A stale challenge against a ledger was answered with a checkpoint.
-    ChallengeAnswered {
-        /// The ledger.
-        #[serde(with = "json::bytes32")]
-        channel_id: ChannelId,
-    },
-}
-
-/// What an input produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[must_use = "messages must be sent, transactions submitted and events persisted"]
-pub struct Effects {
-    /// Messages to send.
-    pub messages: Vec<Envelope>,
-    /// Transactions to submit.
-    pub transactions: Vec<TransactionRequest>,
-    /// Events to persist (before sending the messages).
-    pub events: Vec<PartyEvent>,
-    /// Objectives completed by this input.
-    pub completed: Vec<ObjectiveId>,
-    /// Every state this party signed for this input (ledger proposals and countersignatures,
-    /// objective rounds): what a store checks "one state per turn" against before anything
-    /// is sent.
-    pub signed: Vec<SignedTurn>,
-}
-
-impl Effects {
-    /// Appends another input's effects.
-    pub fn extend(&mut self, other: Effects) {
-        self.messages.extend(other.messages);
-        self.transactions.extend(other.transactions);
-        self.events.extend(other.events);
-        self.completed.extend(other.completed);
-        self.signed.extend(other.signed);
-    }
-
-    fn absorb_ledger_step(&mut self, channel_id: ChannelId, step: Step, peer: Option<Address>) {
-        self.signed.extend(step.signed);
-        self.events.extend(step.events.into_iter().map(|event| PartyEvent::Ledger { channel_id, event }));
-        if let Some(to) = peer {
-            self.messages.extend(step.messages.into_iter().map(|m| Envelope { to, payload: Payload::Ledger(m) }));
-        }
-    }
-}
-
-/// What an objective waits for, in words a person can read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WaitingFor {
-    /// Signatures of a round.
-    Signatures {
-        /// Which round ("prefund", "postfund", "final").
-        round: &'static str,
-        /// Who has not signed.
-        missing: Vec<Address>,
-    },
-    /// Deposits by the parties before us (or our turn has not come).
-    Deposits {
-        /// Held now.
-        held: U256,
-        /// Fully funded at.
-        target: U256,
-    },
-    /// Our deposit, submitted, to be confirmed on chain.
-    DepositConfirmation {
-        /// Held now.
-        held: U256,
-        /// Fully funded at.
-        target: U256,
-    },
-    /// The guarantee to be in the consensus state of these ledgers.
-    GuaranteesLocked {
-        /// Ledgers where it is not locked yet.
-        ledgers: Vec<ChannelId>,
-    },
-    /// The guarantee to be released in these ledgers.
-    GuaranteesReleased {
-        /// Ledgers where it is still held.
-        ledgers: Vec<ChannelId>,
-    },
-    /// The conclusion and payout on chain.
-    Payout {
-        /// Still held by the channel.
-        held: U256,
-    },
-    /// Nothing: done.
-    Nothing,
-    /// The objective cannot go on.
-    Failed(String),
-}
-
-impl WaitingFor {
-    fn signatures(round: &'static str, r: &SignatureRound) -> Self {
-        let s = &r.state;
-        let missing = s.state().participants.iter().enumerate().filter(|(i, _)| !r.signed_by(*i)).map(|(_, p)| *p);
-        Self::Signatures { round, missing: missing.collect() }
-    }
-}
-
-impl fmt::Display for WaitingFor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Signatures { round, missing } => {
-                write!(f, "waiting for {round} signatures from ")?;
-                let names: Vec<String> = missing.iter().map(|a| a.to_string()).collect();
-                write!(f, "{}", names.join(", "))
-            }
-            Self::Deposits { held, target } => write!(f, "waiting for deposits: {held} of {target} held"),
-            Self::DepositConfirmation { held, target } => {
-                write!(f, "waiting for our deposit to confirm: {held} of {target} held")
-            }
-            Self::GuaranteesLocked { ledgers } => {
-                write!(f, "waiting for the guarantee to lock in {} ledger(s)", ledgers.len())
-            }
-            Self::GuaranteesReleased { ledgers } => {
-                write!(f, "waiting for the guarantee to be released in {} ledger(s)", ledgers.len())
-            }
-            Self::Payout { held } => write!(f, "waiting for the conclusion and payout on chain: {held} still held"),
-            Self::Nothing => write!(f, "done"),
-            Self::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
-
-/// Why a request or message was refused. Nothing changes when one is returned.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PartyError {
-    /// This party is not a participant of the channel.
-    #[error("this party is not a participant of the channel")]
-    NotAParticipant,
-    /// No ledger with that id.
-    #[error("unknown ledger {0}")]
-    UnknownLedger(ChannelId),
-    /// No ledger with that counterparty.
-    #[error("no ledger with {0}")]
-    NoLedgerWith(Address),
-    /// A ledger (or its funding) with that counterparty exists already.
-    #[error("a ledger with {0} exists or is being funded")]
-    LedgerExists(Address),
-    /// That objective exists already.
-    #[error("objective {0} exists already")]
-    ObjectiveExists(ObjectiveId),
-    /// No such objective.
-    #[error("unknown objective {0}")]
-    UnknownObjective(ObjectiveId),
-    /// A state that is not the one the objective signs.
-    #[error("a state that does not belong to the objective")]
-    UnexpectedState,
-    /// A state that does not describe a valid channel for the objective.
-    #[error("invalid state: {0}")]
-    InvalidState(String),
-    /// A message from someone who may not send it.
-    #[error("message from {0}, who is not the counterparty for it")]
-    UnexpectedSender(Address),
-    /// The ledger refused.
-    #[error(transparent)]
-    Channel(#[from] ChannelError),
-    /// A ledger with guarantees cannot be closed.
-    #[error("{0} guarantee(s) remain in the ledger")]
-    GuaranteesRemain(usize),
-    /// A ledger with unsettled proposals cannot be closed.
-    #[error("proposals are still waiting for the follower")]
-    ProposalsPending,
-    /// The ledger is being closed.
-    #[error("ledger {0} is closing")]
-    LedgerClosing(ChannelId),
-    /// The channel is not (yet) funded.
-    #[error("virtual channel {0} is not funded")]
-    NotFunded(ChannelId),
-    /// More paid than deposited.
-    #[error("payment of {paid} exceeds the {available} available")]
-    Overpaid {
-        /// Paid in total.
-        paid: U256,
-        /// The payer's deposit.
-        available: U256,
-    },
-    /// A voucher that is not better than the one held, or not the payer's.
-    #[error("invalid voucher: {0}")]
-    Voucher(String),
-    /// A final state that pays the wrong amount.
-    #[error("the final state pays {proposed}, the vouchers say {known}")]
-    WrongPayment {
-        /// What the proposed final state pays.
-        proposed: U256,
-        /// What this party's vouchers say.
-        known: U256,
-    },
-    /// The turn number would overflow.
-    #[error("turn number overflow")]
-    TurnOverflow,
-    /// The request itself is malformed.
-    #[error("bad request: {0}")]
-    BadRequest(String),
-}
-
-/// An objective of any kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Objective {
-    /// Opening a ledger.
-    DirectFund(DirectFund),
-    /// Closing a ledger.
-    DirectDefund(DirectDefund),
-    /// Funding a virtual channel.
-    VirtualFund(VirtualFund),
-    /// Closing a virtual channel.
-    VirtualDefund(VirtualDefund),
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
     objective: Objective,
     done: bool,
-}
-
-/// What an objective sees of the party while it is cranked.
-pub(crate) struct Ctx<'a> {
-    key: &'a SigningKey,
-    me: Address,
-    ledgers: &'a mut BTreeMap<ChannelId, ConsensusChannel>,
-    peers: &'a HashMap<ChannelId, Address>,
-    holdings: &'a HashMap<ChannelId, U256>,
-    concluded: &'a HashSet<ChannelId>,
-    effects: &'a mut Effects,
 }
 
 /// One participant: its key, its ledgers and its objectives.
@@ -587,17 +235,8 @@ impl Party {
         self.start(Objective::VirtualDefund(objective))
     }
 
-    fn objective_id(o: &Objective) -> ObjectiveId {
-        match o {
-            Objective::DirectFund(x) => x.id(),
-            Objective::DirectDefund(x) => x.id(),
-            Objective::VirtualFund(x) => x.id(),
-            Objective::VirtualDefund(x) => x.id(),
-        }
-    }
-
     fn start(&mut self, objective: Objective) -> Result<(ObjectiveId, Effects), PartyError> {
-        let id = Self::objective_id(&objective);
+        let id = objective.id();
         if self.objectives.contains_key(&id) {
             return Err(PartyError::ObjectiveExists(id));
         }
@@ -627,12 +266,7 @@ impl Party {
                     Some(entry) => entry,
                     None => self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?,
                 };
-                let ours = match &mut entry.objective {
-                    Objective::DirectFund(o) => o.receive_state(&state)?,
-                    Objective::DirectDefund(o) => o.receive_state(&state, self.ledgers.get(&objective.channel_id()))?,
-                    Objective::VirtualFund(o) => o.receive_state(&state)?,
-                    Objective::VirtualDefund(o) => o.receive_state(&state)?,
-                };
+                let ours = entry.objective.receive_state(&state, self.ledgers.get(&objective.channel_id()))?;
                 if let Some(entry) = created {
                     if let ObjectiveId::DirectDefund(ledger) = objective {
                         self.closing.insert(ledger);
@@ -784,11 +418,7 @@ impl Party {
     /// again after the next [`Party::resend`] tick if still needed.
     pub fn transaction_failed(&mut self, id: ObjectiveId) -> Effects {
         if let Some(entry) = self.objectives.get_mut(&id) {
-            match &mut entry.objective {
-                Objective::DirectFund(o) => o.transaction_failed(),
-                Objective::DirectDefund(o) => o.transaction_failed(),
-                _ => {}
-            }
+            entry.objective.transaction_failed();
         }
         self.crank_all()
     }
@@ -808,14 +438,19 @@ impl Party {
             effects.messages.extend(messages.into_iter().map(|m| Envelope { to: peer, payload: Payload::Ledger(m) }));
         }
         let Self { key, ledgers, peers, holdings, concluded, objectives, .. } = self;
-        let mut ctx = Ctx { key, me, ledgers, peers, holdings, concluded, effects: &mut effects };
+        let mut ctx = Ctx {
+            key,
+            me,
+            ledgers,
+            peers,
+            holdings,
+            concluded,
+            effects: &mut effects,
+            opened: Vec::new(),
+            closed: Vec::new(),
+        };
         for entry in objectives.values_mut().filter(|e| !e.done) {
-            match &mut entry.objective {
-                Objective::DirectFund(o) => o.retry(&mut ctx),
-                Objective::DirectDefund(o) => o.retry(&mut ctx),
-                Objective::VirtualFund(o) => ctx.effects.messages.extend(o.resend(me)),
-                Objective::VirtualDefund(o) => ctx.effects.messages.extend(o.resend(me)),
-            }
+            entry.objective.on_timer(&mut ctx);
         }
         effects
     }
@@ -838,37 +473,18 @@ impl Party {
     fn crank_objectives(&mut self, effects: &mut Effects) {
         let me = self.address();
         let Self { key, ledgers, ledger_with, peers, holdings, concluded, objectives, closing, .. } = self;
-        let mut opened = Vec::new();
-        let mut closed = Vec::new();
-        {
-            let mut ctx = Ctx { key, me, ledgers, peers, holdings, concluded, effects };
+        let (opened, closed) = {
+            let mut ctx =
+                Ctx { key, me, ledgers, peers, holdings, concluded, effects, opened: Vec::new(), closed: Vec::new() };
             for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
-                let done = match &mut entry.objective {
-                    Objective::DirectFund(o) => match o.crank(&mut ctx) {
-                        Ok(Some(channel)) => {
-                            opened.push(channel);
-                            true
-                        }
-                        _ => false,
-                    },
-                    Objective::DirectDefund(o) => {
-                        let leader = matches!(ctx.ledgers.get(&o.channel_id()), Some(ConsensusChannel::Leader(_)));
-                        let done = o.crank(&mut ctx, leader).unwrap_or(false);
-                        if done {
-                            closed.push(o.channel_id());
-                        }
-                        done
-                    }
-                    Objective::VirtualFund(o) => o.crank(&mut ctx).unwrap_or(false),
-                    Objective::VirtualDefund(o) => o.crank(&mut ctx).unwrap_or(false),
-                };
-                if done {
+                if entry.objective.crank(&mut ctx).unwrap_or(false) {
                     entry.done = true;
                     ctx.effects.completed.push(*id);
                     ctx.effects.events.push(PartyEvent::ObjectiveCompleted { id: *id });
                 }
             }
-        }
+            (ctx.opened, ctx.closed)
+        };
         for channel in opened {
             let id = channel.channel_id();
             let state = channel.consensus_state();
@@ -900,11 +516,7 @@ impl Party {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
                 }
-                let decision = objectives.get(&expecting(p)).and_then(|e| match &e.objective {
-                    Objective::VirtualFund(o) => o.decide(*channel_id, p),
-                    Objective::VirtualDefund(o) => o.decide(*channel_id, p),
-                    _ => None,
-                });
+                let decision = objectives.get(&expecting(p)).and_then(|e| e.objective.decide(*channel_id, p));
                 decision.unwrap_or(Approval::Defer)
             };
             let mut step = follower.decide(&mut policy);
@@ -966,13 +578,7 @@ impl Party {
         if e.done {
             return Some(WaitingFor::Nothing);
         }
-        let held = |c: &ChannelId| self.holdings.get(c).copied();
-        Some(match &e.objective {
-            Objective::DirectFund(o) => o.waiting_for(held(&o.channel_id())),
-            Objective::DirectDefund(o) => o.waiting_for(held(&o.channel_id())),
-            Objective::VirtualFund(o) => o.waiting_for(&self.ledgers),
-            Objective::VirtualDefund(o) => o.waiting_for(&self.ledgers),
-        })
+        Some(e.objective.waiting_for(&View { ledgers: &self.ledgers, holdings: &self.holdings }))
     }
 
     /// Every objective and whether it completed.

@@ -3,9 +3,10 @@
 //! released in every ledger of this party.
 
 use super::{
+    objective::{Crank, Ctx, View},
     round::SignatureRound,
     virtual_fund::{PathLedger, VirtualChannel},
-    Ctx, ObjectiveId, PartyError, WaitingFor,
+    ObjectiveId, PartyError, WaitingFor,
 };
 use crate::{Approval, ChannelId, ConsensusChannel, Proposal, SignedState, State, U256, U48};
 
@@ -59,31 +60,9 @@ impl VirtualDefund {
         Self { channel_id, final_round: SignatureRound::new(final_state), ledgers, failure: None }
     }
 
-    pub(crate) fn id(&self) -> ObjectiveId {
-        ObjectiveId::VirtualDefund(self.channel_id)
-    }
-
     /// V's final state (with the signatures held so far).
     pub fn final_state(&self) -> &SignedState {
         &self.final_round.state
-    }
-
-    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
-        self.final_round.merge(state)
-    }
-
-    pub(crate) fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
-        let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
-        if proposal.target() != self.channel_id {
-            return None;
-        }
-        Some(if !self.final_round.is_complete() {
-            Approval::Defer
-        } else if side.expected == *proposal {
-            Approval::Approve
-        } else {
-            Approval::Reject(format!("virtual channel {} closes with another split", self.channel_id))
-        })
     }
 
     fn released(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> Vec<bool> {
@@ -97,9 +76,33 @@ impl VirtualDefund {
             })
             .collect()
     }
+}
+
+impl Crank for VirtualDefund {
+    fn id(&self) -> ObjectiveId {
+        ObjectiveId::VirtualDefund(self.channel_id)
+    }
+
+    fn receive_state(&mut self, state: &SignedState, _: Option<&ConsensusChannel>) -> Result<SignedState, PartyError> {
+        self.final_round.merge(state)
+    }
+
+    fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
+        let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
+        if proposal.target() != self.channel_id {
+            return None;
+        }
+        Some(if !self.final_round.is_complete() {
+            Approval::Defer
+        } else if side.expected == *proposal {
+            Approval::Approve
+        } else {
+            Approval::Reject(format!("virtual channel {} closes with another split", self.channel_id))
+        })
+    }
 
     /// Returns true once the guarantee for V is released in every ledger of this party.
-    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
         if self.failure.is_some() {
             return Ok(false); // a failed objective proposes nothing more
         }
@@ -146,7 +149,8 @@ impl VirtualDefund {
         Ok(self.released(ctx.ledgers).iter().all(|r| *r))
     }
 
-    pub(crate) fn waiting_for(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
+        let ledgers = view.ledgers;
         if let Some(f) = &self.failure {
             return WaitingFor::Failed(f.clone());
         }
@@ -167,7 +171,8 @@ impl VirtualDefund {
         }
     }
 
-    pub(crate) fn resend(&self, me: crate::Address) -> Vec<super::Envelope> {
-        self.final_round.resend(me, self.id())
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let me = ctx.me;
+        ctx.effects.messages.extend(self.final_round.resend(me, self.id()));
     }
 }

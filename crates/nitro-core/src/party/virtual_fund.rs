@@ -3,7 +3,11 @@
 //! {target V, left p_j, right p_j+1, amount a + b, left deposit a} → locked in every ledger
 //! of this party (ADR-0014) → postfund of V signed by all.
 
-use super::{round::SignatureRound, Ctx, ObjectiveId, Party, PartyError, WaitingFor};
+use super::{
+    objective::{Crank, Ctx, View},
+    round::SignatureRound,
+    ObjectiveId, Party, PartyError, WaitingFor,
+};
 use crate::{
     destination_of, Address, AllocationType, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
     Guarantee, Proposal, ProposalError, SignedState, State, U256,
@@ -124,10 +128,6 @@ impl VirtualFund {
         })
     }
 
-    pub(crate) fn id(&self) -> ObjectiveId {
-        ObjectiveId::VirtualFund(self.channel_id)
-    }
-
     /// The virtual channel.
     pub fn channel(&self) -> &VirtualChannel {
         &self.channel
@@ -137,8 +137,14 @@ impl VirtualFund {
     pub fn postfund(&self) -> &SignedState {
         &self.postfund.state
     }
+}
 
-    pub(crate) fn receive_state(&mut self, state: &SignedState) -> Result<SignedState, PartyError> {
+impl Crank for VirtualFund {
+    fn id(&self) -> ObjectiveId {
+        ObjectiveId::VirtualFund(self.channel_id)
+    }
+
+    fn receive_state(&mut self, state: &SignedState, _: Option<&ConsensusChannel>) -> Result<SignedState, PartyError> {
         match state.state().turn_num.to::<u64>() {
             0 => self.prefund.merge(state),
             1 => self.postfund.merge(state),
@@ -147,7 +153,7 @@ impl VirtualFund {
     }
 
     /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
-    pub(crate) fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
+    fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
         let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
         Some(if !self.prefund.is_complete() {
             Approval::Defer
@@ -159,7 +165,7 @@ impl VirtualFund {
     }
 
     /// Returns true once V's postfund is signed by all.
-    pub(crate) fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
         if self.failure.is_some() {
             return Ok(false); // a failed objective proposes nothing more
         }
@@ -213,7 +219,8 @@ impl VirtualFund {
         Ok(self.postfund.is_complete())
     }
 
-    pub(crate) fn waiting_for(&self, ledgers: &std::collections::BTreeMap<ChannelId, ConsensusChannel>) -> WaitingFor {
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
+        let ledgers = view.ledgers;
         if let Some(f) = &self.failure {
             return WaitingFor::Failed(f.clone());
         }
@@ -235,9 +242,9 @@ impl VirtualFund {
         WaitingFor::Nothing
     }
 
-    pub(crate) fn resend(&self, me: Address) -> Vec<super::Envelope> {
-        let mut out = self.prefund.resend(me, self.id());
-        out.extend(self.postfund.resend(me, self.id()));
-        out
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let me = ctx.me;
+        ctx.effects.messages.extend(self.prefund.resend(me, self.id()));
+        ctx.effects.messages.extend(self.postfund.resend(me, self.id()));
     }
 }

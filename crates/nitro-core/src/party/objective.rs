@@ -1,0 +1,120 @@
+//! The objectives as one kind of thing: the [`Crank`] trait each implements, the
+//! [`Objective`] enum that holds any of them (dispatching in one place), and the [`Ctx`] an
+//! objective sees of its party while it runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::{DirectDefund, DirectFund, Effects, ObjectiveId, PartyError, VirtualDefund, VirtualFund, WaitingFor};
+use crate::{Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey, U256};
+
+/// What an objective sees of the party while it runs.
+pub(crate) struct Ctx<'a> {
+    pub key: &'a SigningKey,
+    pub me: Address,
+    pub ledgers: &'a mut BTreeMap<ChannelId, ConsensusChannel>,
+    pub peers: &'a HashMap<ChannelId, Address>,
+    pub holdings: &'a HashMap<ChannelId, U256>,
+    pub concluded: &'a HashSet<ChannelId>,
+    pub effects: &'a mut Effects,
+    /// Ledgers an objective opened in this crank (the party adopts them).
+    pub opened: Vec<ConsensusChannel>,
+    /// Ledgers an objective closed in this crank (the party forgets them).
+    pub closed: Vec<ChannelId>,
+}
+
+/// What the party reads when it reports on an objective.
+pub(crate) struct View<'a> {
+    pub ledgers: &'a BTreeMap<ChannelId, ConsensusChannel>,
+    pub holdings: &'a HashMap<ChannelId, U256>,
+}
+
+/// The steps every objective takes: the party drives each through this trait, never by
+/// matching on its kind.
+pub(crate) trait Crank {
+    /// Which objective this is.
+    fn id(&self) -> ObjectiveId;
+
+    /// Takes a peer's copy of a state of one of the objective's signature rounds; returns our
+    /// copy (to answer with when it holds more).
+    fn receive_state(
+        &mut self,
+        state: &SignedState,
+        ledger: Option<&ConsensusChannel>,
+    ) -> Result<SignedState, PartyError>;
+
+    /// Moves as far as the party's state allows; `Ok(true)` once complete.
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError>;
+
+    /// On the timer: what a lost message or a failed transaction may have withheld, again.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>);
+
+    /// A transaction the objective asked for failed.
+    fn transaction_failed(&mut self) {}
+
+    /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
+    fn decide(&self, _ledger: ChannelId, _proposal: &Proposal) -> Option<Approval> {
+        None
+    }
+
+    /// What the objective waits for.
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor;
+}
+
+/// An objective of any kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Opening a ledger.
+    DirectFund(DirectFund),
+    /// Closing a ledger.
+    DirectDefund(DirectDefund),
+    /// Funding a virtual channel.
+    VirtualFund(VirtualFund),
+    /// Closing a virtual channel.
+    VirtualDefund(VirtualDefund),
+}
+
+/// Calls `$call` on whichever objective `$self` holds: the one place that matches on kinds.
+macro_rules! dispatch {
+    ($self:expr, $o:ident => $call:expr) => {
+        match $self {
+            Objective::DirectFund($o) => $call,
+            Objective::DirectDefund($o) => $call,
+            Objective::VirtualFund($o) => $call,
+            Objective::VirtualDefund($o) => $call,
+        }
+    };
+}
+
+impl Crank for Objective {
+    fn id(&self) -> ObjectiveId {
+        dispatch!(self, o => o.id())
+    }
+
+    fn receive_state(
+        &mut self,
+        state: &SignedState,
+        ledger: Option<&ConsensusChannel>,
+    ) -> Result<SignedState, PartyError> {
+        dispatch!(self, o => o.receive_state(state, ledger))
+    }
+
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        dispatch!(self, o => o.crank(ctx))
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        dispatch!(self, o => o.on_timer(ctx))
+    }
+
+    fn transaction_failed(&mut self) {
+        dispatch!(self, o => o.transaction_failed())
+    }
+
+    fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
+        dispatch!(self, o => o.decide(ledger, proposal))
+    }
+
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
+        dispatch!(self, o => o.waiting_for(view))
+    }
+}
