@@ -111,11 +111,11 @@ pub fn calldata(tx: &ChainTransaction) -> Vec<u8> {
                 .abi_encode()
         }
         ChainTransaction::Checkpoint { state } => abi::checkpoint_calldata(state),
-        ChainTransaction::Challenge { state, challenger_signature } => with_selector(
+        ChainTransaction::Challenge { proof, state, challenger_signature } => with_selector(
             I::challengeCall::SELECTOR,
             (
                 abi::FixedPart::from(&state.state().fixed_part()),
-                Vec::<abi::SignedVariablePart>::new(),
+                proof.iter().map(abi::SignedVariablePart::from).collect::<Vec<_>>(),
                 abi::SignedVariablePart::from(state),
                 abi::Signature::from(challenger_signature),
             ),

@@ -1,25 +1,12 @@
-//! What the core asks of the chain and hears from it, as plain data (sans-IO): the
-//! transactions objectives want submitted and the adjudicator events they react to.
-//! The `nitro-chain` crate carries these out against a real `NitroAdjudicator`.
-//!
-//! Every transaction names exactly the arguments of one `NitroAdjudicator` function, and
-//! [`ChainTransaction::validate`] refuses, before anything is sent, what the contract would
-//! revert for reasons visible off chain (a state not signed by everyone, a conclude with a
-//! non-final state, a challenger who is not a participant, out-of-range indices, ...).
-//!
-//! The adjudicator records, per channel, a packed [`ChannelStatus`]; its fingerprint commits to
-//! the registered state hash and outcome hash. Two facts about the deployed contract matter for
-//! `transfer` and `reclaim`: after `conclude` the registered state hash is **zero** (only the
-//! outcome is fingerprinted), while after a challenge times out it is the challenged state's
-//! hash; and both functions take the outcome as ABI-encoded bytes ([`Exit::encode`]).
+//! The transactions objectives ask for: one variant per `NitroAdjudicator` function, checked
+//! off chain before anything is sent.
 
-use alloy_primitives::{keccak256, Address, B256, U256};
-use alloy_sol_types::SolValue;
+use alloy_primitives::{Address, B256, U256};
 use thiserror::Error;
 
 use crate::{
-    address_of, challenge_hash, recover_signer, AllocationType, ChannelId, Exit, FixedPart, GuaranteeMetadata,
-    Signature, SignatureError, SignedState, SignedStateError, SigningKey, State, TurnNum, VariablePart,
+    address_of, challenge_hash, recover_signer, AllocationType, ChannelId, Exit, GuaranteeMetadata, Signature,
+    SignatureError, SignedState, SigningKey, TurnNum,
 };
 
 /// A call to the `NitroAdjudicator`, with exactly the data the contract function takes.
@@ -54,10 +41,17 @@ pub enum ChainTransaction {
         /// The candidate; must be signed by every participant.
         state: SignedState,
     },
-    /// `challenge(fixedPart, [], candidate, challengerSig)`: force the channel to finalize with
-    /// `state` after its challenge duration, unless a newer supported state is checkpointed.
+    /// `challenge(fixedPart, proof, candidate, challengerSig)`: force the channel to finalize
+    /// with `state` after its challenge duration, unless a newer supported state is
+    /// checkpointed or challenged with.
     Challenge {
-        /// The candidate; must be signed by every participant.
+        /// The support proof: empty for ledgers (the `ConsensusApp` needs every signature on
+        /// the candidate); a virtual channel's payee proves its redemption state with the fully
+        /// signed postfund state.
+        #[serde(default)]
+        proof: Vec<SignedState>,
+        /// The candidate: signed by every participant when the proof is empty; with a proof,
+        /// by whoever the channel's app requires (the payee, for a redemption).
         state: SignedState,
         /// A participant's signature on `challenge_hash(state.hash())` (see
         /// [`challenger_signature`]).
@@ -237,10 +231,21 @@ impl ChainTransaction {
         Ok(tx)
     }
 
-    /// A challenge with `state`, signed as challenger by `challenger` (a participant).
+    /// A challenge with `state` (signed by every participant), signed as challenger by
+    /// `challenger` (a participant).
     pub fn challenge(state: SignedState, challenger: &SigningKey) -> Result<Self, ChainTransactionError> {
+        Self::challenge_with_proof(Vec::new(), state, challenger)
+    }
+
+    /// A challenge with `state` supported by `proof` (fully signed states), signed as
+    /// challenger by `challenger` (a participant).
+    pub fn challenge_with_proof(
+        proof: Vec<SignedState>,
+        state: SignedState,
+        challenger: &SigningKey,
+    ) -> Result<Self, ChainTransactionError> {
         let challenger_signature = challenger_signature(&state, challenger);
-        let tx = Self::Challenge { state, challenger_signature };
+        let tx = Self::Challenge { proof, state, challenger_signature };
         tx.validate()?;
         Ok(tx)
     }
@@ -302,8 +307,21 @@ impl ChainTransaction {
                 Ok(())
             }
             Self::Checkpoint { state } => require_fully_signed(state),
-            Self::Challenge { state, challenger_signature } => {
-                require_fully_signed(state)?;
+            Self::Challenge { proof, state, challenger_signature } => {
+                if proof.is_empty() {
+                    require_fully_signed(state)?;
+                } else {
+                    for p in proof {
+                        require_fully_signed(p)?;
+                    }
+                    if state.signatures().iter().all(Option::is_none) {
+                        return Err(ChainTransactionError::NotFullySigned {
+                            channel_id: state.channel_id(),
+                            turn_num: state.state().turn_num,
+                            missing: (0..state.signatures().len()).collect(),
+                        });
+                    }
+                }
                 let challenger = recover_signer(&challenge_hash(&state.hash()), challenger_signature)?;
                 if state.state().participants.contains(&challenger) {
                     Ok(())
@@ -384,290 +402,11 @@ impl ChainTransaction {
     }
 }
 
-/// A state as the adjudicator emitted it in a `ChallengeRegistered` event: a variable part and
-/// the signatures submitted with it (unverified: they are what the challenger sent).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SubmittedState {
-    /// The variable part.
-    pub variable_part: VariablePart,
-    /// The signatures, in the order submitted.
-    pub signatures: Vec<Signature>,
-}
-
-impl SubmittedState {
-    /// Its turn number.
-    pub fn turn_num(&self) -> TurnNum {
-        self.variable_part.turn_num
-    }
-
-    /// The full state, given the channel's fixed part.
-    pub fn state(&self, fixed: &FixedPart) -> State {
-        State::new(fixed.clone(), self.variable_part.clone())
-    }
-
-    /// The state with its signatures verified against the participants of `fixed`.
-    pub fn signed_state(&self, fixed: &FixedPart) -> Result<SignedState, SignedStateError> {
-        let mut signed = SignedState::new(self.state(fixed));
-        for signature in &self.signatures {
-            signed.add_signature(*signature)?;
-        }
-        Ok(signed)
-    }
-}
-
-/// An event of the `NitroAdjudicator` that concerns a channel, with the block it is in.
-///
-/// Events are delivered in chain order (block, then log index).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ChainEvent {
-    /// `Deposited(destination, asset, destinationHoldings)`: the channel now holds `now_held`.
-    Deposited {
-        /// The channel credited.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// The asset deposited.
-        #[serde(with = "crate::json::address")]
-        asset: Address,
-        /// The channel's holdings of `asset` after the deposit.
-        #[serde(with = "crate::json::uint256")]
-        now_held: U256,
-    },
-    /// `AllocationUpdated(channelId, assetIndex, initialHoldings, finalHoldings)`: a payout
-    /// (`transfer`, `transferAllAssets`, `concludeAndTransferAllAssets`) left the channel
-    /// holding `final_holdings` of the outcome's asset `asset_index`.
-    AllocationUpdated {
-        /// The channel paying out.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// Index of the asset in the channel's outcome.
-        #[serde(with = "crate::json::uint256")]
-        asset_index: U256,
-        /// Holdings before the payout.
-        #[serde(with = "crate::json::uint256")]
-        initial_holdings: U256,
-        /// Holdings after the payout.
-        #[serde(with = "crate::json::uint256")]
-        final_holdings: U256,
-    },
-    /// `Concluded(channelId, finalizesAt)`: the channel was concluded with a final state.
-    Concluded {
-        /// The channel.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// When it finalized (the block's timestamp).
-        finalizes_at: u64,
-    },
-    /// `ChallengeRegistered(channelId, finalizesAt, proof, candidate)`: someone challenged
-    /// with `candidate`; the channel finalizes with it at `finalizes_at` unless a state with a
-    /// higher turn number is checkpointed (or challenged with) before.
-    ChallengeRegistered {
-        /// The channel.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// Unix time at which the channel finalizes with the candidate.
-        finalizes_at: u64,
-        /// The support proof submitted (empty for ledger channels).
-        proof: Vec<SubmittedState>,
-        /// The challenged state.
-        candidate: SubmittedState,
-    },
-    /// `ChallengeCleared(channelId, newTurnNumRecord)`: a checkpoint cleared a challenge.
-    ChallengeCleared {
-        /// The channel.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// The turn number now recorded.
-        #[serde(with = "crate::json::uint48")]
-        new_turn_num_record: TurnNum,
-    },
-    /// `Checkpointed(channelId, newTurnNumRecord)`: a checkpoint on a channel with no challenge.
-    Checkpointed {
-        /// The channel.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// The turn number now recorded.
-        #[serde(with = "crate::json::uint48")]
-        new_turn_num_record: TurnNum,
-    },
-    /// `Reclaimed(channelId, assetIndex)`: a guarantee of this (source) ledger was reclaimed.
-    Reclaimed {
-        /// The source ledger.
-        #[serde(with = "crate::json::bytes32")]
-        channel_id: ChannelId,
-        /// Block of the event.
-        block_number: u64,
-        /// Index of the asset in the ledger's outcome.
-        #[serde(with = "crate::json::uint256")]
-        asset_index: U256,
-    },
-}
-
-impl ChainEvent {
-    /// The channel the event concerns.
-    pub fn channel_id(&self) -> ChannelId {
-        match self {
-            Self::Deposited { channel_id, .. }
-            | Self::AllocationUpdated { channel_id, .. }
-            | Self::Concluded { channel_id, .. }
-            | Self::ChallengeRegistered { channel_id, .. }
-            | Self::ChallengeCleared { channel_id, .. }
-            | Self::Checkpointed { channel_id, .. }
-            | Self::Reclaimed { channel_id, .. } => *channel_id,
-        }
-    }
-
-    /// The block the event is in.
-    pub fn block_number(&self) -> u64 {
-        match self {
-            Self::Deposited { block_number, .. }
-            | Self::AllocationUpdated { block_number, .. }
-            | Self::Concluded { block_number, .. }
-            | Self::ChallengeRegistered { block_number, .. }
-            | Self::ChallengeCleared { block_number, .. }
-            | Self::Checkpointed { block_number, .. }
-            | Self::Reclaimed { block_number, .. } => *block_number,
-        }
-    }
-
-    /// For a `ChallengeRegistered`: whether the challenged state is older than our latest
-    /// supported state (turn `our_latest_turn`), so that checkpointing ours clears it.
-    /// `None` for every other event.
-    pub fn challenge_is_stale(&self, our_latest_turn: TurnNum) -> Option<bool> {
-        match self {
-            Self::ChallengeRegistered { candidate, .. } => Some(candidate.turn_num() < our_latest_turn),
-            _ => None,
-        }
-    }
-}
-
-/// Where a channel stands on chain, at a given time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChannelMode {
-    /// No challenge and not finalized.
-    Open,
-    /// A challenge is running.
-    Challenge,
-    /// Finalized: funds can be paid out.
-    Finalized,
-}
-
-/// The adjudicator's `statusOf[channelId]`: `turnNumRecord (48 bits) ‖ finalizesAt (48 bits) ‖
-/// fingerprint (160 bits)`, where the fingerprint is the low 160 bits of
-/// `keccak256(abi.encode(stateHash, outcomeHash))`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ChannelStatus {
-    /// The highest turn number the chain knows to be supported (zero after `conclude`).
-    pub turn_num_record: TurnNum,
-    /// When the channel finalizes (unix seconds); zero when open.
-    pub finalizes_at: u64,
-    /// Commitment to the registered state hash and outcome hash (zero when none).
-    pub fingerprint: [u8; 20],
-}
-
-impl ChannelStatus {
-    /// Unpacks the stored 32-byte word.
-    pub fn from_word(word: B256) -> Self {
-        let mut turn = [0u8; 8];
-        turn[2..].copy_from_slice(&word[..6]);
-        let mut finalizes = [0u8; 8];
-        finalizes[2..].copy_from_slice(&word[6..12]);
-        let mut fingerprint = [0u8; 20];
-        fingerprint.copy_from_slice(&word[12..]);
-        Self {
-            turn_num_record: TurnNum::from(u64::from_be_bytes(turn)),
-            finalizes_at: u64::from_be_bytes(finalizes),
-            fingerprint,
-        }
-    }
-
-    /// The fingerprint the adjudicator stores for a registered state hash and outcome hash.
-    pub fn fingerprint_of(state_hash: B256, outcome_hash: B256) -> [u8; 20] {
-        let digest = keccak256((state_hash, outcome_hash).abi_encode_params());
-        let mut out = [0u8; 20];
-        out.copy_from_slice(&digest[12..]);
-        out
-    }
-
-    /// Whether the chain has registered exactly this state hash and outcome.
-    pub fn is_registered(&self, state_hash: B256, outcome: &Exit) -> bool {
-        self.fingerprint == Self::fingerprint_of(state_hash, outcome.hash())
-    }
-
-    /// The channel's mode at unix time `now` (the latest block's timestamp).
-    pub fn mode(&self, now: u64) -> ChannelMode {
-        if self.finalizes_at == 0 {
-            ChannelMode::Open
-        } else if self.finalizes_at <= now {
-            ChannelMode::Finalized
-        } else {
-            ChannelMode::Challenge
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::*;
     use super::*;
-    use crate::{destination_of, Allocation, AssetMetadata, Bytes, SingleAssetExit};
-    use alloy_primitives::aliases::U48;
-
-    fn key(n: u8) -> SigningKey {
-        let mut b = [0u8; 32];
-        b[31] = n;
-        SigningKey::from_bytes(&b).unwrap()
-    }
-
-    fn exit(allocations: Vec<Allocation>) -> Exit {
-        Exit(vec![SingleAssetExit { asset: Address::ZERO, asset_metadata: AssetMetadata::default(), allocations }])
-    }
-
-    fn ledger_state(turn: u64, is_final: bool, with_guarantee: bool) -> State {
-        let (a, b) = (key(1), key(2));
-        let mut allocations = vec![
-            Allocation::simple(destination_of(a.address()), U256::from(5)),
-            Allocation::simple(destination_of(b.address()), U256::from(7)),
-        ];
-        if with_guarantee {
-            allocations.push(Allocation {
-                destination: B256::repeat_byte(0xcc),
-                amount: U256::from(3),
-                allocation_type: AllocationType::GUARANTEE,
-                metadata: GuaranteeMetadata { left: destination_of(a.address()), right: destination_of(b.address()) }
-                    .encode(),
-            });
-        }
-        State {
-            participants: vec![a.address(), b.address()],
-            channel_nonce: 9,
-            app_definition: Address::repeat_byte(0xaa),
-            challenge_duration: U48::from(60),
-            outcome: exit(allocations),
-            app_data: Bytes::new(),
-            turn_num: U48::from(turn),
-            is_final,
-        }
-    }
-
-    fn signed(state: State, keys: &[u8]) -> SignedState {
-        let mut s = SignedState::new(state);
-        for k in keys {
-            s.sign(&key(*k)).unwrap();
-        }
-        s
-    }
+    use crate::{destination_of, Allocation};
 
     #[test]
     fn checkpoint_and_conclude_need_every_signature() {
@@ -700,13 +439,17 @@ mod tests {
         let tx = ChainTransaction::challenge(state.clone(), &key(2)).unwrap();
         assert_eq!(tx.channel_id(), state.channel_id());
         let outsider = ChainTransaction::Challenge {
+            proof: vec![],
             state: state.clone(),
             challenger_signature: challenger_signature(&state, &key(3)),
         };
         assert_eq!(outsider.validate(), Err(ChainTransactionError::ChallengerNotParticipant(key(3).address())));
         // A signature on the bare state hash is not a challenger signature.
-        let wrong_digest =
-            ChainTransaction::Challenge { state: state.clone(), challenger_signature: key(1).sign(&state.hash()) };
+        let wrong_digest = ChainTransaction::Challenge {
+            proof: vec![],
+            state: state.clone(),
+            challenger_signature: key(1).sign(&state.hash()),
+        };
         assert!(wrong_digest.validate().is_err());
     }
 
@@ -765,49 +508,5 @@ mod tests {
         assert_eq!(reclaim(2).validate(), Ok(()));
         assert_eq!(reclaim(0).validate(), Err(ChainTransactionError::NotAGuarantee { index: 0 }));
         assert!(matches!(reclaim(3).validate(), Err(ChainTransactionError::AllocationIndexOutOfRange { .. })));
-    }
-
-    #[test]
-    fn status_word_unpacks() {
-        let mut word = [0u8; 32];
-        word[5] = 7; // turnNumRecord = 7
-        word[10] = 1;
-        word[11] = 2; // finalizesAt = 258
-        word[31] = 0xee;
-        let status = ChannelStatus::from_word(B256::from(word));
-        assert_eq!(status.turn_num_record, U48::from(7));
-        assert_eq!(status.finalizes_at, 258);
-        assert_eq!(status.fingerprint[19], 0xee);
-        assert_eq!(status.mode(257), ChannelMode::Challenge);
-        assert_eq!(status.mode(258), ChannelMode::Finalized);
-        assert_eq!(ChannelStatus::default().mode(1), ChannelMode::Open);
-    }
-
-    #[test]
-    fn stale_challenges_are_recognised() {
-        let event = ChainEvent::ChallengeRegistered {
-            channel_id: B256::ZERO,
-            block_number: 3,
-            finalizes_at: 100,
-            proof: vec![],
-            candidate: SubmittedState {
-                variable_part: ledger_state(4, false, false).variable_part(),
-                signatures: vec![],
-            },
-        };
-        assert_eq!(event.challenge_is_stale(U48::from(5)), Some(true));
-        assert_eq!(event.challenge_is_stale(U48::from(4)), Some(false));
-        assert_eq!(event.block_number(), 3);
-    }
-
-    #[test]
-    fn submitted_states_verify_their_signatures() {
-        let state = signed(ledger_state(4, false, false), &[1, 2]);
-        let submitted = SubmittedState {
-            variable_part: state.state().variable_part(),
-            signatures: state.signatures().iter().flatten().copied().collect(),
-        };
-        let back = submitted.signed_state(&state.state().fixed_part()).unwrap();
-        assert_eq!(back, state);
     }
 }
