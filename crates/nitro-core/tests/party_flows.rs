@@ -13,8 +13,8 @@ use nitro_core::{
 fn direct_fund_opens_a_ledger_with_both_deposits() {
     let mut w = World::new();
     let (la, lb) = w.open_ledgers(1000);
-    assert_eq!(w.chain.holdings[&la], U256::from(2000));
-    assert_eq!(w.chain.holdings[&lb], U256::from(2000));
+    assert_eq!(w.chain.holdings(&la), U256::from(2000));
+    assert_eq!(w.chain.holdings(&lb), U256::from(2000));
     assert_eq!(w.chain.deposited[&w.addr(1)], U256::from(2000));
     let hub_view = w.parties[1].ledger(&la).unwrap();
     assert!(matches!(hub_view, ConsensusChannel::Leader(_)));
@@ -85,7 +85,7 @@ fn virtual_channels_fund_pay_and_defund_through_the_hub() {
     assert_eq!(w.chain.paid_out[&alice], U256::from(10_000 - 300));
     assert_eq!(w.chain.paid_out[&bob], U256::from(10_000 + 300));
     assert_eq!(w.chain.paid_out[&hub], U256::from(20_000));
-    assert!(w.chain.holdings.values().all(|h| h.is_zero()));
+    assert!(w.chain.all_holdings().all(|(_, h)| h.is_zero()));
     assert!(w.parties.iter().all(|p| p.ledgers().count() == 0));
 }
 
@@ -121,7 +121,7 @@ fn everything_completes_over_a_lossy_network() {
     w.run_lossy(|w| defunds.iter().all(|id| w.parties.iter().all(|p| p.is_complete(id))));
     let closes = [w.call(1, |p| p.direct_defund(a.channel_id())), w.call(1, |p| p.direct_defund(b.channel_id()))];
     w.run_lossy(|w| {
-        w.chain.holdings.values().all(|h| h.is_zero()) && w.parties.iter().all(|p| p.ledgers().count() == 0)
+        w.chain.all_holdings().all(|(_, h)| h.is_zero()) && w.parties.iter().all(|p| p.ledgers().count() == 0)
     });
     assert_eq!(w.chain.paid_out[&alice], U256::from(500));
     assert_eq!(w.chain.paid_out[&hub], U256::from(1000));

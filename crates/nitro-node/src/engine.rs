@@ -273,14 +273,16 @@ fn encode(value: &impl Serialize, poisoned: &mut bool) -> Result<String, EngineE
 struct StoredTransaction {
     objective: Option<ObjectiveId>,
     transaction: nitro_core::chain::ChainTransaction,
+    #[serde(default)]
+    deadline: Option<u64>,
 }
 
 impl StoredTransaction {
     fn from_request(t: &TransactionRequest) -> Self {
-        Self { objective: t.objective, transaction: t.transaction.clone() }
+        Self { objective: t.objective, transaction: t.transaction.clone(), deadline: t.deadline }
     }
 
     fn into_request(self) -> TransactionRequest {
-        TransactionRequest { objective: self.objective, transaction: self.transaction }
+        TransactionRequest { objective: self.objective, transaction: self.transaction, deadline: self.deadline }
     }
 }

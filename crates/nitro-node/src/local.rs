@@ -21,7 +21,7 @@ pub enum NetworkError {
         /// Who refused.
         party: String,
         /// Why.
-        error: PartyError,
+        error: Box<PartyError>,
     },
     /// The chain failed in a way retries did not cure.
     #[error(transparent)]
@@ -157,8 +157,10 @@ impl LocalNetwork {
         i: usize,
         f: impl FnOnce(&mut Party) -> Result<(T, Effects), PartyError>,
     ) -> Result<T, NetworkError> {
-        let (value, effects) = f(&mut self.participants[i].party)
-            .map_err(|error| NetworkError::Party { party: self.participants[i].name.clone(), error })?;
+        let (value, effects) = f(&mut self.participants[i].party).map_err(|error| NetworkError::Party {
+            party: self.participants[i].name.clone(),
+            error: Box::new(error),
+        })?;
         self.absorb(i, effects);
         Ok(value)
     }

@@ -67,6 +67,14 @@ impl ConsensusChannel {
         }
     }
 
+    /// The outcome with every queued (leader) or pending (follower) proposal applied.
+    pub fn latest_outcome(&self) -> &LedgerOutcome {
+        match self {
+            Self::Leader(l) => l.latest_outcome(),
+            Self::Follower(f) => f.latest_outcome(),
+        }
+    }
+
     /// Where each guarantee stands.
     pub fn guarantees(&self) -> &GuaranteeManager {
         match self {

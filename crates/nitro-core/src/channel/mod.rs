@@ -19,5 +19,6 @@ pub use follower::{Approval, ApprovalPolicy, FollowerChannel, DEFAULT_REORDER_CA
 pub use guarantees::{GuaranteeManager, GuaranteeStatus};
 pub use leader::LeaderChannel;
 pub use ledger::{Balance, Guarantee, LedgerOutcome, OutcomeError, Proposal, ProposalError, Side};
+pub(crate) use messages::bounded_reason;
 pub use messages::{Countersignature, LedgerMessage, Rejection, SignedProposal, MAX_REASON_LEN};
 pub use queue::{ProposalQueue, QueuedProposal};

@@ -7,7 +7,7 @@ use super::{
     round::SignatureRound,
     ObjectiveId, PartyError, TransactionRequest, WaitingFor,
 };
-use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum, U256};
+use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum};
 
 /// The DirectDefund objective of one party.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +92,11 @@ impl DirectDefund {
 
     fn submit(&mut self, ctx: &mut Ctx<'_>) {
         if let Ok(tx) = ChainTransaction::conclude_and_transfer_all_assets(self.final_round.state.clone()) {
-            ctx.effects.transactions.push(TransactionRequest { objective: Some(self.id()), transaction: tx });
+            ctx.effects.transactions.push(TransactionRequest {
+                objective: Some(self.id()),
+                transaction: tx,
+                deadline: None,
+            });
             self.submitted = true;
         }
     }
@@ -150,7 +154,7 @@ impl Crank for DirectDefund {
         if !self.final_round.is_complete() {
             return Ok(false);
         }
-        if ctx.concluded.contains(&self.channel_id) && ctx.holdings.get(&self.channel_id) == Some(&U256::ZERO) {
+        if ctx.chain.is_concluded(&self.channel_id) && ctx.chain.holdings(&self.channel_id).is_zero() {
             ctx.closed.push(self.channel_id);
             return Ok(true);
         }
@@ -165,7 +169,7 @@ impl Crank for DirectDefund {
     /// — as follower — if the leader's has not come after a while.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.final_round.resend(ctx.me, self.id()));
-        if !self.final_round.is_complete() || ctx.concluded.contains(&self.channel_id) {
+        if !self.final_round.is_complete() || ctx.chain.is_concluded(&self.channel_id) {
             return;
         }
         self.waited = self.waited.saturating_add(1);
@@ -182,6 +186,19 @@ impl Crank for DirectDefund {
         if !self.final_round.is_complete() {
             return WaitingFor::signatures("final", &self.final_round);
         }
-        WaitingFor::Payout { held: view.holdings.get(&self.channel_id).copied().unwrap_or_default() }
+        WaitingFor::Payout { held: view.chain.holdings(&self.channel_id) }
+    }
+
+    fn failure(&self) -> Option<&str> {
+        None
+    }
+
+    fn fail_with(&mut self, _: &str) {
+        // A closing ledger has a final state out (signed by us or about to be): it finishes
+        // on chain — by its conclusion, or by a ForceClose challenging the consensus state.
+    }
+
+    fn has_committed(&self, _: &View<'_>) -> bool {
+        true
     }
 }

@@ -23,6 +23,8 @@ pub struct DirectFund {
     deposit_failed: bool,
     /// Timer ticks since our deposit was submitted.
     waited: u32,
+    /// Why the objective stopped (cancelled, declined, taken over by a ForceClose).
+    failure: Option<String>,
 }
 
 /// Ticks to wait for our submitted deposit to show up on chain before submitting it again.
@@ -63,6 +65,7 @@ impl DirectFund {
             deposit_submitted: false,
             deposit_failed: false,
             waited: 0,
+            failure: None,
         })
     }
 
@@ -71,9 +74,24 @@ impl DirectFund {
         &self.prefund.state.state().participants
     }
 
+    /// The prefund state (turn 0), with the signatures held so far.
+    pub fn prefund(&self) -> &SignedState {
+        &self.prefund.state
+    }
+
     /// The postfund state (turn 1), with the signatures held so far.
     pub fn postfund(&self) -> &SignedState {
         &self.postfund.state
+    }
+
+    /// The ledger's asset.
+    pub fn asset(&self) -> crate::Address {
+        self.asset
+    }
+
+    /// The two deposits, ours first.
+    pub fn amounts_mine_first(&self) -> [U256; 2] {
+        [self.amounts[self.my_index], self.amounts[1 - self.my_index]]
     }
 
     /// The ledger being funded.
@@ -110,6 +128,9 @@ impl Crank for DirectFund {
     /// the store and the chain). A second deposit cannot double-fund: it carries the holdings
     /// seen now as `expectedHeld`, so at most one of two copies can execute.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        if self.failure.is_some() {
+            return;
+        }
         ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
         ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
         if self.deposit_submitted {
@@ -123,12 +144,15 @@ impl Crank for DirectFund {
     }
 
     fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        if self.failure.is_some() {
+            return Ok(false);
+        }
         let id = self.id();
         self.prefund.sign_and_send(ctx.key, id, ctx.effects);
         if !self.prefund.is_complete() {
             return Ok(false);
         }
-        let held = ctx.holdings.get(&self.channel_id).copied().unwrap_or_default();
+        let held = ctx.chain.holdings(&self.channel_id);
         if held < self.total() {
             let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
             let mine_until = before.saturating_add(self.amounts[self.my_index]);
@@ -141,6 +165,7 @@ impl Crank for DirectFund {
                         expected_held: held,
                         amount: mine_until - held,
                     },
+                    deadline: None,
                 });
                 self.deposit_submitted = true;
             }
@@ -155,10 +180,13 @@ impl Crank for DirectFund {
     }
 
     fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
+        if let Some(why) = &self.failure {
+            return WaitingFor::Failed(why.clone());
+        }
         if !self.prefund.is_complete() {
             return WaitingFor::signatures("prefund", &self.prefund);
         }
-        let held = view.holdings.get(&self.channel_id).copied().unwrap_or_default();
+        let held = view.chain.holdings(&self.channel_id);
         if held < self.total() {
             let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
             return if held < before {
@@ -173,5 +201,22 @@ impl Crank for DirectFund {
             return WaitingFor::signatures("postfund", &self.postfund);
         }
         WaitingFor::Nothing
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn fail_with(&mut self, why: &str) {
+        self.failure.get_or_insert_with(|| why.to_owned());
+    }
+
+    /// Committed once our deposit may be on chain, or our postfund signature is out.
+    fn has_committed(&self, view: &View<'_>) -> bool {
+        let me = self.my_index;
+        let before = self.amounts[..me].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+        self.deposit_submitted
+            || self.postfund.signed_by(me)
+            || (!self.amounts[me].is_zero() && view.chain.holdings(&self.channel_id) > before)
     }
 }

@@ -24,6 +24,16 @@ pub enum Payload {
     Ledger(LedgerMessage),
     /// A payment in a virtual channel, payer to payee.
     Voucher(Voucher),
+    /// The sender will not take part in an objective (its policy refuses it, the state is not
+    /// one it can join, or its operator cancelled it): the objective fails with the reason
+    /// instead of waiting forever. Authenticated by the transport; at most
+    /// [`MAX_REASON_LEN`](crate::MAX_REASON_LEN) bytes of reason.
+    Decline {
+        /// The objective.
+        objective: ObjectiveId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A message to send.
@@ -42,6 +52,10 @@ pub struct TransactionRequest {
     pub objective: Option<ObjectiveId>,
     /// The call.
     pub transaction: ChainTransaction,
+    /// Chain time (unix seconds) by which it must be mined to be of use (the answer to a
+    /// challenge before the challenge expires); a transaction manager prices it up as the
+    /// deadline nears. `None`: no deadline.
+    pub deadline: Option<u64>,
 }
 
 /// What happened, for the store and for people.
@@ -92,6 +106,27 @@ pub enum PartyEvent {
         #[serde(with = "json::bytes32")]
         channel_id: ChannelId,
     },
+    /// A challenge against a ledger expired before our answer was on chain.
+    ChallengeExpired {
+        /// The ledger.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+    },
+    /// A channel is going to chain but this party cannot follow it there.
+    ExitRefused {
+        /// The channel.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+        /// Why.
+        reason: String,
+    },
+    /// An objective stopped for good.
+    ObjectiveFailed {
+        /// Which.
+        id: ObjectiveId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What an input produced.
@@ -110,6 +145,9 @@ pub struct Effects {
     /// objective rounds): what a store checks "one state per turn" against before anything
     /// is sent.
     pub signed: Vec<SignedTurn>,
+    /// Ledgers whose counterparty has been silent past the configured patience while we wait
+    /// on it: the caller should start a force close of each (as a durable request).
+    pub force_close_due: Vec<ChannelId>,
 }
 
 impl Effects {
@@ -120,6 +158,7 @@ impl Effects {
         self.events.extend(other.events);
         self.completed.extend(other.completed);
         self.signed.extend(other.signed);
+        self.force_close_due.extend(other.force_close_due);
     }
 
     pub(crate) fn absorb_ledger_step(&mut self, channel_id: ChannelId, step: Step, peer: Option<Address>) {

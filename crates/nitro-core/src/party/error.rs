@@ -72,6 +72,45 @@ pub enum PartyError {
     /// The turn number would overflow.
     #[error("turn number overflow")]
     TurnOverflow,
+    /// No channel (ledger, funding or virtual channel) with that id.
+    #[error("unknown channel {0}")]
+    UnknownChannel(ChannelId),
+    /// The channel has no state the chain would support (nothing signed by everyone yet).
+    #[error("channel {0} has no state signed by every participant: nothing to take to chain")]
+    NothingSupported(ChannelId),
+    /// A peer declined the objective.
+    #[error("{by} declined: {reason}")]
+    Declined {
+        /// Who declined.
+        by: Address,
+        /// Why.
+        reason: String,
+    },
+    /// The counterparty policy refuses it.
+    #[error("refused by policy: {0}")]
+    Policy(String),
+    /// A party cannot cover its share of a guarantee in a ledger.
+    #[error("ledger {ledger}: {needed} needed, {available} available")]
+    InsufficientFunds {
+        /// The ledger.
+        ledger: ChannelId,
+        /// Our share.
+        needed: U256,
+        /// Our balance there.
+        available: U256,
+    },
+    /// A peer's objective was refused; `answer` tells the peer (a decline) and should be
+    /// sent like any effects.
+    #[error("{error}")]
+    Refused {
+        /// Why.
+        error: Box<PartyError>,
+        /// The decline to send.
+        answer: Box<super::Effects>,
+    },
+    /// The objective cannot be cancelled any more.
+    #[error("objective {0} has committed funds or signatures and cannot be cancelled")]
+    NotCancellable(ObjectiveId),
     /// The request itself is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -17,6 +17,8 @@ pub enum ObjectiveId {
     VirtualFund(ChannelId),
     /// Closing a virtual channel.
     VirtualDefund(ChannelId),
+    /// Taking a channel to chain alone.
+    ForceClose(ChannelId),
 }
 
 impl std::str::FromStr for ObjectiveId {
@@ -29,6 +31,7 @@ impl std::str::FromStr for ObjectiveId {
             "DirectDefund" => Ok(Self::DirectDefund(id)),
             "VirtualFund" => Ok(Self::VirtualFund(id)),
             "VirtualDefund" => Ok(Self::VirtualDefund(id)),
+            "ForceClose" => Ok(Self::ForceClose(id)),
             other => Err(format!("unknown objective kind {other:?}")),
         }
     }
@@ -51,7 +54,11 @@ impl ObjectiveId {
     /// The channel the objective is about.
     pub fn channel_id(&self) -> ChannelId {
         match *self {
-            Self::DirectFund(c) | Self::DirectDefund(c) | Self::VirtualFund(c) | Self::VirtualDefund(c) => c,
+            Self::DirectFund(c)
+            | Self::DirectDefund(c)
+            | Self::VirtualFund(c)
+            | Self::VirtualDefund(c)
+            | Self::ForceClose(c) => c,
         }
     }
 }
@@ -63,6 +70,7 @@ impl fmt::Display for ObjectiveId {
             Self::DirectDefund(_) => "DirectDefund",
             Self::VirtualFund(_) => "VirtualFund",
             Self::VirtualDefund(_) => "VirtualDefund",
+            Self::ForceClose(_) => "ForceClose",
         };
         write!(f, "{kind}-{}", self.channel_id())
     }

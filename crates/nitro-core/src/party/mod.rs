@@ -7,12 +7,16 @@
 //! party's [`ConsensusChannel`]s and runs the four objectives over them:
 //! [`DirectFund`], [`DirectDefund`], [`VirtualFund`] and [`VirtualDefund`].
 
+mod chain_view;
 mod direct_defund;
 mod direct_fund;
 mod effects;
 mod error;
+mod exit;
+mod force_close;
 mod ids;
 mod objective;
+mod policy;
 mod round;
 mod virtual_defund;
 mod virtual_fund;
@@ -20,20 +24,24 @@ mod waiting;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use chain_view::RegisteredChallenge;
 pub use direct_defund::DirectDefund;
 pub use direct_fund::DirectFund;
 pub use effects::{Effects, Envelope, PartyEvent, Payload, TransactionRequest};
 pub use error::PartyError;
+pub use exit::Clock;
+pub use force_close::ForceClose;
 pub use ids::ObjectiveId;
 pub use objective::Objective;
-pub use virtual_defund::{VirtualDefund, VIRTUAL_FINAL_TURN};
+pub use policy::PartyPolicy;
+pub use virtual_defund::{VirtualDefund, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
 
+use chain_view::ChainView;
 use objective::{Crank, Ctx, View};
 
 use crate::{
-    chain::{ChainEvent, ChainTransaction},
     destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit, LedgerMessage,
     Proposal, SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
 };
@@ -64,14 +72,23 @@ pub struct Party {
     ledger_with: HashMap<Address, ChannelId>,
     peers: HashMap<ChannelId, Address>,
     closing: HashSet<ChannelId>,
-    holdings: HashMap<ChannelId, U256>,
-    holdings_block: HashMap<ChannelId, u64>,
-    concluded: HashSet<ChannelId>,
+    chain: ChainView,
     objectives: BTreeMap<ObjectiveId, Entry>,
     /// Cumulative amount paid per virtual channel (as payer: issued; as payee: received).
     paid: HashMap<ChannelId, U256>,
     /// Per follower ledger: the pending head no objective expects, and for how many inputs.
     deferred: HashMap<ChannelId, (crate::TurnNum, u32)>,
+    /// The latest voucher received per virtual channel (as payee): what a redemption carries.
+    vouchers: HashMap<ChannelId, Voucher>,
+    /// Answers to stale challenges, retried until on chain.
+    defences: BTreeMap<ChannelId, exit::Defence>,
+    policy: PartyPolicy,
+    /// Wall clock of the latest tick (unix seconds; 0 before the first).
+    wall_now: u64,
+    /// Wall clock of the first tick: the silence of a peer never heard counts from here.
+    started_at: u64,
+    /// When each peer was last heard from (wall clock of the tick before its message).
+    last_heard: HashMap<Address, u64>,
 }
 
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
@@ -95,13 +112,28 @@ impl Party {
             ledger_with: HashMap::new(),
             peers: HashMap::new(),
             closing: HashSet::new(),
-            holdings: HashMap::new(),
-            holdings_block: HashMap::new(),
-            concluded: HashSet::new(),
+            chain: ChainView::default(),
             objectives: BTreeMap::new(),
             paid: HashMap::new(),
             deferred: HashMap::new(),
+            vouchers: HashMap::new(),
+            defences: BTreeMap::new(),
+            policy: PartyPolicy::default(),
+            wall_now: 0,
+            started_at: 0,
+            last_heard: HashMap::new(),
         }
+    }
+
+    /// The same party with `policy`.
+    pub fn with_policy(mut self, policy: PartyPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The party's policy.
+    pub fn policy(&self) -> &PartyPolicy {
+        &self.policy
     }
 
     /// This party's address.
@@ -137,7 +169,7 @@ impl Party {
     fn funding_with(&self, peer: Address) -> bool {
         self.objectives
             .values()
-            .any(|e| matches!(&e.objective, Objective::DirectFund(d) if !e.done && d.participants().contains(&peer)))
+            .any(|e| matches!(&e.objective, Objective::DirectFund(d) if !e.done && d.failure().is_none() && d.participants().contains(&peer)))
     }
 
     /// The turn-0 state of a channel this party opens: one asset, the given allocations.
@@ -187,8 +219,20 @@ impl Party {
         ];
         let state =
             self.prefund(participants.clone(), self.config.virtual_payment_app, asset, allocations, channel_nonce);
+        let me = self.address();
+        let mut seen = std::collections::HashSet::new();
+        if participants.iter().any(|p| !seen.insert(*p)) {
+            return Err(PartyError::BadRequest("a participant appears twice on the path".into()));
+        }
+        if participants.first() != Some(&me) {
+            return Err(PartyError::BadRequest(
+                "this party funds virtual channels it pays from (the first participant)".into(),
+            ));
+        }
+        amounts[0].checked_add(amounts[1]).ok_or_else(|| PartyError::BadRequest("amounts overflow 256 bits".into()))?;
         let objective = VirtualFund::new(&state, self)?;
         self.check_open(&objective)?;
+        self.check_capacity(&objective)?;
         self.start(Objective::VirtualFund(objective))
     }
 
@@ -249,6 +293,7 @@ impl Party {
     /// Takes a message from peer `from`.
     pub fn handle_message(&mut self, from: Address, payload: Payload) -> Result<Effects, PartyError> {
         let mut effects = Effects::default();
+        self.last_heard.insert(from, self.wall_now);
         match payload {
             Payload::State { objective, state } => {
                 if !state.state().participants.contains(&from) || objective.channel_id() != state.channel_id() {
@@ -258,9 +303,14 @@ impl Party {
                 // state merged into it.
                 let mut created = match self.objectives.contains_key(&objective) {
                     true => None,
-                    false => {
-                        Some(Entry { objective: self.objective_from_state(objective, state.state())?, done: false })
-                    }
+                    false => match self.objective_from_state(objective, state.state()) {
+                        Ok(o) => Some(Entry { objective: o, done: false }),
+                        Err(e) => {
+                            // Tell the sender at once, so that it does not wait forever.
+                            let declined = self.decline_to(objective, vec![from], &e.to_string());
+                            return Err(PartyError::Refused { error: Box::new(e), answer: Box::new(declined) });
+                        }
+                    },
                 };
                 let entry = match created.as_mut() {
                     Some(entry) => entry,
@@ -293,6 +343,9 @@ impl Party {
                 let step = ledger.receive(&message)?;
                 effects.absorb_ledger_step(channel_id, step, Some(from));
             }
+            Payload::Decline { objective, reason } => {
+                effects.extend(self.receive_decline(from, objective, &reason));
+            }
             Payload::Voucher(voucher) => {
                 self.receive_voucher(from, &voucher)?;
                 effects
@@ -321,6 +374,7 @@ impl Party {
             return Err(PartyError::Voucher("not more than the voucher held".into()));
         }
         self.paid.insert(voucher.channel_id, voucher.amount);
+        self.vouchers.insert(voucher.channel_id, *voucher);
         Ok(())
     }
 
@@ -332,7 +386,9 @@ impl Party {
                 if let Some(peer) = peer.filter(|p| self.ledger_with.contains_key(p) || self.funding_with(*p)) {
                     return Err(PartyError::LedgerExists(peer));
                 }
-                DirectFund::new(state, self).map(Objective::DirectFund)
+                let funding = DirectFund::new(state, self)?;
+                self.admit_ledger(state, &funding)?;
+                Ok(Objective::DirectFund(funding))
             }
             ObjectiveId::DirectDefund(ledger) => {
                 let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
@@ -343,6 +399,7 @@ impl Party {
             ObjectiveId::VirtualFund(_) => {
                 let o = VirtualFund::new(state, self)?;
                 self.check_open(&o)?;
+                self.admit_virtual(&o)?;
                 Ok(Objective::VirtualFund(o))
             }
             ObjectiveId::VirtualDefund(channel) => {
@@ -358,59 +415,14 @@ impl Party {
                 }
                 Ok(Objective::VirtualDefund(VirtualDefund::new(state.clone(), &v.ledgers)))
             }
-        }
-    }
-
-    /// Takes an adjudicator event (from a watcher that only reports confirmed blocks).
-    pub fn handle_chain_event(&mut self, event: &ChainEvent) -> Effects {
-        let mut effects = Effects::default();
-        match event {
-            ChainEvent::Deposited { channel_id, now_held, block_number, .. } => {
-                self.observe_holdings(*channel_id, *block_number, *now_held, true);
-            }
-            ChainEvent::AllocationUpdated { channel_id, final_holdings, block_number, .. } => {
-                self.observe_holdings(*channel_id, *block_number, *final_holdings, false);
-            }
-            ChainEvent::Concluded { channel_id, .. } => {
-                self.concluded.insert(*channel_id);
-            }
-            ChainEvent::ChallengeRegistered { channel_id, candidate, .. } => {
-                if let Some(ledger) = self.ledgers.get(channel_id) {
-                    if candidate.turn_num() < ledger.consensus_turn() {
-                        if let Ok(transaction) = ChainTransaction::checkpoint(ledger.consensus_state()) {
-                            effects.transactions.push(TransactionRequest { objective: None, transaction });
-                            effects.events.push(PartyEvent::ChallengeAnswered { channel_id: *channel_id });
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        effects.extend(self.crank_all());
-        effects
-    }
-
-    /// Records holdings reported at `block`, ignoring reports older than the latest one seen
-    /// (events may be delivered out of order). Within a block deposits only grow holdings.
-    fn observe_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256, deposit: bool) {
-        let seen = self.holdings_block.get(&channel_id).copied();
-        let current = self.holdings.get(&channel_id).copied().unwrap_or_default();
-        let newer = match seen {
-            None => true,
-            Some(b) if block > b => true,
-            Some(b) if block == b => !deposit || held > current,
-            Some(_) => false,
-        };
-        if newer {
-            self.holdings.insert(channel_id, held);
-            self.holdings_block.insert(channel_id, block);
+            ObjectiveId::ForceClose(_) => Err(PartyError::UnexpectedState),
         }
     }
 
     /// Sets what the chain holds for a channel as of `block` (read at start-up, before
     /// events arrive).
     pub fn set_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256) -> Effects {
-        self.observe_holdings(channel_id, block, held, false);
+        self.chain.observe_holdings(channel_id, block, held, false);
         self.crank_all()
     }
 
@@ -424,8 +436,29 @@ impl Party {
     }
 
     /// On a timer: everything a lost message may have withheld from a peer, sent again
-    /// (unacknowledged proposals, our signatures on unfinished rounds), and conclusions that
-    /// did not happen yet submitted again. Receivers treat repeats as harmless.
+    /// (unacknowledged proposals, our signatures on unfinished rounds), conclusions and
+    /// challenge answers that did not happen yet submitted again; the chain's clock moves on
+    /// (challenges may expire); ledgers whose counterparty stayed silent too long are
+    /// reported in [`Effects::force_close_due`]. Receivers treat repeats as harmless.
+    pub fn tick(&mut self, clock: Clock) -> Effects {
+        if clock.unix_secs > 0 {
+            if self.started_at == 0 {
+                self.started_at = clock.unix_secs;
+            }
+            self.wall_now = self.wall_now.max(clock.unix_secs);
+        }
+        if let Some(t) = clock.chain_time {
+            self.chain.advance(t);
+        }
+        let mut effects = self.resend();
+        self.tick_defences();
+        effects.extend(self.crank_all());
+        effects.force_close_due = self.silent_counterparties();
+        effects
+    }
+
+    /// Everything a lost message may have withheld from a peer, sent again (the message part
+    /// of [`Party::tick`]).
     pub fn resend(&mut self) -> Effects {
         let mut effects = Effects::default();
         let me = self.address();
@@ -437,17 +470,17 @@ impl Party {
             };
             effects.messages.extend(messages.into_iter().map(|m| Envelope { to: peer, payload: Payload::Ledger(m) }));
         }
-        let Self { key, ledgers, peers, holdings, concluded, objectives, .. } = self;
+        let Self { key, ledgers, peers, chain, objectives, .. } = self;
         let mut ctx = Ctx {
             key,
             me,
             ledgers,
             peers,
-            holdings,
-            concluded,
+            chain,
             effects: &mut effects,
             opened: Vec::new(),
             closed: Vec::new(),
+            force_close: Vec::new(),
         };
         for entry in objectives.values_mut().filter(|e| !e.done) {
             entry.objective.on_timer(&mut ctx);
@@ -461,21 +494,37 @@ impl Party {
         let mut effects = Effects::default();
         for _ in 0..4 {
             let before = (effects.messages.len(), effects.completed.len(), effects.events.len());
-            self.crank_objectives(&mut effects);
+            let needed = self.crank_objectives(&mut effects);
             self.decide_pending(&mut effects);
+            for channel in needed {
+                if let Ok((_, started)) = self.force_close(channel) {
+                    effects.extend(started);
+                }
+            }
             if before == (effects.messages.len(), effects.completed.len(), effects.events.len()) {
                 break;
             }
         }
+        self.crank_defences(&mut effects);
         effects
     }
 
-    fn crank_objectives(&mut self, effects: &mut Effects) {
+    /// Cranks every unfinished objective; returns the channels they need force-closed.
+    fn crank_objectives(&mut self, effects: &mut Effects) -> Vec<ChannelId> {
         let me = self.address();
-        let Self { key, ledgers, ledger_with, peers, holdings, concluded, objectives, closing, .. } = self;
-        let (opened, closed) = {
-            let mut ctx =
-                Ctx { key, me, ledgers, peers, holdings, concluded, effects, opened: Vec::new(), closed: Vec::new() };
+        let Self { key, ledgers, ledger_with, peers, chain, objectives, closing, .. } = self;
+        let (opened, closed, mut needed) = {
+            let mut ctx = Ctx {
+                key,
+                me,
+                ledgers,
+                peers,
+                chain,
+                effects,
+                opened: Vec::new(),
+                closed: Vec::new(),
+                force_close: Vec::new(),
+            };
             for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
                 if entry.objective.crank(&mut ctx).unwrap_or(false) {
                     entry.done = true;
@@ -483,7 +532,7 @@ impl Party {
                     ctx.effects.events.push(PartyEvent::ObjectiveCompleted { id: *id });
                 }
             }
-            (ctx.opened, ctx.closed)
+            (ctx.opened, ctx.closed, ctx.force_close)
         };
         for channel in opened {
             let id = channel.channel_id();
@@ -503,6 +552,10 @@ impl Party {
             }
             effects.events.push(PartyEvent::LedgerClosed { channel_id: id });
         }
+        needed.sort();
+        needed.dedup();
+        needed.retain(|c| !objectives.contains_key(&ObjectiveId::ForceClose(*c)));
+        needed
     }
 
     fn decide_pending(&mut self, effects: &mut Effects) {
@@ -578,7 +631,21 @@ impl Party {
         if e.done {
             return Some(WaitingFor::Nothing);
         }
-        Some(e.objective.waiting_for(&View { ledgers: &self.ledgers, holdings: &self.holdings }))
+        Some(e.objective.waiting_for(&self.view()))
+    }
+
+    fn view(&self) -> View<'_> {
+        View { ledgers: &self.ledgers, chain: &self.chain, me: self.address() }
+    }
+
+    /// The challenge registered on chain for `channel`, if any (finalization time included).
+    pub fn registered_challenge(&self, channel: &ChannelId) -> Option<&RegisteredChallenge> {
+        self.chain.challenge(channel)
+    }
+
+    /// The latest chain time the party has seen.
+    pub fn chain_time(&self) -> u64 {
+        self.chain.now()
     }
 
     /// Every objective and whether it completed.

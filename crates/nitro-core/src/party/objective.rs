@@ -2,10 +2,13 @@
 //! [`Objective`] enum that holds any of them (dispatching in one place), and the [`Ctx`] an
 //! objective sees of its party while it runs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use super::{DirectDefund, DirectFund, Effects, ObjectiveId, PartyError, VirtualDefund, VirtualFund, WaitingFor};
-use crate::{Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey, U256};
+use super::{
+    chain_view::ChainView, DirectDefund, DirectFund, Effects, ForceClose, ObjectiveId, PartyError, VirtualDefund,
+    VirtualFund, WaitingFor,
+};
+use crate::{chain::ChainEvent, Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey};
 
 /// What an objective sees of the party while it runs.
 pub(crate) struct Ctx<'a> {
@@ -13,19 +16,22 @@ pub(crate) struct Ctx<'a> {
     pub me: Address,
     pub ledgers: &'a mut BTreeMap<ChannelId, ConsensusChannel>,
     pub peers: &'a HashMap<ChannelId, Address>,
-    pub holdings: &'a HashMap<ChannelId, U256>,
-    pub concluded: &'a HashSet<ChannelId>,
+    pub chain: &'a mut ChainView,
     pub effects: &'a mut Effects,
     /// Ledgers an objective opened in this crank (the party adopts them).
     pub opened: Vec<ConsensusChannel>,
     /// Ledgers an objective closed in this crank (the party forgets them).
     pub closed: Vec<ChannelId>,
+    /// Channels an objective needs taken to chain (the party starts a ForceClose for each).
+    pub force_close: Vec<ChannelId>,
 }
 
 /// What the party reads when it reports on an objective.
 pub(crate) struct View<'a> {
     pub ledgers: &'a BTreeMap<ChannelId, ConsensusChannel>,
-    pub holdings: &'a HashMap<ChannelId, U256>,
+    pub chain: &'a ChainView,
+    /// The party's address.
+    pub me: Address,
 }
 
 /// The steps every objective takes: the party drives each through this trait, never by
@@ -58,6 +64,21 @@ pub(crate) trait Crank {
 
     /// What the objective waits for.
     fn waiting_for(&self, view: &View<'_>) -> WaitingFor;
+
+    /// An adjudicator event about one of the party's channels.
+    fn on_chain_event(&mut self, _event: &ChainEvent) {}
+
+    /// Why the objective stopped for good, if it did.
+    fn failure(&self) -> Option<&str>;
+
+    /// Stops the objective for good with `why` (cancelled, declined by a peer, or taken over
+    /// by a ForceClose): it proposes, signs and submits nothing more.
+    fn fail_with(&mut self, why: &str);
+
+    /// Whether the objective has committed anything that cannot be taken back by stopping it
+    /// (funds deposited or locked, a state signed that moves funds): then it cannot be
+    /// cancelled.
+    fn has_committed(&self, view: &View<'_>) -> bool;
 }
 
 /// An objective of any kind.
@@ -71,6 +92,8 @@ pub enum Objective {
     VirtualFund(VirtualFund),
     /// Closing a virtual channel.
     VirtualDefund(VirtualDefund),
+    /// Taking a channel to chain alone.
+    ForceClose(ForceClose),
 }
 
 /// Calls `$call` on whichever objective `$self` holds: the one place that matches on kinds.
@@ -81,6 +104,7 @@ macro_rules! dispatch {
             Objective::DirectDefund($o) => $call,
             Objective::VirtualFund($o) => $call,
             Objective::VirtualDefund($o) => $call,
+            Objective::ForceClose($o) => $call,
         }
     };
 }
@@ -116,5 +140,21 @@ impl Crank for Objective {
 
     fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
         dispatch!(self, o => o.waiting_for(view))
+    }
+
+    fn on_chain_event(&mut self, event: &ChainEvent) {
+        dispatch!(self, o => Crank::on_chain_event(o, event))
+    }
+
+    fn failure(&self) -> Option<&str> {
+        dispatch!(self, o => o.failure())
+    }
+
+    fn fail_with(&mut self, why: &str) {
+        dispatch!(self, o => o.fail_with(why))
+    }
+
+    fn has_committed(&self, view: &View<'_>) -> bool {
+        dispatch!(self, o => o.has_committed(view))
     }
 }

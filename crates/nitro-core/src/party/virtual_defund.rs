@@ -10,8 +10,15 @@ use super::{
 };
 use crate::{Approval, ChannelId, ConsensusChannel, Proposal, SignedState, State, U256, U48};
 
-/// The turn of V's final state: after the prefund (0) and postfund (1) rounds.
-pub const VIRTUAL_FINAL_TURN: u64 = 2;
+/// The turn of V's final state: after the prefund (0), postfund (1) and the payee's
+/// redemption turn (2, [`REDEMPTION_TURN`]), which the `VirtualPaymentApp` fixes and which a
+/// payee may sign alone when it takes V to chain: a final state at turn 2 would be a second
+/// state at that turn.
+pub const VIRTUAL_FINAL_TURN: u64 = 3;
+
+/// The turn of a `VirtualPaymentApp` redemption state (the app supports it, signed by the
+/// payee alone, on top of the fully signed postfund).
+pub const REDEMPTION_TURN: u64 = 2;
 
 impl VirtualChannel {
     /// V's final state after the payer paid `paid` to the payee.
@@ -23,6 +30,23 @@ impl VirtualChannel {
         state.outcome.0[0].allocations[1].amount = b;
         state.turn_num = U48::from(VIRTUAL_FINAL_TURN);
         state.is_final = true;
+        Ok(state)
+    }
+
+    /// The redemption state the payee signs to take V to chain with the payer's `voucher`:
+    /// turn 2, the voucher as app data, the payer's allocation less the voucher's amount and
+    /// the payee's allocation equal to it (what the `VirtualPaymentApp` requires; it assumes
+    /// the payee put nothing in).
+    pub fn redemption_state(&self, voucher: &crate::Voucher) -> Result<State, PartyError> {
+        let a = self.amounts[0]
+            .checked_sub(voucher.amount)
+            .ok_or(PartyError::Overpaid { paid: voucher.amount, available: self.amounts[0] })?;
+        let mut state = self.prefund.clone();
+        state.outcome.0[0].allocations[0].amount = a;
+        state.outcome.0[0].allocations[1].amount = voucher.amount;
+        state.app_data = voucher.app_data();
+        state.turn_num = U48::from(REDEMPTION_TURN);
+        state.is_final = false;
         Ok(state)
     }
 
@@ -174,5 +198,17 @@ impl Crank for VirtualDefund {
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         let me = ctx.me;
         ctx.effects.messages.extend(self.final_round.resend(me, self.id()));
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn fail_with(&mut self, why: &str) {
+        self.failure.get_or_insert_with(|| why.to_owned());
+    }
+
+    fn has_committed(&self, _: &View<'_>) -> bool {
+        true // a final state of V is signed or about to be
     }
 }

@@ -133,6 +133,11 @@ impl VirtualFund {
         &self.channel
     }
 
+    /// V's prefund state (with the signatures held so far).
+    pub fn prefund(&self) -> &SignedState {
+        &self.prefund.state
+    }
+
     /// V's postfund state (with the signatures held so far).
     pub fn postfund(&self) -> &SignedState {
         &self.postfund.state
@@ -155,7 +160,9 @@ impl Crank for VirtualFund {
     /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
     fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
         let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
-        Some(if !self.prefund.is_complete() {
+        Some(if let Some(why) = &self.failure {
+            Approval::Reject(format!("virtual channel {}: {why}", self.channel_id))
+        } else if !self.prefund.is_complete() {
             Approval::Defer
         } else if side.expected == *proposal {
             Approval::Approve
@@ -246,5 +253,26 @@ impl Crank for VirtualFund {
         let me = ctx.me;
         ctx.effects.messages.extend(self.prefund.resend(me, self.id()));
         ctx.effects.messages.extend(self.postfund.resend(me, self.id()));
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn fail_with(&mut self, why: &str) {
+        self.failure.get_or_insert_with(|| why.to_owned());
+    }
+
+    /// Committed once a guarantee for V is proposed or held in one of our ledgers, or our
+    /// postfund signature is out.
+    fn has_committed(&self, view: &View<'_>) -> bool {
+        let me = self.postfund.state.state().participants.iter().position(|p| *p == view.me);
+        me.is_some_and(|i| self.postfund.signed_by(i))
+            || self.ledgers.iter().any(|l| {
+                view.ledgers.get(&l.channel_id).is_some_and(|c| {
+                    c.guarantees().status(&self.channel_id).is_some()
+                        || c.consensus_outcome().guarantee(&self.channel_id).is_some()
+                })
+            })
     }
 }

@@ -44,6 +44,25 @@ pub enum WaitingFor {
         /// Still held by the channel.
         held: U256,
     },
+    /// Our transaction finalizing the channel on chain (a conclusion or a challenge) to be
+    /// registered.
+    Registration {
+        /// `"conclusion"` or `"challenge"`.
+        what: &'static str,
+    },
+    /// A registered challenge to expire (chain time).
+    Finalization {
+        /// Chain time (unix seconds) at which the channel finalizes.
+        finalizes_at: u64,
+        /// The latest chain time seen.
+        now: u64,
+    },
+    /// The virtual channels guaranteed by a finalized ledger to finalize, so that their
+    /// guarantees can be reclaimed.
+    TargetsFinalized {
+        /// The virtual channels not finalized yet.
+        channels: Vec<ChannelId>,
+    },
     /// Nothing: done.
     Nothing,
     /// The objective cannot go on.
@@ -77,6 +96,15 @@ impl fmt::Display for WaitingFor {
                 write!(f, "waiting for the guarantee to be released in {} ledger(s)", ledgers.len())
             }
             Self::Payout { held } => write!(f, "waiting for the conclusion and payout on chain: {held} still held"),
+            Self::Registration { what } => write!(f, "waiting for our {what} to be registered on chain"),
+            Self::Finalization { finalizes_at, now } => write!(
+                f,
+                "waiting for the challenge to expire at chain time {finalizes_at} ({} s from chain time {now})",
+                finalizes_at.saturating_sub(*now)
+            ),
+            Self::TargetsFinalized { channels } => {
+                write!(f, "waiting for {} guaranteed virtual channel(s) to finalize on chain", channels.len())
+            }
             Self::Nothing => write!(f, "done"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }

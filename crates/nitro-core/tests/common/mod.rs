@@ -5,11 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use nitro_core::{
-    address_of,
     chain::{ChainEvent, ChainTransaction},
-    party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError},
+    party::{Clock, Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError},
     Address, ChannelId, LedgerOutcome, SigningKey, B256, U256, U48,
 };
+use nitro_testkit::MemoryAdjudicator;
 
 pub fn key(n: u8) -> SigningKey {
     let mut b = [0u8; 32];
@@ -25,20 +25,10 @@ pub fn config() -> PartyConfig {
     }
 }
 
-/// What the chain double did.
-#[derive(Default)]
-pub struct Chain {
-    pub holdings: HashMap<ChannelId, U256>,
-    pub paid_out: HashMap<Address, U256>,
-    pub deposited: HashMap<Address, U256>,
-    pub block: u64,
-    pub reverts: usize,
-}
-
 pub struct World {
     pub parties: Vec<Party>,
     pub network: VecDeque<(Address, Envelope)>,
-    pub chain: Chain,
+    pub chain: MemoryAdjudicator,
     /// Confirmed chain events not yet delivered to the parties.
     pub chain_events: VecDeque<ChainEvent>,
     /// Lose about one message in n (0: none).
@@ -47,6 +37,10 @@ pub struct World {
     pub sent: u64,
     /// Every state each party signed, checked on the fly: one state per (party, channel, turn).
     pub signed: HashMap<(Address, ChannelId, U48), B256>,
+    /// Parties that are gone: they receive nothing, send nothing and never tick.
+    pub gone: Vec<bool>,
+    /// Transactions to lose (not executed, reported failed), counted down.
+    pub lose_transactions: usize,
 }
 
 impl World {
@@ -59,11 +53,13 @@ impl World {
         Self {
             parties,
             network: VecDeque::new(),
-            chain: Chain::default(),
+            chain: MemoryAdjudicator::new(config().consensus_app, config().virtual_payment_app, 1_000_000),
             chain_events: VecDeque::new(),
             drop_every: 0,
             sent: 0x9e37_79b9_7f4a_7c15,
             signed: HashMap::new(),
+            gone: vec![false; usize::from(n)],
+            lose_transactions: 0,
         }
     }
 
@@ -77,6 +73,9 @@ impl World {
 
     pub fn absorb(&mut self, from: usize, effects: Effects) {
         let sender = self.addr(from);
+        if self.gone[from] {
+            return;
+        }
         for s in &effects.signed {
             let previous = self.signed.insert((sender, s.channel_id, s.turn_num), s.state_hash);
             assert!(
@@ -97,11 +96,18 @@ impl World {
             self.network.push_back((sender, e));
         }
         for t in effects.transactions {
+            if self.lose_transactions > 0 {
+                self.lose_transactions -= 1;
+                if let Some(id) = t.objective {
+                    let fx = self.parties[from].transaction_failed(id);
+                    self.absorb(from, fx);
+                }
+                continue;
+            }
             let events = self.execute(sender, &t.transaction);
             match events {
                 Ok(events) => self.chain_events.extend(events),
                 Err(()) => {
-                    self.chain.reverts += 1;
                     if let Some(id) = t.objective {
                         let fx = self.parties[from].transaction_failed(id);
                         self.absorb(from, fx);
@@ -112,46 +118,16 @@ impl World {
     }
 
     pub fn execute(&mut self, sender: Address, tx: &ChainTransaction) -> Result<Vec<ChainEvent>, ()> {
-        tx.validate().map_err(|_| ())?;
-        self.chain.block += 1;
-        let block_number = self.chain.block;
-        match tx {
-            ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
-                let held = self.chain.holdings.entry(*channel_id).or_default();
-                if held != expected_held {
-                    return Err(());
-                }
-                *held += *amount;
-                *self.chain.deposited.entry(sender).or_default() += *amount;
-                Ok(vec![ChainEvent::Deposited {
-                    channel_id: *channel_id,
-                    block_number,
-                    asset: *asset,
-                    now_held: *held,
-                }])
-            }
-            ChainTransaction::ConcludeAndTransferAllAssets { state } => {
-                let channel_id = state.channel_id();
-                let held = self.chain.holdings.get(&channel_id).copied().unwrap_or_default();
-                if held.is_zero() {
-                    return Err(()); // already concluded and paid out
-                }
-                for a in &state.state().outcome.0[0].allocations {
-                    *self.chain.paid_out.entry(address_of(&a.destination).unwrap()).or_default() += a.amount;
-                }
-                self.chain.holdings.insert(channel_id, U256::ZERO);
-                Ok(vec![
-                    ChainEvent::Concluded { channel_id, block_number, finalizes_at: 0 },
-                    ChainEvent::AllocationUpdated {
-                        channel_id,
-                        block_number,
-                        asset_index: U256::ZERO,
-                        initial_holdings: held,
-                        final_holdings: U256::ZERO,
-                    },
-                ])
-            }
-            other => panic!("unexpected transaction {other:?}"),
+        self.chain.execute(sender, tx).map_err(|_| ())
+    }
+
+    /// Moves chain time on by `secs` and ticks every party (its timer, with the chain's clock).
+    pub fn tick(&mut self, secs: u64) {
+        self.chain.advance(secs);
+        let clock = Clock { unix_secs: self.chain.now, chain_time: Some(self.chain.now) };
+        for i in (0..self.parties.len()).filter(|i| !self.gone[*i]).collect::<Vec<_>>() {
+            let fx = self.parties[i].tick(clock);
+            self.absorb(i, fx);
         }
     }
 
@@ -160,7 +136,7 @@ impl World {
         let mut any = false;
         while let Some(ev) = self.chain_events.pop_front() {
             any = true;
-            for i in 0..self.parties.len() {
+            for i in (0..self.parties.len()).filter(|i| !self.gone[*i]).collect::<Vec<_>>() {
                 let fx = self.parties[i].handle_chain_event(&ev);
                 self.absorb(i, fx);
             }
@@ -176,6 +152,9 @@ impl World {
                 steps += 1;
                 assert!(steps < 1_000_000, "livelock");
                 let to = self.index_of(e.to);
+                if self.gone[to] {
+                    continue;
+                }
                 match self.parties[to].handle_message(from, e.payload) {
                     Ok(fx) => self.absorb(to, fx),
                     Err(e) => panic!("message refused: {e}"),
@@ -185,6 +164,34 @@ impl World {
                 break;
             }
         }
+    }
+
+    /// Delivers messages and chain events, ticking every party `secs` of chain time at a
+    /// time, until `done` holds (panics after `rounds`). Refused messages are dropped.
+    pub fn run_until(&mut self, secs: u64, rounds: usize, done: impl Fn(&World) -> bool) {
+        for _ in 0..rounds {
+            loop {
+                while let Some((from, e)) = self.network.pop_front() {
+                    let to = self.index_of(e.to);
+                    if self.gone[to] {
+                        continue;
+                    }
+                    match self.parties[to].handle_message(from, e.payload) {
+                        Ok(fx) => self.absorb(to, fx),
+                        Err(PartyError::Refused { answer, .. }) => self.absorb(to, *answer),
+                        Err(_) => {}
+                    }
+                }
+                if !self.deliver_chain_events() {
+                    break;
+                }
+            }
+            if done(self) {
+                return;
+            }
+            self.tick(secs);
+        }
+        panic!("did not get there in {rounds} rounds");
     }
 
     /// Delivers with drops, ticking every party's resend timer until `done` holds.

@@ -1,0 +1,396 @@
+//! Test doubles for Nitro ledger channels.
+//!
+//! [`MemoryAdjudicator`] executes the core's [`ChainTransaction`]s as the `NitroAdjudicator`
+//! (2.0.1-alpha.6) does — deposits with `expectedHeld`, checkpoints, challenges with their
+//! mode and turn rules, the `ConsensusApp` and `VirtualPaymentApp` support rules, conclusions,
+//! `transfer` and `reclaim` with fingerprints — and reports the events the contract emits. It
+//! serves unit tests of the core, the network simulator and the fuzzers: fast and
+//! deterministic. What a feature is done on is the real contract on anvil.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use alloy_primitives::{Address, B256, U256};
+use nitro_core::{
+    abi, address_of,
+    chain::{after_reclaim, after_transfer, ChainEvent, ChainTransaction, SubmittedState},
+    challenge_hash, recover_signer, ChannelId, Exit, SignedState, TurnNum, Voucher,
+};
+use thiserror::Error;
+
+/// Why the adjudicator reverted a transaction (the contract's reason, in words).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("reverted: {0}")]
+pub struct Revert(pub String);
+
+fn revert<T>(why: impl Into<String>) -> Result<T, Revert> {
+    Err(Revert(why.into()))
+}
+
+/// One channel's record: `turnNumRecord`, `finalizesAt` and the fingerprinted state hash and
+/// outcome hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The highest turn recorded.
+    pub turn_num_record: TurnNum,
+    /// When the channel finalizes (0: open).
+    pub finalizes_at: u64,
+    /// Fingerprinted state hash.
+    pub state_hash: B256,
+    /// Fingerprinted outcome hash.
+    pub outcome_hash: B256,
+}
+
+/// Where a channel stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No challenge, not finalized.
+    Open,
+    /// A challenge runs.
+    Challenge,
+    /// Finalized.
+    Finalized,
+}
+
+/// An in-memory `NitroAdjudicator` for ETH (the zero asset), with a chain clock.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryAdjudicator {
+    /// The `ConsensusApp` address (ledgers).
+    pub consensus_app: Address,
+    /// The `VirtualPaymentApp` address (virtual channels).
+    pub virtual_payment_app: Address,
+    holdings: HashMap<ChannelId, U256>,
+    status: HashMap<ChannelId, Status>,
+    /// What each external address received from payouts.
+    pub paid_out: HashMap<Address, U256>,
+    /// What each sender deposited.
+    pub deposited: HashMap<Address, U256>,
+    /// The block the next transaction goes into.
+    pub block: u64,
+    /// Chain time (the next block's timestamp), unix seconds.
+    pub now: u64,
+    /// Transactions reverted so far.
+    pub reverts: u64,
+}
+
+impl MemoryAdjudicator {
+    /// An adjudicator judging ledgers with `consensus_app` and virtual channels with
+    /// `virtual_payment_app`, at chain time `now`.
+    pub fn new(consensus_app: Address, virtual_payment_app: Address, now: u64) -> Self {
+        Self { consensus_app, virtual_payment_app, block: 1, now, ..Self::default() }
+    }
+
+    /// What the channel holds.
+    pub fn holdings(&self, channel: &ChannelId) -> U256 {
+        self.holdings.get(channel).copied().unwrap_or_default()
+    }
+
+    /// Every channel's holdings.
+    pub fn all_holdings(&self) -> impl Iterator<Item = (&ChannelId, &U256)> {
+        self.holdings.iter()
+    }
+
+    /// The channel's record.
+    pub fn status(&self, channel: &ChannelId) -> Status {
+        self.status.get(channel).copied().unwrap_or_default()
+    }
+
+    /// The channel's mode now.
+    pub fn mode(&self, channel: &ChannelId) -> Mode {
+        let s = self.status(channel);
+        if s.finalizes_at == 0 {
+            Mode::Open
+        } else if s.finalizes_at <= self.now {
+            Mode::Finalized
+        } else {
+            Mode::Challenge
+        }
+    }
+
+    /// Moves chain time on by `secs`.
+    pub fn advance(&mut self, secs: u64) {
+        self.now += secs;
+    }
+
+    /// Executes `tx` sent by `sender` in the next block; the events it emits, or why it
+    /// reverted (nothing changes then).
+    pub fn execute(&mut self, sender: Address, tx: &ChainTransaction) -> Result<Vec<ChainEvent>, Revert> {
+        let mut next = self.clone();
+        match next.apply(sender, tx) {
+            Ok(events) => {
+                *self = next;
+                self.block += 1;
+                Ok(events)
+            }
+            Err(e) => {
+                self.reverts += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, sender: Address, tx: &ChainTransaction) -> Result<Vec<ChainEvent>, Revert> {
+        tx.validate().map_err(|e| Revert(e.to_string()))?;
+        let block_number = self.block;
+        match tx {
+            ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
+                let held = self.holdings(channel_id);
+                if held != *expected_held {
+                    return revert("held != expectedHeld");
+                }
+                let now_held = held + amount;
+                self.holdings.insert(*channel_id, now_held);
+                *self.deposited.entry(sender).or_default() += *amount;
+                Ok(vec![ChainEvent::Deposited { channel_id: *channel_id, block_number, asset: *asset, now_held }])
+            }
+            ChainTransaction::Checkpoint { state } => {
+                let channel_id = state.channel_id();
+                self.require_not_finalized(&channel_id)?;
+                let turn = state.state().turn_num;
+                if turn <= self.status(&channel_id).turn_num_record {
+                    return revert("turnNumRecord not increased.");
+                }
+                self.require_supported(&[], state)?;
+                let was = self.mode(&channel_id);
+                self.status.insert(channel_id, Status { turn_num_record: turn, ..Status::default() });
+                Ok(vec![match was {
+                    Mode::Open => ChainEvent::Checkpointed { channel_id, block_number, new_turn_num_record: turn },
+                    _ => ChainEvent::ChallengeCleared { channel_id, block_number, new_turn_num_record: turn },
+                }])
+            }
+            ChainTransaction::Challenge { proof, state, challenger_signature } => {
+                let channel_id = state.channel_id();
+                let turn = state.state().turn_num;
+                let record = self.status(&channel_id).turn_num_record;
+                match self.mode(&channel_id) {
+                    Mode::Open if turn < record => return revert("turnNumRecord decreased."),
+                    Mode::Challenge if turn <= record => return revert("turnNumRecord not increased."),
+                    Mode::Finalized => return revert("Channel finalized."),
+                    _ => {}
+                }
+                self.require_supported(proof, state)?;
+                let challenger = recover_signer(&challenge_hash(&state.hash()), challenger_signature)
+                    .map_err(|e| Revert(e.to_string()))?;
+                if !state.state().participants.contains(&challenger) {
+                    return revert("Challenger is not a participant");
+                }
+                let finalizes_at = self.now + state.state().challenge_duration.to::<u64>();
+                self.status.insert(
+                    channel_id,
+                    Status {
+                        turn_num_record: turn,
+                        finalizes_at,
+                        state_hash: state.hash(),
+                        outcome_hash: state.state().outcome.hash(),
+                    },
+                );
+                let submitted = |s: &SignedState| SubmittedState {
+                    variable_part: s.state().variable_part(),
+                    signatures: s.signatures().iter().flatten().copied().collect(),
+                };
+                Ok(vec![ChainEvent::ChallengeRegistered {
+                    channel_id,
+                    block_number,
+                    finalizes_at,
+                    proof: proof.iter().map(submitted).collect(),
+                    candidate: submitted(state),
+                }])
+            }
+            ChainTransaction::Conclude { state } => Ok(vec![self.conclude(state, block_number)?]),
+            ChainTransaction::ConcludeAndTransferAllAssets { state } => {
+                let concluded = self.conclude(state, block_number)?;
+                let channel_id = state.channel_id();
+                let mut events = vec![concluded];
+                events.push(self.transfer(channel_id, 0, &state.state().outcome, B256::ZERO, &[], block_number)?);
+                Ok(events)
+            }
+            ChainTransaction::Transfer { channel_id, asset_index, outcome, state_hash, indices } => {
+                Ok(vec![self.transfer(*channel_id, *asset_index, outcome, *state_hash, indices, block_number)?])
+            }
+            ChainTransaction::Reclaim {
+                source_channel_id,
+                source_state_hash,
+                source_outcome,
+                source_asset_index,
+                index_of_target_in_source,
+                target_state_hash,
+                target_outcome,
+                target_asset_index,
+            } => {
+                self.require_finalized(source_channel_id)?;
+                self.require_fingerprint(source_channel_id, *source_state_hash, source_outcome)?;
+                let guarantee = source_outcome
+                    .0
+                    .get(*source_asset_index)
+                    .and_then(|a| a.allocations.get(*index_of_target_in_source))
+                    .ok_or_else(|| Revert("index out of range".into()))?;
+                let target = guarantee.destination;
+                self.require_finalized(&target)?;
+                self.require_fingerprint(&target, *target_state_hash, target_outcome)?;
+                let new = after_reclaim(
+                    source_outcome,
+                    *source_asset_index,
+                    *index_of_target_in_source,
+                    target_outcome,
+                    *target_asset_index,
+                )
+                .map_err(|e| Revert(e.to_string()))?;
+                let status = self.status.entry(*source_channel_id).or_default();
+                status.outcome_hash = new.hash();
+                Ok(vec![ChainEvent::Reclaimed {
+                    channel_id: *source_channel_id,
+                    block_number,
+                    asset_index: U256::from(*source_asset_index),
+                }])
+            }
+        }
+    }
+
+    fn conclude(&mut self, state: &SignedState, block_number: u64) -> Result<ChainEvent, Revert> {
+        let channel_id = state.channel_id();
+        self.require_not_finalized(&channel_id)?;
+        if !state.state().is_final {
+            return revert("State must be final");
+        }
+        if !state.is_fully_signed() {
+            return revert("!unanimous");
+        }
+        self.status.insert(
+            channel_id,
+            Status {
+                turn_num_record: TurnNum::ZERO,
+                finalizes_at: self.now,
+                state_hash: B256::ZERO,
+                outcome_hash: state.state().outcome.hash(),
+            },
+        );
+        Ok(ChainEvent::Concluded { channel_id, block_number, finalizes_at: self.now })
+    }
+
+    fn transfer(
+        &mut self,
+        channel_id: ChannelId,
+        asset_index: usize,
+        outcome: &Exit,
+        state_hash: B256,
+        indices: &[usize],
+        block_number: u64,
+    ) -> Result<ChainEvent, Revert> {
+        self.require_finalized(&channel_id)?;
+        self.require_fingerprint(&channel_id, state_hash, outcome)?;
+        let initial_holdings = self.holdings(&channel_id);
+        let (new, _) =
+            after_transfer(outcome, asset_index, initial_holdings, indices).map_err(|e| Revert(e.to_string()))?;
+        // Pay what the allocations lost.
+        let mut held = initial_holdings;
+        let before = &outcome.0[asset_index].allocations;
+        for (old, now) in before.iter().zip(&new.0[asset_index].allocations) {
+            let paid = old.amount - now.amount;
+            if paid.is_zero() {
+                continue;
+            }
+            held -= paid;
+            match address_of(&old.destination) {
+                Some(who) => *self.paid_out.entry(who).or_default() += paid,
+                None => *self.holdings.entry(old.destination).or_default() += paid,
+            }
+        }
+        self.holdings.insert(channel_id, held);
+        self.status.entry(channel_id).or_default().outcome_hash = new.hash();
+        self.status.entry(channel_id).or_default().state_hash = state_hash;
+        Ok(ChainEvent::AllocationUpdated {
+            channel_id,
+            block_number,
+            asset_index: U256::from(asset_index),
+            initial_holdings,
+            final_holdings: held,
+        })
+    }
+
+    fn require_not_finalized(&self, channel: &ChannelId) -> Result<(), Revert> {
+        if self.mode(channel) == Mode::Finalized {
+            return revert("Channel finalized.");
+        }
+        Ok(())
+    }
+
+    fn require_finalized(&self, channel: &ChannelId) -> Result<(), Revert> {
+        if self.mode(channel) != Mode::Finalized {
+            return revert("Channel not finalized.");
+        }
+        Ok(())
+    }
+
+    fn require_fingerprint(&self, channel: &ChannelId, state_hash: B256, outcome: &Exit) -> Result<(), Revert> {
+        let s = self.status(channel);
+        if s.state_hash != state_hash || s.outcome_hash != outcome.hash() {
+            return revert("incorrect fingerprint");
+        }
+        Ok(())
+    }
+
+    /// The app's `stateIsSupported`: the `ConsensusApp` (and any other app) needs every
+    /// signature on the candidate and no proof; the `VirtualPaymentApp` supports its prefund
+    /// and postfund unanimously, and a redemption (turn 2) signed by the payee on top of the
+    /// unanimous postfund, carrying a payer's voucher and adjusting the outcome by it.
+    fn require_supported(&self, proof: &[SignedState], candidate: &SignedState) -> Result<(), Revert> {
+        let state = candidate.state();
+        if state.app_definition != self.virtual_payment_app {
+            if !proof.is_empty() {
+                return revert("|proof|!=0");
+            }
+            if !candidate.is_fully_signed() {
+                return revert("!unanimous");
+            }
+            return Ok(());
+        }
+        match proof {
+            [] => {
+                if !candidate.is_fully_signed() {
+                    return revert("!unanimous; |proof|=0");
+                }
+                if state.turn_num > TurnNum::from(1) {
+                    return revert("bad candidate turnNum; |proof|=0");
+                }
+                Ok(())
+            }
+            [postfund] => {
+                if postfund.state().turn_num != TurnNum::from(1) || !postfund.is_fully_signed() {
+                    return revert("postfund !unanimous; |proof|=1");
+                }
+                if state.turn_num != TurnNum::from(2) {
+                    return revert("bad candidate turnNum; |proof|=1");
+                }
+                let payee = state.participants.len() - 1;
+                if candidate.signature(payee).is_none() {
+                    return revert("redemption not signed by Bob");
+                }
+                let voucher =
+                    <abi::VoucherAmountAndSignature as alloy_sol_types::SolValue>::abi_decode(&state.app_data)
+                        .map_err(|_| Revert("bad app data".into()))?;
+                let signature =
+                    nitro_core::Signature::normalized(voucher.signature.r, voucher.signature.s, voucher.signature.v)
+                        .map_err(|e| Revert(e.to_string()))?;
+                let signer = recover_signer(&Voucher::hash_of(candidate.channel_id(), voucher.amount), &signature)
+                    .map_err(|e| Revert(e.to_string()))?;
+                if signer != state.participants[0] {
+                    return revert("invalid signature for voucher");
+                }
+                let (old, new) = (&postfund.state().outcome.0, &state.outcome.0);
+                if old.len() != 1 || new.len() != 1 || !old[0].asset.is_zero() || !new[0].asset.is_zero() {
+                    return revert("only native asset allowed");
+                }
+                let alice = old[0].allocations[0].amount.checked_sub(voucher.amount);
+                if Some(new[0].allocations[0].amount) != alice {
+                    return revert("Alice not adjusted correctly");
+                }
+                if new[0].allocations[1].amount != voucher.amount {
+                    return revert("Bob not adjusted correctly");
+                }
+                Ok(())
+            }
+            _ => revert("bad proof length"),
+        }
+    }
+}
