@@ -153,7 +153,8 @@ impl Cluster {
             let config = format!(
                 "key_file = \"{n}.key\"\ndb_path = \"{n}.db\"\nlisten = \"127.0.0.1:{p2p}\"\napi = \"127.0.0.1:{api}\"\n\
                  token_file = \"{n}.token\"\nchain_url = \"{url}\"\nadjudicator = \"{adj}\"\nconsensus_app = \"{ca}\"\n\
-                 virtual_payment_app = \"{vpa}\"\ntick_ms = 200\noutbox_kept_per_peer = 1000000\n{peers}",
+                 virtual_payment_app = \"{vpa}\"\ntick_ms = 200\noutbox_kept_per_peer = 1000000\n{peers}\
+                 [policy]\nmax_deposit_per_ledger = \"10000000000000000000\"\nmax_total_deposit = \"100000000000000000000\"\n",
                 n = NAMES[i],
                 p2p = ports[i].0,
                 api = ports[i].1,

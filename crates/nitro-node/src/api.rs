@@ -52,7 +52,10 @@ pub const METHODS: &[&str] = &[
     "virtual_pay",
     "virtual_defund",
     "objective_get",
+    "objective_list",
+    "objective_cancel",
     "objectives_wait",
+    "channel_force_close",
 ];
 
 /// Parameters each method accepts (any other is refused with [`RpcError::INVALID_PARAMS`]).
@@ -65,7 +68,10 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("virtual_pay", &["channel_id", "amount"]),
     ("virtual_defund", &["channel_id"]),
     ("objective_get", &["objective_id"]),
+    ("objective_list", &["kind", "status", "channel_id"]),
+    ("objective_cancel", &["objective_id"]),
     ("objectives_wait", &["objective_ids", "timeout_ms", "any"]),
+    ("channel_force_close", &["channel_id"]),
 ];
 
 /// Default limit on the size of a request body (1 MiB).
@@ -264,7 +270,46 @@ pub enum ApiRequest {
     },
     /// `objectives_wait`: long poll until objectives complete (or fail), or a timeout.
     ObjectivesWait(ObjectivesWait),
+    /// `objective_list`: objectives, filtered.
+    ObjectiveList(ObjectiveFilter),
+    /// `objective_cancel`: stop an objective that has committed nothing yet.
+    ObjectiveCancel {
+        /// The objective.
+        objective_id: ObjectiveId,
+    },
+    /// `channel_force_close`: take a ledger or virtual channel to chain alone.
+    ChannelForceClose {
+        /// The channel.
+        channel_id: ChannelId,
+    },
 }
+
+/// Where an objective stands, for `objective_list`'s filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveState {
+    /// Going on.
+    Pending,
+    /// Complete.
+    Done,
+    /// Stopped for good (failed, declined or cancelled).
+    Failed,
+}
+
+/// Params of `objective_list`: every field narrows the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectiveFilter {
+    /// Only this kind (`"DirectFund"`, `"DirectDefund"`, `"VirtualFund"`, `"VirtualDefund"`,
+    /// `"ForceClose"`).
+    pub kind: Option<String>,
+    /// Only objectives in this state.
+    pub status: Option<ObjectiveState>,
+    /// Only objectives about this channel.
+    pub channel_id: Option<ChannelId>,
+}
+
+/// The objective kinds `objective_list` filters on.
+pub const OBJECTIVE_KINDS: &[&str] = &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose"];
 
 /// Params of `ledger_open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,6 +445,38 @@ impl ApiRequest {
                     any,
                 })
             }
+            "objective_list" => {
+                let kind = match p.optional("kind") {
+                    None => None,
+                    Some(v) => {
+                        let k = string(v, "kind", "an objective kind")?;
+                        if !OBJECTIVE_KINDS.contains(&k) {
+                            return Err(RpcError::invalid_field(
+                                "kind",
+                                format!("one of {}", OBJECTIVE_KINDS.join(", ")),
+                            ));
+                        }
+                        Some(k.to_owned())
+                    }
+                };
+                let status = match p.optional("status") {
+                    None => None,
+                    Some(v) => Some(match string(v, "status", "pending, done or failed")? {
+                        "pending" => ObjectiveState::Pending,
+                        "done" => ObjectiveState::Done,
+                        "failed" => ObjectiveState::Failed,
+                        _ => return Err(RpcError::invalid_field("status", "pending, done or failed")),
+                    }),
+                };
+                let channel_id = p.optional("channel_id").map(|v| channel_id(v, "channel_id")).transpose()?;
+                ApiRequest::ObjectiveList(ObjectiveFilter { kind, status, channel_id })
+            }
+            "objective_cancel" => {
+                ApiRequest::ObjectiveCancel { objective_id: objective_id(p.required("objective_id")?, "objective_id")? }
+            }
+            "channel_force_close" => {
+                ApiRequest::ChannelForceClose { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
+            }
             other => return Err(RpcError::method_not_found(other)),
         })
     }
@@ -416,6 +493,9 @@ impl ApiRequest {
             ApiRequest::VirtualDefund { .. } => "virtual_defund",
             ApiRequest::ObjectiveGet { .. } => "objective_get",
             ApiRequest::ObjectivesWait(_) => "objectives_wait",
+            ApiRequest::ObjectiveList(_) => "objective_list",
+            ApiRequest::ObjectiveCancel { .. } => "objective_cancel",
+            ApiRequest::ChannelForceClose { .. } => "channel_force_close",
         }
     }
 
@@ -437,7 +517,22 @@ impl ApiRequest {
             }),
             ApiRequest::LedgerClose { channel_id }
             | ApiRequest::LedgerGet { channel_id }
-            | ApiRequest::VirtualDefund { channel_id } => json!({ "channel_id": id(channel_id) }),
+            | ApiRequest::VirtualDefund { channel_id }
+            | ApiRequest::ChannelForceClose { channel_id } => json!({ "channel_id": id(channel_id) }),
+            ApiRequest::ObjectiveCancel { objective_id } => json!({ "objective_id": objective_id.to_string() }),
+            ApiRequest::ObjectiveList(f) => {
+                let mut params = Map::new();
+                if let Some(k) = &f.kind {
+                    params.insert("kind".into(), Value::String(k.clone()));
+                }
+                if let Some(s) = f.status {
+                    params.insert("status".into(), serde_json::to_value(s).unwrap_or(Value::Null));
+                }
+                if let Some(c) = &f.channel_id {
+                    params.insert("channel_id".into(), id(c));
+                }
+                Value::Object(params)
+            }
             ApiRequest::LedgerList => json!({}),
             ApiRequest::VirtualFund(v) => json!({
                 "counterparty": addr(&v.counterparty),
@@ -720,6 +815,17 @@ pub struct ObjectiveStatus {
     pub failed: Option<String>,
     /// What it waits for, in words (`"done"` once done).
     pub waiting_for: String,
+    /// For a channel on its way to chain: the chain time (unix seconds) at which its
+    /// registered challenge finalizes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizes_at: Option<u64>,
+}
+
+/// Result of `objective_list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectiveList {
+    /// The objectives that pass the filter, by id.
+    pub objectives: Vec<ObjectiveStatus>,
 }
 
 /// Result of `objectives_wait`: the ids asked about, split by where they stand.

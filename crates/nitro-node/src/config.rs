@@ -5,7 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::collections::BTreeSet;
+
 use alloy_primitives::Address;
+use nitro_core::party::PartyPolicy;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -77,6 +80,94 @@ pub struct NodeConfig {
     /// Known peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// What this node agrees to for its peers (defaults: `docs/node.md`).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Who may open a ledger with this node.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerAcceptance {
+    /// Only the peers in `[[peers]]` (the default: a wallet, not a hub).
+    #[default]
+    Peers,
+    /// Anyone, within the limits (a hub). A stranger's deposit goes on chain before ours.
+    Anyone,
+}
+
+/// The `[policy]` section: what this node agrees to before it signs or deposits anything for
+/// a peer's objective. Amounts are decimal wei strings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Who may open a ledger with us.
+    pub accept_ledgers_from: LedgerAcceptance,
+    /// The most we deposit into one ledger a peer opens (default 1 ETH).
+    pub max_deposit_per_ledger: String,
+    /// The most we hold in all ledgers together (default 10 ETH).
+    pub max_total_deposit: String,
+    /// Shortest challenge duration accepted, seconds (default 3,600: an hour to notice and
+    /// answer a stale challenge through an RPC outage).
+    pub challenge_duration_min: u64,
+    /// Longest challenge duration accepted, seconds (default 604,800: funds locked at most a
+    /// week when a counterparty vanishes).
+    pub challenge_duration_max: u64,
+    /// The largest virtual channel (both deposits) we help fund as an intermediary or payee
+    /// (default 1 ETH).
+    pub max_virtual_amount: String,
+    /// The most we lock in guarantees in the ledger with one counterparty (default 5 ETH).
+    pub max_locked_per_counterparty: String,
+    /// Force-close a ledger by itself when its counterparty has left us waiting this long,
+    /// seconds; 0: never (default 86,400, a day). Costs a challenge (~0.1–0.15 M gas), the
+    /// payout (`transfer`, ~0.06 M) and one `reclaim` (~0.05 M) per guarantee.
+    pub auto_force_close_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            accept_ledgers_from: LedgerAcceptance::Peers,
+            max_deposit_per_ledger: "1000000000000000000".into(),
+            max_total_deposit: "10000000000000000000".into(),
+            challenge_duration_min: 3_600,
+            challenge_duration_max: 604_800,
+            max_virtual_amount: "1000000000000000000".into(),
+            max_locked_per_counterparty: "5000000000000000000".into(),
+            auto_force_close_secs: 86_400,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The core's policy for a node with `peers`.
+    pub fn to_policy(&self, peers: &[PeerConfig]) -> Result<PartyPolicy, ConfigError> {
+        let wei = |name: &str, value: &str| {
+            crate::api::parse_amount(value)
+                .map_err(|e| ConfigError::Invalid(format!("policy.{name}: {e} (a decimal amount of wei)")))
+        };
+        if self.challenge_duration_min > self.challenge_duration_max || self.challenge_duration_max >= 1 << 48 {
+            return Err(ConfigError::Invalid(format!(
+                "policy.challenge_duration_min ({}) must not exceed policy.challenge_duration_max ({}), itself below 2^48",
+                self.challenge_duration_min, self.challenge_duration_max
+            )));
+        }
+        let known: BTreeSet<Address> = peers.iter().map(|p| p.address).collect();
+        Ok(PartyPolicy {
+            auto_force_close_after: (self.auto_force_close_secs > 0).then_some(self.auto_force_close_secs),
+            ledger_peers: match self.accept_ledgers_from {
+                LedgerAcceptance::Peers => Some(known.clone()),
+                LedgerAcceptance::Anyone => None,
+            },
+            known_peers: known,
+            max_deposit_per_ledger: Some(wei("max_deposit_per_ledger", &self.max_deposit_per_ledger)?),
+            max_total_deposit: Some(wei("max_total_deposit", &self.max_total_deposit)?),
+            challenge_duration: Some((self.challenge_duration_min, self.challenge_duration_max)),
+            assets: Some(BTreeSet::from([Address::ZERO])),
+            max_virtual_amount: Some(wei("max_virtual_amount", &self.max_virtual_amount)?),
+            max_locked_per_counterparty: Some(wei("max_locked_per_counterparty", &self.max_locked_per_counterparty)?),
+        })
+    }
 }
 
 fn default_challenge_duration() -> u64 {
@@ -110,6 +201,16 @@ impl NodeConfig {
         if config.tick_ms == 0 || config.challenge_duration >= 1 << 48 {
             return Err(ConfigError::Invalid("tick_ms must be > 0 and challenge_duration < 2^48".into()));
         }
+        let policy = &config.policy;
+        if config.challenge_duration < policy.challenge_duration_min
+            || config.challenge_duration > policy.challenge_duration_max
+        {
+            return Err(ConfigError::Invalid(format!(
+                "challenge_duration {} is outside the policy's [{}, {}] s",
+                config.challenge_duration, policy.challenge_duration_min, policy.challenge_duration_max
+            )));
+        }
+        policy.to_policy(&config.peers)?;
         Ok(config)
     }
 }

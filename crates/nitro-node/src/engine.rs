@@ -5,7 +5,10 @@
 use alloy_primitives::{Address, U256};
 use nitro_core::{
     chain::ChainEvent,
-    party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent, Payload, TransactionRequest},
+    party::{
+        Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent, PartyPolicy, Payload,
+        TransactionRequest,
+    },
     ChannelId, SignedTurn, SigningKey,
 };
 use serde::{Deserialize, Serialize};
@@ -56,6 +59,16 @@ pub enum Request {
         /// The virtual channel.
         channel_id: ChannelId,
     },
+    /// Take a ledger or a virtual channel to chain alone.
+    ForceClose {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// Stop an objective that has committed nothing yet.
+    Cancel {
+        /// The objective.
+        objective: ObjectiveId,
+    },
 }
 
 /// Everything that can change a party; what the store logs and replays.
@@ -78,8 +91,23 @@ pub enum Input {
         /// The objective that asked for it.
         objective: ObjectiveId,
     },
-    /// The resend timer (not logged: it signs nothing new).
-    Tick,
+    /// The timer, with the wall clock and the chain's clock (not logged: it signs nothing
+    /// new; an automatic force close it calls for is stepped, and logged, as a request).
+    Tick {
+        /// Wall clock, unix seconds (0: unknown).
+        #[serde(default)]
+        unix_secs: u64,
+        /// The latest block's timestamp, if known.
+        #[serde(default)]
+        chain_time: Option<u64>,
+    },
+}
+
+impl Input {
+    /// A tick with no clock (tests and simulations that do not model time).
+    pub fn tick() -> Self {
+        Input::Tick { unix_secs: 0, chain_time: None }
+    }
 }
 
 /// Why a step failed; the party and the store are unchanged.
@@ -97,6 +125,15 @@ pub enum EngineError {
     /// A record could not be encoded.
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The party refused a peer's objective; `output` holds the decline to send (the party
+    /// is unchanged, the input is not logged).
+    #[error("{error}")]
+    Declined {
+        /// Why.
+        error: PartyError,
+        /// The decline, made durable like any outgoing message.
+        output: Box<Output>,
+    },
 }
 
 /// What a durable step asks the shell to do.
@@ -114,6 +151,17 @@ pub struct Output {
     pub started: Option<ObjectiveId>,
     /// The states the party signed in the step (already recorded in the store).
     pub signed: Vec<SignedTurn>,
+}
+
+impl Output {
+    /// Appends a later step's output.
+    pub fn absorb(&mut self, other: Output) {
+        self.messages.extend(other.messages);
+        self.transactions.extend(other.transactions);
+        self.events.extend(other.events);
+        self.completed.extend(other.completed);
+        self.signed.extend(other.signed);
+    }
 }
 
 /// The party and its store.
@@ -151,18 +199,33 @@ fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option<ObjectiveI
             }
             Request::Pay { channel_id, amount } => (party.pay(channel_id, amount)?, None),
             Request::VirtualDefund { channel_id } => party.virtual_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::ForceClose { channel_id } => party.force_close(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::Cancel { objective } => (party.cancel(objective)?, None),
         },
         Input::Message { from, payload } => (party.handle_message(*from, payload.clone())?, None),
         Input::Chain(event) => (party.handle_chain_event(event), None),
         Input::TransactionFailed { objective } => (party.transaction_failed(*objective), None),
-        Input::Tick => (party.resend(), None),
+        Input::Tick { unix_secs, chain_time } => {
+            (party.tick(nitro_core::party::Clock { unix_secs: *unix_secs, chain_time: *chain_time }), None)
+        }
     })
 }
 
 impl Engine {
-    /// Opens the engine on `store`, replaying every stored input into a fresh party.
+    /// Opens the engine on `store`, replaying every stored input into a fresh party (with
+    /// the library's permissive policy; a node uses [`Engine::open_with`]).
     pub fn open(store: Store, key: SigningKey, config: PartyConfig) -> Result<(Self, Recovery), EngineError> {
-        let mut party = Party::new(key, config);
+        Self::open_with(store, key, config, PartyPolicy::default())
+    }
+
+    /// Opens the engine on `store` for a party with `policy`, replaying every stored input.
+    pub fn open_with(
+        store: Store,
+        key: SigningKey,
+        config: PartyConfig,
+        policy: PartyPolicy,
+    ) -> Result<(Self, Recovery), EngineError> {
+        let mut party = Party::new(key, config).with_policy(policy);
         let mut recovery = Recovery::default();
         for (seq, body) in store.inputs()? {
             let input: Input = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
@@ -210,11 +273,41 @@ impl Engine {
         if self.poisoned {
             return Err(EngineError::Poisoned);
         }
-        let (effects, started) = apply(&mut self.party, &input)?;
-        let logged = !matches!(input, Input::Tick);
+        let (effects, started) = match apply(&mut self.party, &input) {
+            Ok(applied) => applied,
+            Err(PartyError::Refused { error, answer }) => {
+                // Nothing changed; the decline leaves like any message, durable first.
+                let output = self.commit(None, *answer, None)?;
+                return Err(EngineError::Declined { error: *error, output: Box::new(output) });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let logged = !matches!(input, Input::Tick { .. });
+        let record_input = if logged { Some(&input) } else { None };
+        let due = effects.force_close_due.clone();
+        let mut output = self.commit(record_input, effects, started)?;
+        // A counterparty silent past the patience: the force close is a logged request.
+        for channel_id in due {
+            match self.step(Input::Request(Request::ForceClose { channel_id })) {
+                Ok(more) => output.absorb(more),
+                Err(EngineError::Party(error)) => tracing::warn!(%channel_id, %error, "automatic force close refused"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(output)
+    }
+
+    /// Makes a step durable: its input (if logged), messages, transactions and signatures in
+    /// one transaction; refused as a whole if it would sign a second state at a turn.
+    fn commit(
+        &mut self,
+        input: Option<&Input>,
+        effects: Effects,
+        started: Option<ObjectiveId>,
+    ) -> Result<Output, EngineError> {
         let mut record = StepRecord { input: None, ..StepRecord::default() };
-        if logged {
-            record.input = Some(encode(&input, &mut self.poisoned)?);
+        if let Some(input) = input {
+            record.input = Some(encode(input, &mut self.poisoned)?);
         }
         for m in &effects.messages {
             record.messages.push((m.to.to_string(), encode(&m.payload, &mut self.poisoned)?));

@@ -7,7 +7,7 @@ use alloy_primitives::{Address, U256};
 use nitro_chain::{ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient, EventWatcher};
 use nitro_core::{
     chain::ChainTransaction,
-    party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent},
+    party::{Clock, Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent},
     ConsensusChannel, LedgerEvent, SigningKey,
 };
 use thiserror::Error;
@@ -86,6 +86,8 @@ pub struct LocalNetwork {
     resend_every: Duration,
     observer: Option<Observer>,
     filter: Option<MessageFilter>,
+    /// Parties gone for good: they receive, send, tick and submit nothing.
+    gone: Vec<bool>,
 }
 
 /// Sees every event a party persists, with the party's name.
@@ -127,6 +129,7 @@ impl LocalNetwork {
             resend_every: Duration::from_millis(300),
             observer: None,
             filter: None,
+            gone: Vec::new(),
         })
     }
 
@@ -139,6 +142,20 @@ impl LocalNetwork {
     /// filter is removed with `None`.
     pub fn set_filter(&mut self, filter: Option<MessageFilter>) {
         self.filter = filter;
+    }
+
+    /// Party `i` is gone for good from now on: it receives, sends, ticks and submits nothing.
+    pub fn vanish(&mut self, i: usize) {
+        if self.gone.len() < self.participants.len() {
+            self.gone.resize(self.participants.len(), false);
+        }
+        self.gone[i] = true;
+        self.messages.retain(|(from, _)| *from != i);
+        self.transactions.retain(|(from, _)| *from != i);
+    }
+
+    fn is_gone(&self, i: usize) -> bool {
+        self.gone.get(i).copied().unwrap_or(false)
     }
 
     /// Index of the party with `address`.
@@ -175,7 +192,15 @@ impl LocalNetwork {
     }
 
     fn absorb(&mut self, i: usize, effects: Effects) {
+        if self.is_gone(i) {
+            return;
+        }
         let name = self.participants[i].name.clone();
+        for channel in &effects.force_close_due {
+            if let Ok((_, started)) = self.participants[i].party.force_close(*channel) {
+                self.absorb(i, started);
+            }
+        }
         for event in &effects.events {
             if let PartyEvent::Ledger { channel_id, event } = event {
                 let leads = matches!(self.participants[i].party.ledger(channel_id), Some(ConsensusChannel::Leader(_)));
@@ -203,13 +228,18 @@ impl LocalNetwork {
             any = true;
             let sender = self.address(from);
             let Some(to) = self.index_of(envelope.to) else { continue };
-            if self.filter.as_ref().is_some_and(|f| !f(from, &envelope)) {
+            if self.is_gone(to) || self.filter.as_ref().is_some_and(|f| !f(from, &envelope)) {
                 self.stats.lost_messages += 1;
                 continue;
             }
             self.stats.messages += 1;
             match self.participants[to].party.handle_message(sender, envelope.payload) {
                 Ok(effects) => self.absorb(to, effects),
+                Err(PartyError::Refused { error, answer }) => {
+                    self.stats.refused_messages += 1;
+                    tracing::debug!(to = %self.participants[to].name, %error, "objective declined");
+                    self.absorb(to, *answer);
+                }
                 Err(error) => {
                     self.stats.refused_messages += 1;
                     tracing::debug!(to = %self.participants[to].name, %error, "message refused");
@@ -257,7 +287,7 @@ impl LocalNetwork {
         };
         for event in &events {
             self.stats.chain_events += 1;
-            for i in 0..self.participants.len() {
+            for i in (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect::<Vec<_>>() {
                 let effects = self.participants[i].party.handle_chain_event(event);
                 self.absorb(i, effects);
             }
@@ -287,8 +317,15 @@ impl LocalNetwork {
             if !(delivered || submitted || observed) {
                 if last_resend.elapsed() >= self.resend_every {
                     last_resend = Instant::now();
-                    for i in 0..self.participants.len() {
-                        let effects = self.participants[i].party.resend();
+                    let chain_time = match self.participants.first() {
+                        Some(p) => p.chain.chain_time().await.ok(),
+                        None => None,
+                    };
+                    let unix_secs =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let clock = Clock { unix_secs, chain_time };
+                    for i in (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect::<Vec<_>>() {
+                        let effects = self.participants[i].party.tick(clock);
                         self.absorb(i, effects);
                     }
                 } else {

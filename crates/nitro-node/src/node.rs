@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, EventWatcher};
 use nitro_core::{
     party::{ObjectiveId, Party, PartyConfig, Payload, TransactionRequest, WaitingFor},
@@ -27,6 +27,9 @@ use crate::{
 /// Why the node stopped.
 #[derive(Debug, Error)]
 pub enum NodeError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The key file is missing or malformed.
     #[error("key file {0}: {1}")]
     Key(String, String),
@@ -68,6 +71,12 @@ struct Node {
     waiters: Vec<Waiter>,
     me: Address,
     nonce: u64,
+    /// Peers from the configuration: the only ones this node opens ledgers with.
+    peers: Vec<Address>,
+    /// The latest block timestamp read from the chain.
+    chain_time: Option<u64>,
+    /// The wallet's balance, read on the timer: requests that need more fail at once.
+    wallet: Option<U256>,
 }
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
@@ -80,7 +89,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         challenge_duration: U48::from(config.challenge_duration),
     };
     let store = Store::open(&config.db_path)?;
-    let (engine, recovery) = Engine::open(store, key.clone(), party_config)?;
+    let policy = config.policy.to_policy(&config.peers).map_err(|e| NodeError::Config(e.to_string()))?;
+    let (engine, recovery) = Engine::open_with(store, key.clone(), party_config, policy)?;
     tracing::info!(address = %me, replayed = recovery.replayed, "store opened");
 
     let transport_config = TransportConfig { listen: config.listen, ..TransportConfig::default() };
@@ -117,7 +127,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         }
     });
 
-    let mut node = Node { engine, transport, transactions: tx_queue, waiters: Vec::new(), me, nonce: 0 };
+    let mut node = Node {
+        engine,
+        transport,
+        transactions: tx_queue,
+        waiters: Vec::new(),
+        me,
+        nonce: 0,
+        peers: config.peers.iter().map(|p| p.address).collect(),
+        chain_time: None,
+        wallet: None,
+    };
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
     }
@@ -126,7 +146,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     for (id, _) in recovery.transactions {
         node.engine.store().transaction_done(id)?;
     }
-    node.step(Input::Tick)?;
+    node.step(node.tick_input())?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
     tokio::pin!(shutdown);
@@ -160,7 +180,13 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 }
             }
             _ = tick.tick() => {
-                if let Err(e) = node.step(Input::Tick) {
+                if let Ok(time) = chain.chain_time().await {
+                    node.chain_time = Some(time);
+                }
+                if let Ok(balance) = chain.client().balance(me).await {
+                    node.wallet = Some(balance);
+                }
+                if let Err(e) = node.step(node.tick_input()) {
                     if node.fatal(&e) { break Err(e.into()); }
                 }
                 match watcher.poll().await {
@@ -187,12 +213,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 }
 
 impl Node {
+    /// A timer tick carrying the wall clock and the chain's clock.
+    fn tick_input(&self) -> Input {
+        let unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Input::Tick { unix_secs, chain_time: self.chain_time }
+    }
+
     fn fatal(&self, e: &EngineError) -> bool {
         match e {
             EngineError::Party(error) => {
                 tracing::debug!(%error, "input refused");
                 false
             }
+            EngineError::Declined { .. } => false,
             other => {
                 tracing::error!(error = %other, "fatal engine error");
                 true
@@ -230,9 +263,18 @@ impl Node {
     }
 
     fn step(&mut self, input: Input) -> Result<Output, EngineError> {
-        let output = self.engine.step(input)?;
-        self.dispatch(&output);
-        Ok(output)
+        match self.engine.step(input) {
+            Ok(output) => {
+                self.dispatch(&output);
+                Ok(output)
+            }
+            Err(EngineError::Declined { error, output }) => {
+                tracing::info!(%error, "declined a peer's objective");
+                self.dispatch(&output);
+                Err(EngineError::Declined { error, output })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Handles one API call. Returns an error only when the engine failed fatally.
@@ -247,6 +289,11 @@ impl Node {
         let me = self.me;
         let write = match request {
             ApiRequest::ObjectivesWait(w) => {
+                let party = self.engine.party();
+                if let Some(unknown) = w.objective_ids.iter().find(|id| party.objective(id).is_none()) {
+                    call.respond::<Value>(Err(RpcError::refused(format!("unknown objective {unknown}"))));
+                    return Ok(());
+                }
                 let deadline = Instant::now() + w.timeout;
                 self.waiters.push(Waiter { ids: w.objective_ids, any: w.any, deadline, call });
                 self.answer_waiters(false);
@@ -270,14 +317,39 @@ impl Node {
                 call.respond(self.status(&objective_id));
                 return Ok(());
             }
-            ApiRequest::LedgerOpen(o) => Request::LedgerOpen {
-                participants: [me, o.counterparty],
-                asset: o.asset,
-                amounts: [o.my_amount, o.counterparty_amount],
-                nonce: o.nonce.unwrap_or_else(|| self.next_nonce()),
-            },
+            ApiRequest::ObjectiveList(filter) => {
+                call.respond(Ok(self.list(&filter)));
+                return Ok(());
+            }
+            ApiRequest::ObjectiveCancel { objective_id } => Request::Cancel { objective: objective_id },
+            ApiRequest::ChannelForceClose { channel_id } => Request::ForceClose { channel_id },
+            ApiRequest::LedgerOpen(o) => {
+                if let Err(why) = self.check_ledger_open(&o) {
+                    call.respond::<Value>(Err(RpcError::refused(why)));
+                    return Ok(());
+                }
+                Request::LedgerOpen {
+                    participants: [me, o.counterparty],
+                    asset: o.asset,
+                    amounts: [o.my_amount, o.counterparty_amount],
+                    nonce: o.nonce.unwrap_or_else(|| self.next_nonce()),
+                }
+            }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
             ApiRequest::VirtualFund(v) => {
+                if v.counterparty == me || v.intermediaries.contains(&me) {
+                    call.respond::<Value>(Err(RpcError::refused(
+                        "this node cannot be the payee or an intermediary of a channel it pays from",
+                    )));
+                    return Ok(());
+                }
+                if v.intermediaries.contains(&v.counterparty) {
+                    call.respond::<Value>(Err(RpcError::refused(format!(
+                        "{} is an intermediary, not a payee",
+                        v.counterparty
+                    ))));
+                    return Ok(());
+                }
                 let mut participants = vec![me];
                 participants.extend(v.intermediaries);
                 participants.push(v.counterparty);
@@ -306,12 +378,59 @@ impl Node {
                 (None, None) => call.respond(Ok(json!({}))),
             },
             Err(EngineError::Party(e)) => call.respond::<Value>(Err(RpcError::refused(e))),
+            Err(EngineError::Declined { error, .. }) => call.respond::<Value>(Err(RpcError::refused(error))),
             Err(e) => {
                 call.respond::<Value>(Err(RpcError::internal(&e)));
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// What a ledger opening needs and can be checked before anything starts: a configured
+    /// peer that is not us, amounts that add up, and a wallet that holds our deposit.
+    fn check_ledger_open(&self, o: &crate::api::LedgerOpen) -> Result<(), String> {
+        if o.counterparty == self.me {
+            return Err("a ledger needs a counterparty other than this node".into());
+        }
+        if !self.peers.contains(&o.counterparty) {
+            return Err(format!(
+                "{} is not a configured peer (add it under [[peers]] to open a ledger with it)",
+                o.counterparty
+            ));
+        }
+        if o.my_amount.checked_add(o.counterparty_amount).is_none() {
+            return Err("the two deposits overflow 256 bits".into());
+        }
+        if !o.asset.is_zero() {
+            return Err(format!("asset {} is not supported: ledgers hold ETH (the zero address)", o.asset));
+        }
+        match self.wallet {
+            Some(held) if held < o.my_amount => {
+                Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn list(&self, filter: &crate::api::ObjectiveFilter) -> crate::api::ObjectiveList {
+        use crate::api::ObjectiveState;
+        let party = self.engine.party();
+        let objectives = party
+            .objectives()
+            .filter(|(id, _)| filter.channel_id.is_none_or(|c| c == id.channel_id()))
+            .filter(|(id, _)| filter.kind.as_deref().is_none_or(|k| id.to_string().starts_with(&format!("{k}-"))))
+            .filter_map(|(id, _)| self.status(&id).ok())
+            .filter(|s| {
+                let state = match (s.done, &s.failed) {
+                    (true, _) => ObjectiveState::Done,
+                    (false, Some(_)) => ObjectiveState::Failed,
+                    (false, None) => ObjectiveState::Pending,
+                };
+                filter.status.is_none_or(|f| f == state)
+            })
+            .collect();
+        crate::api::ObjectiveList { objectives }
     }
 
     fn next_nonce(&mut self) -> u64 {
@@ -328,12 +447,17 @@ impl Node {
             WaitingFor::Failed(why) => Some(why.clone()),
             _ => None,
         };
+        let finalizes_at = match id {
+            ObjectiveId::ForceClose(c) => party.registered_challenge(c).map(|c| c.finalizes_at),
+            _ => None,
+        };
         Ok(ObjectiveStatus {
             objective_id: *id,
             channel_id: id.channel_id(),
             done: party.is_complete(id),
             failed,
             waiting_for: waiting.to_string(),
+            finalizes_at,
         })
     }
 

@@ -360,7 +360,7 @@ impl Sim {
         }
         if self.step.is_multiple_of(25) {
             for i in 0..self.engines.len() {
-                self.step_engine(i, Input::Tick)?;
+                self.step_engine(i, Input::tick())?;
             }
         }
         self.check_money()

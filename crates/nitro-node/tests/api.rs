@@ -61,6 +61,7 @@ fn fake_engine(mut calls: mpsc::Receiver<ApiCall>, seen: Seen) {
                     done: false,
                     failed: None,
                     waiting_for: "waiting for deposits: 0 of 10 held".into(),
+                    finalizes_at: None,
                 })),
                 ApiRequest::ObjectivesWait(w) => {
                     // Completes after a short while, well within the timeout.

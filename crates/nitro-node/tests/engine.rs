@@ -160,7 +160,9 @@ fn every_kind_of_input_survives_the_log() {
         },
         Input::Chain(ChainEvent::Concluded { channel_id: Default::default(), block_number: 9, finalizes_at: 10 }),
         Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()) },
-        Input::Tick,
+        Input::tick(),
+        Input::Request(Request::ForceClose { channel_id: Default::default() }),
+        Input::Request(Request::Cancel { objective: ObjectiveId::VirtualFund(Default::default()) }),
     ];
     for input in inputs {
         let text = serde_json::to_string(&input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
@@ -210,7 +212,7 @@ fn a_step_signing_a_second_state_at_a_recorded_turn_is_refused_and_sends_nothing
         matches!(refused, Err(EngineError::Store(nitro_node::store::StoreError::ConflictingSignature { turn: 2, .. }))),
         "{refused:?}"
     );
-    assert!(matches!(engine.step(Input::Tick), Err(EngineError::Poisoned)));
+    assert!(matches!(engine.step(Input::tick()), Err(EngineError::Poisoned)));
     drop(engine);
     // After a restart the refused step never happened.
     let (engine, recovery) = Engine::open(Store::open(&paths[0]).unwrap(), keys[0].clone(), config()).unwrap();

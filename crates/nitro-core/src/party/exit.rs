@@ -200,7 +200,7 @@ impl Party {
             ChainEvent::Reclaimed { .. } => {}
         }
         for entry in self.objectives.values_mut().filter(|e| !e.done) {
-            entry.objective.on_chain_event(event);
+            entry.objective.on_chain_event(event, &self.chain);
         }
         effects.extend(self.crank_all());
         effects

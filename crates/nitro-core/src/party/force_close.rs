@@ -1,5 +1,5 @@
 //! ForceClose: take a channel to chain alone and leave with what its latest supported state
-//! gives (ADR-0016). The way out that needs nobody else.
+//! gives (ADR-0017). The way out that needs nobody else.
 //!
 //! 1. **Finalize.** With a final state signed by everyone: conclude at once (a ledger without
 //!    guarantees is paid out in the same call). Otherwise challenge with the latest state the
@@ -19,6 +19,7 @@
 use alloy_primitives::B256;
 
 use super::{
+    chain_view::ChainView,
     objective::{Crank, Ctx, View},
     ObjectiveId, PartyError, TransactionRequest, WaitingFor,
 };
@@ -31,7 +32,7 @@ use crate::{
 const TRANSACTION_PATIENCE: u32 = 20;
 
 /// Failed payout transactions tolerated before the objective gives up with a reason.
-const MAX_PAYOUT_FAILURES: u32 = 5;
+const MAX_PAYOUT_FAILURES: u32 = 20;
 
 /// How the channel is finalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,11 +56,11 @@ impl Plan {
     }
 }
 
-/// A payout step in flight, applied to the tracked outcome when its event arrives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The kind of payout step in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PayoutStep {
-    Reclaim { index: usize, target: Exit },
-    Transfer { indices: Vec<usize> },
+    Reclaim,
+    Transfer,
 }
 
 /// The ledger's outcome as the chain fingerprints it, once finalized.
@@ -85,6 +86,9 @@ pub struct ForceClose {
     failed: bool,
     payout: Option<Payout>,
     pending: Option<PayoutStep>,
+    /// After a failed payout step: wait for the timer before the next (the event of someone
+    /// else's step may be on its way).
+    hold: bool,
     payout_failures: u32,
     /// Virtual channels this ledger's guarantees wait for.
     targets: Vec<ChannelId>,
@@ -104,6 +108,7 @@ impl ForceClose {
             failed: false,
             payout: None,
             pending: None,
+            hold: false,
             payout_failures: 0,
             targets: Vec::new(),
             done: false,
@@ -205,65 +210,55 @@ impl ForceClose {
             };
             self.payout = Some(Payout { state_hash, outcome });
         }
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.hold {
             return Ok(false);
         }
         let Some(Payout { state_hash, outcome }) = self.payout.clone() else { return Ok(false) };
         let Some(asset) = outcome.0.first() else { return Ok(true) };
         let holdings = ctx.chain.holdings(&channel);
-        self.targets.clear();
-        for (index, allocation) in asset.allocations.iter().enumerate() {
-            if allocation.allocation_type != AllocationType::GUARANTEE {
-                continue;
-            }
-            let target = allocation.destination;
-            match ctx.chain.finalized(&target) {
-                Some((target_state_hash, target_outcome)) => {
-                    let transaction = ChainTransaction::Reclaim {
-                        source_channel_id: channel,
-                        source_state_hash: state_hash,
-                        source_outcome: outcome.clone(),
-                        source_asset_index: 0,
-                        index_of_target_in_source: index,
-                        target_state_hash,
-                        target_outcome: target_outcome.clone(),
-                        target_asset_index: 0,
-                    };
-                    self.request(ctx, transaction, None);
-                    self.pending = Some(PayoutStep::Reclaim { index, target: target_outcome });
-                    return Ok(false);
-                }
-                None => self.targets.push(target),
+        self.targets = guarantee_targets(&outcome);
+        // Guarantees are reclaimed in allocation order, the first one first (whoever sends
+        // it), so that every party paying the ledger out computes the same outcome from the
+        // same events.
+        if let Some((index, target)) = first_guarantee(&outcome) {
+            if let Some((target_state_hash, target_outcome)) = ctx.chain.finalized(&target) {
+                let transaction = ChainTransaction::Reclaim {
+                    source_channel_id: channel,
+                    source_state_hash: state_hash,
+                    source_outcome: outcome.clone(),
+                    source_asset_index: 0,
+                    index_of_target_in_source: index,
+                    target_state_hash,
+                    target_outcome,
+                    target_asset_index: 0,
+                };
+                self.request(ctx, transaction, None);
+                self.pending = Some(PayoutStep::Reclaim);
+                return Ok(false);
             }
         }
         ctx.force_close.extend(self.targets.iter().copied());
         let unpaid =
             asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero());
         if unpaid && !holdings.is_zero() {
-            let indices: Vec<usize> = if self.targets.is_empty() {
-                Vec::new() // all
-            } else {
-                let simple =
-                    |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
-                asset.allocations.iter().enumerate().filter_map(simple).collect()
-            };
             let transaction = ChainTransaction::Transfer {
                 channel_id: channel,
                 asset_index: 0,
                 outcome: outcome.clone(),
                 state_hash,
-                indices: indices.clone(),
+                indices: transfer_indices(&outcome),
             };
             self.request(ctx, transaction, None);
-            self.pending = Some(PayoutStep::Transfer { indices });
+            self.pending = Some(PayoutStep::Transfer);
             return Ok(false);
         }
         Ok(self.targets.is_empty())
     }
 
-    /// Applies the step in flight to the tracked outcome when its event arrives. An event no
-    /// step of ours explains means someone else paid out part of the ledger.
-    pub(crate) fn on_chain_event(&mut self, event: &ChainEvent) {
+    /// Applies a payout step to the tracked outcome when its event arrives, whoever sent it:
+    /// a reclaim is of the first guarantee (the order every party follows), a transfer pays
+    /// the parties' balances (all allocations once no guarantee is left).
+    pub(crate) fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
         let channel = self.channel_id;
         if event.channel_id() != channel || self.failure.is_some() {
             return;
@@ -274,41 +269,72 @@ impl ForceClose {
             | ChainEvent::ChallengeCleared { .. }
             | ChainEvent::Checkpointed { .. } => self.submitted = false,
             ChainEvent::Reclaimed { .. } => {
-                let (Some(payout), Some(PayoutStep::Reclaim { index, target })) =
-                    (&mut self.payout, self.pending.take())
-                else {
-                    self.failure = Some(format!("a guarantee of {channel} was reclaimed by someone else"));
-                    return;
-                };
-                match after_reclaim(&payout.outcome, 0, index, &target, 0) {
-                    Ok(outcome) => payout.outcome = outcome,
-                    Err(e) => self.failure = Some(format!("reclaim on {channel}: {e}")),
+                if self.pending == Some(PayoutStep::Reclaim) {
+                    self.pending = None;
+                }
+                let Some(payout) = &mut self.payout else { return };
+                let reclaimed = first_guarantee(&payout.outcome).and_then(|(index, target)| {
+                    let (_, target_outcome) = chain.finalized(&target)?;
+                    after_reclaim(&payout.outcome, 0, index, &target_outcome, 0).ok()
+                });
+                match reclaimed {
+                    Some(outcome) => payout.outcome = outcome,
+                    None => {
+                        self.failure = Some(format!(
+                            "a guarantee of {channel} was reclaimed out of order: the chain's outcome is not ours"
+                        ))
+                    }
                 }
             }
             ChainEvent::AllocationUpdated { initial_holdings, final_holdings, .. } => {
-                match (&mut self.payout, self.pending.take()) {
-                    (Some(payout), Some(PayoutStep::Transfer { indices })) => {
+                if self.pending == Some(PayoutStep::Transfer) {
+                    self.pending = None;
+                }
+                match &mut self.payout {
+                    Some(payout) => {
+                        let indices = transfer_indices(&payout.outcome);
                         match after_transfer(&payout.outcome, 0, *initial_holdings, &indices) {
                             Ok((outcome, _)) => payout.outcome = outcome,
                             Err(e) => self.failure = Some(format!("transfer on {channel}: {e}")),
                         }
                     }
-                    (_, pending) if final_holdings.is_zero() => {
-                        // Someone paid everything out (a conclusion, or the other party's transfer).
-                        self.pending = pending;
-                        self.done = self.ledger;
-                    }
-                    (_, pending) => {
-                        self.pending = pending;
-                        if self.payout.is_some() {
-                            self.failure = Some(format!("{channel} was partly paid out by someone else"));
-                        }
-                    }
+                    // Paid out before we tracked it (a conclusion and payout in one call).
+                    None if final_holdings.is_zero() => self.done = self.ledger,
+                    None => {}
                 }
             }
             ChainEvent::Deposited { .. } => {}
         }
     }
+}
+
+/// The guarantees' targets of an outcome, in allocation order.
+fn guarantee_targets(outcome: &Exit) -> Vec<ChannelId> {
+    outcome
+        .0
+        .iter()
+        .flat_map(|e| e.allocations.iter())
+        .filter(|a| a.allocation_type == AllocationType::GUARANTEE)
+        .map(|a| a.destination)
+        .collect()
+}
+
+/// The first guarantee of the outcome's first asset: its index and target.
+fn first_guarantee(outcome: &Exit) -> Option<(usize, ChannelId)> {
+    let asset = outcome.0.first()?;
+    let index = asset.allocations.iter().position(|a| a.allocation_type == AllocationType::GUARANTEE)?;
+    Some((index, asset.allocations[index].destination))
+}
+
+/// What a payout transfer names: every allocation once no guarantee is left (`[]`), else
+/// the parties' balances (a guarantee cannot be transferred).
+fn transfer_indices(outcome: &Exit) -> Vec<usize> {
+    let Some(asset) = outcome.0.first() else { return Vec::new() };
+    if asset.allocations.iter().all(|a| a.allocation_type != AllocationType::GUARANTEE) {
+        return Vec::new();
+    }
+    let simple = |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
+    asset.allocations.iter().enumerate().filter_map(simple).collect()
 }
 
 impl Crank for ForceClose {
@@ -346,6 +372,7 @@ impl Crank for ForceClose {
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
+        self.hold = false;
         if self.submitted {
             self.waited = self.waited.saturating_add(1);
         }
@@ -360,11 +387,14 @@ impl Crank for ForceClose {
 
     fn transaction_failed(&mut self) {
         if self.pending.take().is_some() {
+            // Often someone else's step of the same payout landed first: its event updates
+            // the outcome; the next step waits for the timer.
+            self.hold = true;
             self.payout_failures += 1;
             if self.payout_failures > MAX_PAYOUT_FAILURES {
                 self.failure = Some(format!("the payout of {} failed {} times", self.channel_id, self.payout_failures));
             }
-        } else {
+        } else if self.payout.is_none() {
             self.failed = true;
         }
     }
@@ -400,8 +430,8 @@ impl Crank for ForceClose {
         }
     }
 
-    fn on_chain_event(&mut self, event: &ChainEvent) {
-        ForceClose::on_chain_event(self, event);
+    fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
+        ForceClose::on_chain_event(self, event, chain);
     }
 
     fn has_committed(&self, _: &View<'_>) -> bool {

@@ -66,7 +66,7 @@ pub(crate) trait Crank {
     fn waiting_for(&self, view: &View<'_>) -> WaitingFor;
 
     /// An adjudicator event about one of the party's channels.
-    fn on_chain_event(&mut self, _event: &ChainEvent) {}
+    fn on_chain_event(&mut self, _event: &ChainEvent, _chain: &ChainView) {}
 
     /// Why the objective stopped for good, if it did.
     fn failure(&self) -> Option<&str>;
@@ -142,8 +142,8 @@ impl Crank for Objective {
         dispatch!(self, o => o.waiting_for(view))
     }
 
-    fn on_chain_event(&mut self, event: &ChainEvent) {
-        dispatch!(self, o => Crank::on_chain_event(o, event))
+    fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
+        dispatch!(self, o => Crank::on_chain_event(o, event, chain))
     }
 
     fn failure(&self) -> Option<&str> {
