@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             }
             7 => {
                 let expected = match follower.pending().next() {
-                    Some(head) if r.u8() % 4 != 0 => head.proposal,
+                    Some(head) if r.u8() % 4 != 0 && !head.proposals.is_empty() => head.proposals[0],
                     _ => forge::proposal(&mut r),
                 };
                 follower.countersign_next(&expected)

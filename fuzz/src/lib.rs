@@ -238,10 +238,15 @@ pub mod forge {
         consensus_turn: TurnNum,
         latest_turn: TurnNum,
     ) -> SignedProposal {
-        let proposal = proposal(r);
+        // Mostly one change, sometimes a batch of a few (or none: refused as malformed).
+        let count = match r.u8() % 8 {
+            0 => usize::from(r.u8() % 5),
+            _ => 1,
+        };
+        let proposals: Vec<_> = (0..count).map(|_| proposal(r)).collect();
         let turn_num = turn(r, consensus_turn, latest_turn);
         let mut o = latest.clone();
-        let hash = match o.apply(&proposal) {
+        let hash = match proposals.iter().try_for_each(|p| o.apply(p)) {
             Ok(()) => o.state_hash(channel, turn_num),
             Err(_) => r.b256(),
         };
@@ -251,7 +256,7 @@ pub mod forge {
         };
         SignedProposal {
             channel_id: channel_id(r, channel),
-            proposal,
+            proposals,
             previous_turn,
             turn_num,
             signature: r.signature(&hash, &leader_key()),
@@ -303,11 +308,17 @@ pub mod forge {
             0xff => "é".repeat(usize::from(r.u8()) + 100),
             _ => String::from_utf8_lossy(r.chunk()).into_owned(),
         };
-        let hash = Rejection::signing_hash(channel, turn_num, state_hash);
+        let refused: Vec<u16> = match r.u8() % 4 {
+            0 => vec![u16::from(r.u8() % 4)],
+            1 => vec![0, u16::from(r.u8() % 4)],
+            _ => Vec::new(),
+        };
+        let hash = Rejection::signing_hash(channel, turn_num, state_hash, &refused);
         Rejection {
             channel_id: channel_id(r, channel),
             turn_num,
             state_hash,
+            refused,
             reason,
             signature: r.signature(&hash, &follower_key()),
         }

@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // "Send" to the follower, which verifies and countersigns exactly what it expects.
     let LedgerMessage::Proposal(proposal) = &step.messages[0] else { unreachable!() };
     let _ = follower.receive_proposal(proposal)?;
-    let countersigned = follower.countersign_next(&proposal.proposal)?;
+    let countersigned = follower.countersign_next(&proposal.proposals[0])?;
     println!("follower countersigns: {}", serde_json::to_string(&countersigned.messages[0])?);
 
     // Back to the leader: consensus advances and the guarantee is locked on both sides.

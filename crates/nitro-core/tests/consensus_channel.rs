@@ -93,7 +93,7 @@ impl Pair {
         let step = self.leader.propose(p).unwrap();
         self.leader_events.extend(step.events);
         match step.messages.as_slice() {
-            [LedgerMessage::Proposal(sp)] => *sp,
+            [LedgerMessage::Proposal(sp)] => sp.clone(),
             other => panic!("expected one proposal, got {other:?}"),
         }
     }
@@ -274,7 +274,7 @@ fn leader_signs_the_whole_resulting_state_at_the_next_turn() {
     assert_eq!(sp.turn_num, turn(2));
     assert_eq!(sp.channel_id, fixed().channel_id());
     let mut predicted = outcome(100, 100);
-    predicted.apply(&sp.proposal).unwrap();
+    predicted.apply(&sp.proposals[0]).unwrap();
     let state = predicted.to_state(&fixed(), turn(2));
     assert_eq!(nitro_core::recover_signer(&state.hash(), &sp.signature).unwrap(), leader_key().address());
     assert_eq!(p.leader.latest_outcome(), &predicted);
@@ -466,7 +466,7 @@ fn follower_refuses_a_proposal_not_signed_by_the_leader() {
     let mut p = Pair::new(100, 100);
     let mut sp = p.add(5, 30, l(), 10);
     let mut predicted = outcome(100, 100);
-    predicted.apply(&sp.proposal).unwrap();
+    predicted.apply(&sp.proposals[0]).unwrap();
     sp.signature = stranger().sign(&predicted.to_state(&fixed(), turn(2)).hash());
     let before = p.follower.clone();
     assert_eq!(
@@ -480,7 +480,7 @@ fn follower_refuses_a_proposal_not_signed_by_the_leader() {
 fn follower_refuses_a_tampered_proposal() {
     let mut p = Pair::new(100, 100);
     let mut sp = p.add(5, 30, l(), 10);
-    sp.proposal = add_p(5, 31, l(), 10);
+    sp.proposals[0] = add_p(5, 31, l(), 10);
     let before = p.follower.clone();
     assert!(matches!(p.follower.receive_proposal(&sp).unwrap_err(), ChannelError::WrongSigner { .. }));
     assert_eq!(p.follower, before);
@@ -501,7 +501,7 @@ fn follower_refuses_a_proposal_it_cannot_apply() {
     forged.apply(&add_p(9, 1, l(), 1)).unwrap();
     let sp = SignedProposal {
         channel_id: fixed().channel_id(),
-        proposal,
+        proposals: vec![proposal],
         previous_turn: turn(1),
         turn_num: turn(2),
         signature: leader_key().sign(&forged.to_state(&fixed(), turn(2)).hash()),
@@ -519,7 +519,7 @@ fn follower_refuses_a_malformed_signature_without_panicking() {
     let mut p = Pair::new(100, 100);
     let sp = p.add(5, 30, l(), 10);
     // A malformed signature (r = 0) cannot even be held: the decoder refuses it.
-    let mut json = serde_json::to_value(sp).unwrap();
+    let mut json = serde_json::to_value(&sp).unwrap();
     let flat = json["signature"].as_str().unwrap().to_owned();
     json["signature"] = format!("0x{}{}", "00".repeat(32), &flat[66..]).into();
     assert!(serde_json::from_value::<SignedProposal>(json).unwrap_err().to_string().contains("group order"));
@@ -560,7 +560,7 @@ fn a_conflicting_proposal_at_a_pending_turn_is_refused() {
     let sp = p.add(5, 30, l(), 10);
     p.follower_receives(&sp);
     let mut other = sp;
-    other.proposal = add_p(6, 1, l(), 1);
+    other.proposals[0] = add_p(6, 1, l(), 1);
     let before = p.follower.clone();
     assert_eq!(p.follower.receive_proposal(&other).unwrap_err(), ChannelError::ConflictingProposal(turn(2)));
     assert_eq!(p.follower, before);
@@ -624,7 +624,7 @@ fn a_bad_buffered_proposal_is_discarded_and_the_good_one_accepted_later() {
     let mut p = Pair::new(100, 100);
     let a = p.add(1, 1, l(), 1);
     let b = p.add(2, 1, l(), 1);
-    let mut bad_b = b;
+    let mut bad_b = b.clone();
     bad_b.signature = stranger().sign(&B256::ZERO);
     p.follower.receive_proposal(&bad_b).unwrap();
     let step = p.follower_receives(&a);
@@ -648,12 +648,12 @@ fn a_follower_receives_no_countersignatures() {
 fn countersign_next_checks_the_expected_proposal() {
     let mut p = Pair::new(100, 100);
     let sp = p.add(5, 30, l(), 10);
-    assert_eq!(p.follower.countersign_next(&sp.proposal).unwrap_err(), ChannelError::NothingPending);
+    assert_eq!(p.follower.countersign_next(&sp.proposals[0]).unwrap_err(), ChannelError::NothingPending);
     p.follower_receives(&sp);
     let before = p.follower.clone();
     assert_eq!(p.follower.countersign_next(&add_p(5, 31, l(), 10)).unwrap_err(), ChannelError::UnexpectedProposal);
     assert_eq!(p.follower, before);
-    let step = p.follower.countersign_next(&sp.proposal).unwrap();
+    let step = p.follower.countersign_next(&sp.proposals[0]).unwrap();
     assert!(matches!(one_message(&step), LedgerMessage::Countersignature(c) if c.turn_num == turn(2)));
 }
 
@@ -823,20 +823,19 @@ fn a_rejected_proposal_does_not_block_the_ones_after_it() {
     assert_eq!(rejection.turn_num, turn(2));
     assert_eq!(p.follower.pending().len(), 0);
     let step = p.leader_receives(&LedgerMessage::Rejection(rejection));
-    assert!(matches!(&step.events[0], LedgerEvent::ProposalRejected { proposal, .. } if proposal.target() == t(1)));
-    assert_eq!(step.messages.len(), 2, "the two later proposals are proposed again");
+    assert!(matches!(&step.events[0], LedgerEvent::ProposalRejected { refused, .. } if refused[0].target() == t(1)));
+    assert_eq!(step.messages.len(), 1, "the two later changes are proposed again, together");
     let resent: Vec<_> = step
         .messages
         .iter()
         .map(|m| match m {
-            LedgerMessage::Proposal(sp) => *sp,
+            LedgerMessage::Proposal(sp) => sp.clone(),
             _ => panic!(),
         })
         .collect();
-    // Fresh turns, above every turn the leader signed (2, 3 and 4): never 2 or 3 again.
-    assert_eq!(resent.iter().map(|s| s.turn_num).collect::<Vec<_>>(), vec![turn(5), turn(6)]);
-    assert_eq!(resent.iter().map(|s| s.previous_turn).collect::<Vec<_>>(), vec![turn(1), turn(5)]);
-    assert_eq!(resent.iter().map(|s| s.proposal.target()).collect::<Vec<_>>(), vec![t(2), t(3)]);
+    // A fresh turn, above every turn the leader signed (2, 3 and 4): never 2 or 3 again.
+    assert_eq!((resent[0].turn_num, resent[0].previous_turn), (turn(5), turn(1)));
+    assert_eq!(resent[0].proposals.iter().map(|p| p.target()).collect::<Vec<_>>(), vec![t(2), t(3)]);
     for sp in &resent {
         p.follower_receives(sp);
     }
@@ -862,7 +861,7 @@ fn later_proposals_that_no_longer_apply_are_dropped() {
     assert!(step
         .events
         .iter()
-        .any(|e| matches!(e, LedgerEvent::ProposalDropped { proposal, .. } if *proposal == b.proposal)));
+        .any(|e| matches!(e, LedgerEvent::ProposalDropped { proposal, .. } if *proposal == b.proposals[0])));
     assert_eq!(step.messages.len(), 1);
     assert_eq!(p.leader.latest_turn(), turn(5), "re-proposed above turns 2..=4");
     assert_eq!(p.leader.guarantees().status(&t(2)), Some(GuaranteeStatus::Proposed));
@@ -925,7 +924,7 @@ fn a_rejection_not_signed_by_the_follower_is_refused() {
     let a = p.add(1, 10, l(), 5);
     p.follower_receives(&a);
     let mut r = rejection_of(&p.follower.reject_next("no").unwrap());
-    r.signature = stranger().sign(&Rejection::signing_hash(r.channel_id, r.turn_num, r.state_hash));
+    r.signature = stranger().sign(&Rejection::signing_hash(r.channel_id, r.turn_num, r.state_hash, &r.refused));
     let before = p.leader.clone();
     assert!(matches!(p.leader.receive_rejection(&r).unwrap_err(), ChannelError::WrongSigner { .. }));
     // A follower's *state* signature cannot be passed off as a rejection.
@@ -1175,6 +1174,7 @@ fn the_consensus_channel_enum_dispatches_to_its_role() {
         channel_id: t(1),
         turn_num: turn(2),
         state_hash: B256::ZERO,
+        refused: vec![],
         reason: String::new(),
         signature: follower_key().sign(&B256::ZERO),
     });
@@ -1197,4 +1197,70 @@ fn the_benchmark_workload_runs_real_rounds() {
     assert_eq!(states.len(), 8);
     assert_eq!(states.last().unwrap().hash(), leader.consensus_state().hash(), "the floor uses the same states");
     assert!(w.run_floor(&states) > std::time::Duration::ZERO);
+}
+
+/// One state for many changes: one signature, one countersignature. A change that does not
+/// apply is left out (and reported); one the follower refuses is named in its rejection and
+/// the rest go out again together at a fresh turn.
+#[test]
+fn a_batch_is_one_state_and_one_refused_change_does_not_block_the_others() {
+    let mut p = Pair::new(100, 100);
+    let too_big = add_p(9, 500, l(), 1);
+    let step = p
+        .leader
+        .propose_batch(vec![add_p(1, 10, l(), 5), too_big, add_p(2, 10, l(), 5), add_p(3, 10, l(), 5)])
+        .unwrap();
+    assert_eq!(step.messages.len(), 1, "one proposal");
+    assert_eq!(step.signed.len(), 1, "one signature for three changes");
+    assert!(step
+        .events
+        .iter()
+        .any(|e| matches!(e, LedgerEvent::ProposalDropped { proposal, .. } if *proposal == too_big)));
+    let LedgerMessage::Proposal(sp) = step.messages[0].clone() else { panic!() };
+    assert_eq!(sp.proposals.len(), 3);
+    p.follower_receives(&sp);
+    // The follower objects to the change for target 2 only.
+    let mut policy =
+        |prop: &Proposal| if prop.target() == t(2) { Approval::Reject("t2".into()) } else { Approval::Approve };
+    let step = p.follower.decide(&mut policy);
+    let LedgerMessage::Rejection(r) = one_message(&step).clone() else { panic!("{step:?}") };
+    assert_eq!(r.refused, vec![1]);
+    let again = p.leader_receives(&LedgerMessage::Rejection(r));
+    let LedgerMessage::Proposal(sp) = one_message(&again).clone() else { panic!() };
+    assert_eq!(sp.proposals.iter().map(|c| c.target()).collect::<Vec<_>>(), vec![t(1), t(3)]);
+    assert!(sp.turn_num > turn(2), "a fresh turn");
+    p.round(&sp);
+    p.assert_agree();
+    assert!(p.leader.is_locked(&t(1)) && p.leader.is_locked(&t(3)) && !p.leader.is_locked(&t(2)));
+    assert_eq!(p.total(), u(200));
+    // Empty and oversized batches are refused; a follower refuses one too.
+    assert_eq!(p.leader.propose_batch(vec![]).unwrap_err(), ChannelError::BatchSize(0));
+    let mut huge = sp.clone();
+    huge.proposals = vec![add_p(7, 1, l(), 1); nitro_core::MAX_BATCH + 1];
+    huge.previous_turn = p.follower.latest_turn();
+    huge.turn_num = huge.previous_turn + turn(1);
+    assert_eq!(p.follower.receive_proposal(&huge).unwrap_err(), ChannelError::BatchSize(nitro_core::MAX_BATCH + 1));
+}
+
+/// More than a batch's worth of changes go out as consecutive proposals.
+#[test]
+fn a_large_batch_is_split_into_proposals_of_at_most_max_batch_changes() {
+    let mut p = Pair::new(10_000, 10_000);
+    let changes: Vec<Proposal> = (0..300u32)
+        .map(|i| {
+            let g = Guarantee::new(B256::from(U256::from(i + 1)), u(1), l(), f()).unwrap();
+            Proposal::Add { guarantee: g, left_deposit: u(1) }
+        })
+        .collect();
+    let step = p.leader.propose_batch(changes).unwrap();
+    assert_eq!(step.messages.len(), 2);
+    for m in &step.messages {
+        let LedgerMessage::Proposal(sp) = m else { panic!() };
+        assert!(sp.proposals.len() <= nitro_core::MAX_BATCH);
+        p.follower_receives(sp);
+    }
+    let c = p.countersign_all();
+    p.leader_receives(&LedgerMessage::Countersignature(c));
+    p.assert_agree();
+    assert_eq!(p.leader.consensus_outcome().guarantees().len(), 300);
 }

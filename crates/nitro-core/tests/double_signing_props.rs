@@ -140,7 +140,9 @@ impl HonestLeader {
         let LedgerMessage::Proposal(sp) = m else { return };
         let (base, _) = self.known.get(&sp.previous_turn).cloned().expect("the leader builds on states it sent");
         let mut outcome = base;
-        outcome.apply(&sp.proposal).expect("the leader proposes what applies");
+        for p in &sp.proposals {
+            outcome.apply(p).expect("the leader proposes what applies");
+        }
         let hash = outcome.state_hash(sp.channel_id, sp.turn_num);
         self.signed.record(key(1).address(), sp.turn_num, hash, &sp.signature);
         self.known.insert(sp.turn_num, (outcome, hash));
@@ -183,8 +185,15 @@ fn run_malicious_follower(attacks: &[FollowerAttack]) {
                 let ts = turns(&h);
                 let turn = ts[i % ts.len()];
                 let (_, hash) = h.known[&turn];
-                let signature = key(2).sign(&Rejection::signing_hash(channel_id, turn, hash));
-                let r = Rejection { channel_id, turn_num: turn, state_hash: hash, reason: "no".into(), signature };
+                let signature = key(2).sign(&Rejection::signing_hash(channel_id, turn, hash, &[]));
+                let r = Rejection {
+                    channel_id,
+                    turn_num: turn,
+                    state_hash: hash,
+                    refused: vec![],
+                    reason: "no".into(),
+                    signature,
+                };
                 h.outbox.push(LedgerMessage::Rejection(r));
             }
             FollowerAttack::Deliver(i) if !h.outbox.is_empty() => {
@@ -310,20 +319,20 @@ fn run_malicious_leader(attacks: &[LeaderAttack]) {
                 states.entry(turn_num).or_default().insert(hash, outcome);
                 sent.push(SignedProposal {
                     channel_id,
-                    proposal: p,
+                    proposals: vec![p],
                     previous_turn,
                     turn_num,
                     signature: key(1).sign(&hash),
                 });
             }
             LeaderAttack::Deliver(i) if !sent.is_empty() => {
-                let sp = sent[i % sent.len()];
+                let sp = sent[i % sent.len()].clone();
                 if let Ok(step) = follower.receive_proposal(&sp) {
                     observe(step, &mut log, &mut signed, &states);
                 }
             }
             LeaderAttack::Duplicate(i) if !sent.is_empty() => {
-                let sp = sent[i % sent.len()];
+                let sp = sent[i % sent.len()].clone();
                 sent.push(sp);
             }
             LeaderAttack::Decide { approve } => {
@@ -382,8 +391,8 @@ fn refused_turns_stay_refused_after_any_number_of_rejections() {
     let mut signed = Signatures::default();
     for round in 0..100u64 {
         let step = leader.propose(proposal((round % 7) as u8 + 1, 2 + round % 5, true, true)).unwrap();
-        let LedgerMessage::Proposal(sp) = step.messages[0] else { panic!() };
-        first_refused.get_or_insert(sp);
+        let LedgerMessage::Proposal(sp) = step.messages[0].clone() else { panic!() };
+        first_refused.get_or_insert(sp.clone());
         for s in &step.signed {
             assert_eq!(s.turn_num, sp.turn_num);
             signed.record(key(1).address(), s.turn_num, s.state_hash, &sp.signature);
@@ -410,7 +419,7 @@ fn replay_refuses_a_forged_log() {
     let mut follower = FollowerChannel::new(key(2), &initial).unwrap();
     let mut log = Vec::new();
     let step = leader.propose(proposal(3, 10, true, true)).unwrap();
-    let LedgerMessage::Proposal(sp) = step.messages[0] else { panic!() };
+    let LedgerMessage::Proposal(sp) = step.messages[0].clone() else { panic!() };
     let fstep = follower.receive_proposal(&sp).unwrap();
     log.extend(fstep.events);
     let fstep = follower.countersign_all().unwrap();
@@ -447,7 +456,7 @@ fn replay_refuses_a_forged_log() {
         }),
         forge(&|e| {
             if let LedgerEvent::ProposalQueued { signed, .. } = e {
-                signed.proposal = proposal(4, 10, true, true);
+                signed.proposals[0] = proposal(4, 10, true, true);
             }
         }),
     ];

@@ -34,7 +34,7 @@ fn forge(alice: &Party, l: &ChannelId, proposal: Proposal, turn: u64, signer: &S
     let hash = outcome.state_hash(*l, U48::from(turn));
     SignedProposal {
         channel_id: *l,
-        proposal,
+        proposals: vec![proposal],
         previous_turn: f.latest_turn(),
         turn_num: U48::from(turn),
         signature: signer.sign(&hash),
@@ -104,7 +104,7 @@ fn replayed_old_proposals_change_nothing() {
     while let Some((from, e)) = w.network.pop_front() {
         if let Payload::Ledger(LedgerMessage::Proposal(sp)) = &e.payload {
             if e.to == alice {
-                seen.push(*sp);
+                seen.push(sp.clone());
             }
         }
         let to = w.parties.iter().position(|p| p.address() == e.to).unwrap();
@@ -199,7 +199,7 @@ fn a_proposal_nobody_expects_cannot_block_the_ledger() {
     let mut rejected = None;
     for _ in 0..300 {
         let hub = w.addr(1);
-        let fx = w.parties[0].handle_message(hub, Payload::Ledger(LedgerMessage::Proposal(sp))).unwrap();
+        let fx = w.parties[0].handle_message(hub, Payload::Ledger(LedgerMessage::Proposal(sp.clone()))).unwrap();
         if let Some(r) = fx.messages.iter().find_map(|m| match &m.payload {
             Payload::Ledger(LedgerMessage::Rejection(r)) => Some(r.clone()),
             _ => None,

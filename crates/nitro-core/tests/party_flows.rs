@@ -282,3 +282,37 @@ fn a_close_racing_a_proposal_signs_the_final_state_at_a_fresh_turn() {
     assert_eq!(w.chain.paid_out[&hub], U256::from(1000));
     assert!(!w.parties[0].is_complete(&v), "V could not be funded through a closing ledger");
 }
+
+/// Concurrent virtual fundings through a hub that holds its proposals for a moment (as a
+/// node does for a group of inputs) go out as one proposal per ledger: one signature and one
+/// countersignature for all of them.
+#[test]
+fn concurrent_virtual_fundings_coalesce_into_one_proposal_per_ledger() {
+    let mut w = World::new();
+    let (la, lb) = w.open_ledgers(10_000);
+    let (alice, hub, bob) = (w.addr(0), w.addr(1), w.addr(2));
+    w.parties[1].hold_proposals(true);
+    let ids: Vec<_> = (0..10u64)
+        .map(|n| w.call(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [U256::from(10), U256::ZERO], n)))
+        .collect();
+    let mut proposals = Vec::new();
+    for _ in 0..10 {
+        w.run();
+        let fx = w.parties[1].flush();
+        for m in &fx.messages {
+            if let Payload::Ledger(nitro_core::LedgerMessage::Proposal(sp)) = &m.payload {
+                proposals.push(sp.proposals.len());
+            }
+        }
+        if fx.messages.is_empty() {
+            break;
+        }
+        w.absorb(1, fx);
+    }
+    for id in &ids {
+        assert!(w.parties.iter().all(|p| p.is_complete(id)), "{id}");
+    }
+    assert_eq!(proposals, vec![10, 10], "one proposal of ten changes in each ledger");
+    assert_eq!(outcome_of(&w.parties[1], &la).guarantees().len(), 10);
+    assert_eq!(outcome_of(&w.parties[1], &lb).guarantees().len(), 10);
+}

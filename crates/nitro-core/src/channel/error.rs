@@ -104,6 +104,12 @@ pub enum ChannelError {
     /// A rejection that does not match the queued proposal at its turn.
     #[error("rejection for turn {0} does not match the proposal queued there")]
     StaleRejection(TurnNum),
+    /// A proposal with no change, or more than [`MAX_BATCH`](super::MAX_BATCH).
+    #[error("a proposal carries 1 to 256 changes, got {0}")]
+    BatchSize(usize),
+    /// A rejection naming changes the proposal does not have (or not in increasing order).
+    #[error("rejection for turn {0} names changes the proposal does not have")]
+    BadRefusal(TurnNum),
     /// A rejection reason longer than allowed.
     #[error("rejection reason of {0} bytes is too long")]
     ReasonTooLong(usize),

@@ -34,13 +34,14 @@ pub enum LedgerEvent {
         /// The follower's signature on it.
         countersignature: Signature,
     },
-    /// The follower refused the proposal at `rejection.turn_num`; it and everything queued after
-    /// it left the queue (later proposals are queued again by the leader at new turns).
+    /// The follower refused changes of the proposal at `rejection.turn_num`; that proposal and
+    /// everything queued after it left the queue (the changes not refused are queued again by
+    /// the leader at fresh turns).
     ProposalRejected {
         /// The refusal.
         rejection: Rejection,
-        /// The proposal refused.
-        proposal: Proposal,
+        /// The changes refused.
+        refused: Vec<Proposal>,
     },
     /// The ledger is closing with a final state at `turn`, which this party will sign: no
     /// more proposals, and no other state at or below that turn is signed from now on.

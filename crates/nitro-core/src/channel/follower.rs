@@ -55,7 +55,7 @@ pub struct FollowerChannel {
     refused_through: TurnNum,
     /// The latest refusal, sent again when a refused branch comes back (the leader may have
     /// missed it; it cannot have missed an earlier one, since it re-proposes only after one).
-    last_rejection: Option<Rejection>,
+    last_rejection: Option<Box<Rejection>>,
     /// The turn of the final state, once the ledger is closing.
     closing: Option<TurnNum>,
 }
@@ -111,7 +111,7 @@ impl FollowerChannel {
                 // Our own refusal: it must carry our signature (checked as the follower's).
                 let highest = dropped.iter().map(|q| q.signed.turn_num).max().unwrap_or(rejection.turn_num);
                 channel.refused_through = channel.refused_through.max(highest);
-                channel.last_rejection = Some(rejection.clone());
+                channel.last_rejection = Some(Box::new(rejection.clone()));
             }
         }
         Ok(channel)
@@ -144,7 +144,7 @@ impl FollowerChannel {
             };
         }
         if turn <= self.refused_through || (previous > latest && previous <= self.refused_through) {
-            let messages = self.last_rejection.iter().cloned().map(LedgerMessage::Rejection).collect();
+            let messages = self.last_rejection.iter().map(|r| LedgerMessage::Rejection((**r).clone())).collect();
             return Ok(Step { messages, ..Step::default() });
         }
         if previous < latest {
@@ -154,7 +154,7 @@ impl FollowerChannel {
             if self.buffer.len() >= self.capacity && !self.buffer.contains_key(&previous) {
                 return Err(ChannelError::TooFarAhead { turn, latest, capacity: self.capacity });
             }
-            self.buffer.entry(previous).or_insert(*signed);
+            self.buffer.entry(previous).or_insert_with(|| signed.clone());
             return Ok(Step::default());
         }
         let mut step = Step::default();
@@ -170,7 +170,7 @@ impl FollowerChannel {
             return Err(ChannelError::TurnNotFresh { turn: signed.turn_num, highest: self.refused_through });
         }
         let state_hash = self.ledger.verify_and_apply(signed, None)?;
-        self.ledger.enqueue(*signed, state_hash, &mut step.events);
+        self.ledger.enqueue(signed.clone(), state_hash, &mut step.events);
         Ok(())
     }
 
@@ -216,31 +216,48 @@ impl FollowerChannel {
     /// that know which guarantee they wait for).
     pub fn countersign_next(&mut self, expected: &Proposal) -> Result<Step, ChannelError> {
         let head = self.ledger.queue.front().ok_or(ChannelError::NothingPending)?;
-        if head.signed.proposal != *expected {
+        if head.signed.proposals.as_slice() != std::slice::from_ref(expected) {
             return Err(ChannelError::UnexpectedProposal);
         }
         self.countersign_through(head.signed.turn_num)
     }
 
-    /// Asks `policy` about pending proposals, oldest first: countersigns the approved prefix
-    /// and rejects the first refused proposal; stops at the first deferred one. While the
-    /// ledger is closing every pending proposal is refused.
+    /// Asks `policy` about every change of the pending proposals, oldest first: countersigns
+    /// the prefix of proposals whose changes are all approved; at the first proposal with a
+    /// refused change, refuses those changes (the leader proposes the others again); stops at
+    /// the first proposal with a deferred change. While the ledger is closing every pending
+    /// proposal is refused.
     pub fn decide(&mut self, policy: &mut impl ApprovalPolicy) -> Step {
         let mut approved_through = None;
-        let mut refusal = None;
-        for entry in self.ledger.queue.iter() {
-            let decision = match self.closing {
-                Some(_) => Approval::Reject("the ledger is closing".into()),
-                None => policy.decide(&entry.signed.proposal),
-            };
-            match decision {
-                Approval::Approve => approved_through = Some(entry.signed.turn_num),
-                Approval::Reject(reason) => {
-                    refusal = Some(reason);
-                    break;
+        let mut refusal: Option<(Vec<u16>, String)> = None;
+        'entries: for entry in self.ledger.queue.iter() {
+            let mut refused = Vec::new();
+            let mut reason = String::new();
+            for (i, p) in entry.signed.proposals.iter().enumerate() {
+                let decision = match self.closing {
+                    Some(_) => Approval::Reject("the ledger is closing".into()),
+                    None => policy.decide(p),
+                };
+                match decision {
+                    Approval::Approve => {}
+                    Approval::Reject(why) => {
+                        refused.push(i as u16);
+                        if reason.is_empty() {
+                            reason = why;
+                        }
+                    }
+                    Approval::Defer if refused.is_empty() => break 'entries,
+                    Approval::Defer => {}
                 }
-                Approval::Defer => break,
             }
+            if !refused.is_empty() {
+                if refused.len() == entry.signed.proposals.len() {
+                    refused.clear(); // all of them
+                }
+                refusal = Some((refused, reason));
+                break;
+            }
+            approved_through = Some(entry.signed.turn_num);
         }
         let mut step = Step::default();
         if let Some(turn) = approved_through {
@@ -248,36 +265,51 @@ impl FollowerChannel {
                 step.extend(s);
             }
         }
-        if let Some(reason) = refusal {
-            if let Ok(s) = self.reject_next(&reason) {
+        if let Some((refused, reason)) = refusal {
+            if let Ok(s) = self.reject_changes(&refused, &reason) {
                 step.extend(s);
             }
         }
         step
     }
 
-    /// Refuses the oldest pending proposal. Everything pending after it is discarded too (it
-    /// was built on the refused state); the leader proposes it again at fresh turns. None of
-    /// these turns is ever countersigned.
+    /// Refuses the oldest pending proposal as a whole. Everything pending after it is
+    /// discarded too (it was built on the refused state); the leader proposes it again at
+    /// fresh turns. None of these turns is ever countersigned.
     pub fn reject_next(&mut self, reason: &str) -> Result<Step, ChannelError> {
+        self.reject_changes(&[], reason)
+    }
+
+    /// Refuses the changes at `refused` (indices, increasing; empty: all) of the oldest
+    /// pending proposal: the proposal and everything after it leave; the leader proposes the
+    /// changes not refused again, at fresh turns.
+    pub fn reject_changes(&mut self, refused: &[u16], reason: &str) -> Result<Step, ChannelError> {
         let ledger = &mut self.ledger;
-        let head = *ledger.queue.front().ok_or(ChannelError::NothingPending)?;
+        let head = ledger.queue.front().cloned().ok_or(ChannelError::NothingPending)?;
         let turn_num = head.signed.turn_num;
-        let signing_hash = Rejection::signing_hash(ledger.channel_id, turn_num, head.state_hash);
+        if refused.windows(2).any(|w| w[0] >= w[1])
+            || refused.iter().any(|i| usize::from(*i) >= head.signed.proposals.len())
+        {
+            return Err(ChannelError::BadRefusal(turn_num));
+        }
+        let signing_hash = Rejection::signing_hash(ledger.channel_id, turn_num, head.state_hash, refused);
         let rejection = Rejection {
             channel_id: ledger.channel_id,
             turn_num,
             state_hash: head.state_hash,
+            refused: refused.to_vec(),
             reason: bounded_reason(reason),
             signature: self.key.sign(&signing_hash),
         };
         self.refused_through = self.refused_through.max(ledger.latest_turn());
         ledger.truncate_from(turn_num);
         self.buffer.clear();
-        self.last_rejection = Some(rejection.clone());
+        self.last_rejection = Some(Box::new(rejection.clone()));
+        let refused_changes =
+            head.signed.proposals.iter().enumerate().filter(|(i, _)| rejection.refuses(*i)).map(|(_, p)| *p).collect();
         Ok(Step {
             messages: vec![LedgerMessage::Rejection(rejection.clone())],
-            events: vec![LedgerEvent::ProposalRejected { rejection, proposal: head.signed.proposal }],
+            events: vec![LedgerEvent::ProposalRejected { rejection, refused: refused_changes }],
             signed: Vec::new(),
         })
     }

@@ -41,8 +41,8 @@ impl GuaranteeManager {
         for g in consensus.guarantees() {
             m.entries.insert(g.target(), Entry { locked: true, removal_proposed: false });
         }
-        for q in queue {
-            m.on_proposed(&q.signed.proposal);
+        for p in queue.flat_map(|q| q.signed.proposals.iter()) {
+            m.on_proposed(p);
         }
         m
     }

@@ -66,12 +66,38 @@ impl LeaderChannel {
     }
 
     /// Applies `proposal` to the latest proposed state, signs the result at the next fresh
-    /// turn and queues it. The step carries the proposal for the follower.
+    /// turn and queues it. The step carries the proposal for the follower. Refused (nothing
+    /// changes) if the change does not apply.
     pub fn propose(&mut self, proposal: Proposal) -> Result<Step, ChannelError> {
         let mut step = Step::default();
-        let signed = self.sign_and_queue(proposal, &mut step)?;
+        let signed = self.sign_and_queue(vec![proposal], &mut step, false)?;
         step.messages.push(LedgerMessage::Proposal(signed));
         Ok(step)
+    }
+
+    /// Applies several changes, in order, as one new state: one signature, one
+    /// countersignature (ADR-0018). Changes that do not apply (on the state with the earlier
+    /// ones applied) are left out, each with a [`LedgerEvent::ProposalDropped`]; refused only
+    /// when none applies (the first one's error) or `proposals` is empty. More than
+    /// [`MAX_BATCH`](super::MAX_BATCH) changes go out as consecutive proposals.
+    pub fn propose_batch(&mut self, proposals: Vec<Proposal>) -> Result<Step, ChannelError> {
+        if proposals.is_empty() {
+            return Err(ChannelError::BatchSize(0));
+        }
+        let mut step = Step::default();
+        let mut first_error = None;
+        for chunk in proposals.chunks(super::MAX_BATCH) {
+            match self.sign_and_queue(chunk.to_vec(), &mut step, true) {
+                Ok(signed) => step.messages.push(LedgerMessage::Proposal(signed)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (step.messages.is_empty(), first_error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(step),
+        }
     }
 
     /// Proposes to lock `amount` for `target`: `left_deposit` from `left`, the rest from `right`.
@@ -93,20 +119,56 @@ impl LeaderChannel {
         self.propose(Proposal::Remove { target, left_amount })
     }
 
-    fn sign_and_queue(&mut self, proposal: Proposal, step: &mut Step) -> Result<SignedProposal, ChannelError> {
+    /// Applies `proposals` to the latest state (leaving out, if `lenient`, those that do not
+    /// apply), signs the result at a fresh turn and queues it.
+    fn sign_and_queue(
+        &mut self,
+        proposals: Vec<Proposal>,
+        step: &mut Step,
+        lenient: bool,
+    ) -> Result<SignedProposal, ChannelError> {
         if let Some(turn) = self.closing {
             return Err(ChannelError::Closing(turn));
         }
         let turn_num = self.highest_signed.checked_add(TurnNum::from(1)).ok_or(ChannelError::TurnOverflow)?;
         let previous_turn = self.ledger.latest_turn();
-        self.ledger.apply_latest(&proposal)?;
+        let mut applied = Vec::with_capacity(proposals.len());
+        let mut undos = Vec::with_capacity(proposals.len());
+        let mut dropped = Vec::new();
+        let mut first_error = None;
+        for proposal in proposals {
+            match self.ledger.apply_batch(std::slice::from_ref(&proposal)) {
+                Ok(undo) => {
+                    applied.push(proposal);
+                    undos.extend(undo);
+                }
+                Err((_, e)) if lenient => {
+                    dropped.push(LedgerEvent::ProposalDropped { proposal, reason: e.to_string() });
+                    first_error.get_or_insert(e);
+                }
+                Err((_, e)) => {
+                    // Strict: undo what applied and refuse.
+                    self.ledger.undo_batch(&undos);
+                    return Err(e);
+                }
+            }
+        }
+        if applied.is_empty() {
+            return Err(first_error.unwrap_or(ChannelError::BatchSize(0)));
+        }
+        step.events.extend(dropped);
         let channel_id = self.ledger.channel_id;
         let state_hash = self.ledger.latest.state_hash(channel_id, turn_num);
-        let signed =
-            SignedProposal { channel_id, proposal, previous_turn, turn_num, signature: self.key.sign(&state_hash) };
+        let signed = SignedProposal {
+            channel_id,
+            proposals: applied,
+            previous_turn,
+            turn_num,
+            signature: self.key.sign(&state_hash),
+        };
         self.highest_signed = turn_num;
         step.signed.push(SignedTurn { channel_id, turn_num, state_hash });
-        self.ledger.enqueue(signed, state_hash, &mut step.events);
+        self.ledger.enqueue(signed.clone(), state_hash, &mut step.events);
         Ok(signed)
     }
 
@@ -135,17 +197,23 @@ impl LeaderChannel {
         self.ledger.verify_rejection(rejection)?;
         let mut step = Step::default();
         let mut dropped = self.ledger.truncate_from(rejection.turn_num).into_iter();
+        let mut again = Vec::new();
         if let Some(refused) = dropped.next() {
+            let (no, yes): (Vec<_>, Vec<_>) =
+                refused.signed.proposals.iter().enumerate().partition(|(i, _)| rejection.refuses(*i));
             step.events.push(LedgerEvent::ProposalRejected {
                 rejection: rejection.clone(),
-                proposal: refused.signed.proposal,
+                refused: no.into_iter().map(|(_, p)| *p).collect(),
             });
+            again.extend(yes.into_iter().map(|(_, p)| *p));
         }
-        for entry in dropped {
-            let proposal = entry.signed.proposal;
-            match self.sign_and_queue(proposal, &mut step) {
-                Ok(signed) => step.messages.push(LedgerMessage::Proposal(signed)),
-                Err(e) => step.events.push(LedgerEvent::ProposalDropped { proposal, reason: e.to_string() }),
+        again.extend(dropped.flat_map(|entry| entry.signed.proposals));
+        if !again.is_empty() {
+            match self.propose_batch(again.clone()) {
+                Ok(s) => step.extend(s),
+                Err(e) => step.events.extend(
+                    again.into_iter().map(|proposal| LedgerEvent::ProposalDropped { proposal, reason: e.to_string() }),
+                ),
             }
         }
         Ok(step)
@@ -162,7 +230,7 @@ impl LeaderChannel {
 
     /// Every proposal not yet acknowledged, oldest first: what to send again after a loss.
     pub fn resend(&self) -> Vec<LedgerMessage> {
-        self.ledger.queue.iter().map(|q| LedgerMessage::Proposal(q.signed)).collect()
+        self.ledger.queue.iter().map(|q| LedgerMessage::Proposal(q.signed.clone())).collect()
     }
 
     /// The highest turn of any state this leader signed on the ledger: every later signature

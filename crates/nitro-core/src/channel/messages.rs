@@ -10,20 +10,25 @@ use crate::{json, ChannelId, Signature, TurnNum};
 /// Longest rejection reason carried on the wire, in bytes.
 pub const MAX_REASON_LEN: usize = 256;
 
-/// A proposal with the turn of the state it produces and the leader's signature on that
-/// whole state (never on the proposal alone).
+/// Most changes one proposal (one new state) carries.
+pub const MAX_BATCH: usize = 256;
+
+/// A proposal: one or more changes (a batch), the turn of the state they produce together and
+/// the leader's signature on that whole state (never on the changes alone).
 ///
 /// Turns of a ledger's states strictly increase but need not be consecutive: after a
 /// rejection the leader re-proposes at fresh turns, above every turn it ever signed
-/// (ADR-0013), so `previous_turn` names the state the proposal applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// (ADR-0013), so `previous_turn` names the state the proposal applies to. A batch costs one
+/// signature, one verification and one countersignature however many changes it carries
+/// (ADR-0018).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedProposal {
     /// The ledger this proposal is for.
     #[serde(with = "json::bytes32")]
     pub channel_id: ChannelId,
-    /// The change.
-    pub proposal: Proposal,
+    /// The changes, applied in order (1 to [`MAX_BATCH`]).
+    pub proposals: Vec<Proposal>,
     /// The turn of the state the proposal is applied to (the consensus state or an earlier
     /// proposal); always below `turn_num`.
     #[serde(with = "json::uint48")]
@@ -50,8 +55,10 @@ pub struct Countersignature {
     pub signature: Signature,
 }
 
-/// The follower's refusal of the proposal at `turn_num`. The leader drops that proposal and
-/// proposes the later ones again at new turns, so one refusal never blocks the ledger.
+/// The follower's refusal of the proposal at `turn_num`: of the changes at `refused` (indices
+/// into the proposal's batch), or of all of them when `refused` is empty. The leader drops the
+/// refused changes and proposes the others, and every later proposal, again at fresh turns,
+/// so one refusal never blocks the ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rejection {
@@ -64,6 +71,9 @@ pub struct Rejection {
     /// The hash of the refused state (so a stale rejection cannot hit a newer proposal).
     #[serde(with = "json::bytes32")]
     pub state_hash: B256,
+    /// Indices of the changes objected to (strictly increasing); empty: every change.
+    #[serde(default)]
+    pub refused: Vec<u16>,
     /// Why, for people (at most [`MAX_REASON_LEN`] bytes).
     pub reason: String,
     /// The follower's signature over [`Rejection::signing_hash`].
@@ -72,9 +82,17 @@ pub struct Rejection {
 
 impl Rejection {
     /// What the follower signs: `keccak256(abi.encode("nitro-ledger-rejection", channelId,
-    /// uint48 turn, stateHash))`, a preimage no state hash can have.
-    pub fn signing_hash(channel_id: ChannelId, turn_num: TurnNum, state_hash: B256) -> B256 {
-        keccak256((String::from("nitro-ledger-rejection"), channel_id, turn_num, state_hash).abi_encode_params())
+    /// uint48 turn, stateHash, uint16[] refused))`, a preimage no state hash can have.
+    pub fn signing_hash(channel_id: ChannelId, turn_num: TurnNum, state_hash: B256, refused: &[u16]) -> B256 {
+        let refused: Vec<u16> = refused.to_vec();
+        keccak256(
+            (String::from("nitro-ledger-rejection"), channel_id, turn_num, state_hash, refused).abi_encode_params(),
+        )
+    }
+
+    /// Whether the change at `index` of the refused proposal is refused.
+    pub fn refuses(&self, index: usize) -> bool {
+        self.refused.is_empty() || self.refused.iter().any(|r| usize::from(*r) == index)
     }
 }
 

@@ -20,5 +20,5 @@ pub use guarantees::{GuaranteeManager, GuaranteeStatus};
 pub use leader::LeaderChannel;
 pub use ledger::{Balance, Guarantee, LedgerOutcome, OutcomeError, Proposal, ProposalError, Side};
 pub(crate) use messages::bounded_reason;
-pub use messages::{Countersignature, LedgerMessage, Rejection, SignedProposal, MAX_REASON_LEN};
+pub use messages::{Countersignature, LedgerMessage, Rejection, SignedProposal, MAX_BATCH, MAX_REASON_LEN};
 pub use queue::{ProposalQueue, QueuedProposal};

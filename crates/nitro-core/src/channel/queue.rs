@@ -8,7 +8,7 @@ use super::SignedProposal;
 use crate::TurnNum;
 
 /// A proposal in the queue, with the hash of the state it produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedProposal {
     /// The signed proposal.
     pub signed: SignedProposal,

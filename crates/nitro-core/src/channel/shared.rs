@@ -167,18 +167,52 @@ impl Ledger {
         debug_assert!(reverted.is_ok());
     }
 
+    /// Applies every change of a batch to the latest outcome, in order, or none of them: the
+    /// index and reason of the first that does not apply.
+    pub fn apply_batch(&mut self, proposals: &[Proposal]) -> Result<Vec<Proposal>, (usize, ChannelError)> {
+        let mut undos = Vec::with_capacity(proposals.len());
+        let mut added = std::collections::HashSet::new();
+        for (i, p) in proposals.iter().enumerate() {
+            let applied = match p {
+                // A target added earlier in this batch is not yet in the guarantee statuses.
+                Proposal::Add { guarantee, .. } if !added.insert(guarantee.target()) => {
+                    Err(super::ProposalError::DuplicateTarget(guarantee.target()).into())
+                }
+                _ => self.apply_latest(p),
+            };
+            match applied {
+                Ok(undo) => undos.push(undo),
+                Err(e) => {
+                    self.undo_batch(&undos);
+                    return Err((i, e));
+                }
+            }
+        }
+        Ok(undos)
+    }
+
+    /// Reverts [`Ledger::apply_batch`] with the undos it returned.
+    pub fn undo_batch(&mut self, undos: &[Proposal]) {
+        for undo in undos.iter().rev() {
+            self.undo_latest(undo);
+        }
+    }
+
     /// Checks a proposal at the end of the chain (`previous_turn` the latest turn, a higher
-    /// turn) and applies it to `latest`, if the leader's signature verifies on the state it
-    /// produces (and that state's hash is `expected`, when given): the one check every queued
-    /// proposal passes, live or replayed. Returns the hash of that state; on error nothing
-    /// changed.
+    /// turn, 1 to [`MAX_BATCH`](super::MAX_BATCH) changes) and applies it to `latest`, if the
+    /// leader's signature verifies on the state it produces (and that state's hash is
+    /// `expected`, when given): the one check every queued proposal passes, live or replayed.
+    /// Returns the hash of that state; on error nothing changed.
     pub fn verify_and_apply(&mut self, signed: &SignedProposal, expected: Option<B256>) -> Result<B256, ChannelError> {
         self.check_channel(signed.channel_id)?;
         let latest = self.latest_turn();
         if signed.previous_turn != latest || signed.turn_num <= latest {
             return Err(ChannelError::NotNext { previous: signed.previous_turn, turn: signed.turn_num, latest });
         }
-        let undo = self.apply_latest(&signed.proposal)?;
+        if signed.proposals.is_empty() || signed.proposals.len() > super::MAX_BATCH {
+            return Err(ChannelError::BatchSize(signed.proposals.len()));
+        }
+        let undos = self.apply_batch(&signed.proposals).map_err(|(_, e)| e)?;
         let state_hash = self.latest.state_hash(self.channel_id, signed.turn_num);
         let leader = self.participant(LEADER);
         let verdict = match recover_signer(&state_hash, &signed.signature) {
@@ -189,19 +223,23 @@ impl Ledger {
             Ok(signer) => Err(ChannelError::WrongSigner { expected: leader, got: signer }),
             Err(e) => Err(e.into()),
         };
-        self.undo_latest(&undo);
+        self.undo_batch(&undos);
         verdict
     }
 
     /// Queues a proposal already applied to `latest`.
     pub fn enqueue(&mut self, signed: SignedProposal, state_hash: B256, events: &mut Vec<LedgerEvent>) {
+        events.push(LedgerEvent::ProposalQueued { signed: signed.clone(), state_hash });
+        for p in &signed.proposals {
+            self.guarantees.on_proposed(p);
+            events.push(match *p {
+                Proposal::Add { guarantee, left_deposit } => LedgerEvent::GuaranteeProposed { guarantee, left_deposit },
+                Proposal::Remove { target, left_amount } => {
+                    LedgerEvent::GuaranteeRemovalProposed { target, left_amount }
+                }
+            });
+        }
         self.queue.push(QueuedProposal { signed, state_hash });
-        self.guarantees.on_proposed(&signed.proposal);
-        events.push(LedgerEvent::ProposalQueued { signed, state_hash });
-        events.push(match signed.proposal {
-            Proposal::Add { guarantee, left_deposit } => LedgerEvent::GuaranteeProposed { guarantee, left_deposit },
-            Proposal::Remove { target, left_amount } => LedgerEvent::GuaranteeRemovalProposed { target, left_amount },
-        });
     }
 
     /// Checks that `countersignature` is the follower's on the queued state at `turn`.
@@ -215,7 +253,8 @@ impl Ledger {
         Ok(entry.state_hash)
     }
 
-    /// Checks that `rejection` is the follower's refusal of the queued state at its turn.
+    /// Checks that `rejection` is the follower's refusal of (changes of) the queued state at
+    /// its turn.
     pub fn verify_rejection(&self, rejection: &Rejection) -> Result<&QueuedProposal, ChannelError> {
         self.check_channel(rejection.channel_id)?;
         if rejection.reason.len() > super::MAX_REASON_LEN {
@@ -228,7 +267,13 @@ impl Ledger {
             None if turn <= self.latest_turn() => return Err(ChannelError::StaleRejection(turn)),
             None => return Err(ChannelError::UnknownTurn { turn, latest: self.latest_turn() }),
         };
-        let hash = Rejection::signing_hash(self.channel_id, turn, entry.state_hash);
+        let refused = &rejection.refused;
+        if refused.windows(2).any(|w| w[0] >= w[1])
+            || refused.iter().any(|i| usize::from(*i) >= entry.signed.proposals.len())
+        {
+            return Err(ChannelError::BadRefusal(turn));
+        }
+        let hash = Rejection::signing_hash(self.channel_id, turn, entry.state_hash, refused);
         let signer = recover_signer(&hash, &rejection.signature)?;
         let follower = self.participant(FOLLOWER);
         if signer != follower {
@@ -241,14 +286,16 @@ impl Ledger {
     pub fn advance_consensus(&mut self, turn: TurnNum, countersignature: Signature, events: &mut Vec<LedgerEvent>) {
         let mut last = None;
         while let Some(entry) = self.queue.pop_through(turn) {
-            // Each queued proposal applied to `latest` in this order, so it applies here too.
-            let applied = self.consensus.apply(&entry.signed.proposal);
-            debug_assert!(applied.is_ok());
-            self.guarantees.on_consensus(&entry.signed.proposal);
-            events.push(match entry.signed.proposal {
-                Proposal::Add { guarantee, .. } => LedgerEvent::GuaranteeLocked { target: guarantee.target() },
-                Proposal::Remove { target, left_amount } => LedgerEvent::GuaranteeReleased { target, left_amount },
-            });
+            for p in &entry.signed.proposals {
+                // Each queued change applied to `latest` in this order, so it applies here too.
+                let applied = self.consensus.apply(p);
+                debug_assert!(applied.is_ok());
+                self.guarantees.on_consensus(p);
+                events.push(match *p {
+                    Proposal::Add { guarantee, .. } => LedgerEvent::GuaranteeLocked { target: guarantee.target() },
+                    Proposal::Remove { target, left_amount } => LedgerEvent::GuaranteeReleased { target, left_amount },
+                });
+            }
             last = Some(entry);
         }
         if let Some(entry) = last {
@@ -268,8 +315,8 @@ impl Ledger {
     pub fn truncate_from(&mut self, turn: TurnNum) -> Vec<QueuedProposal> {
         let dropped = self.queue.split_off(turn);
         let mut latest = self.consensus.clone();
-        for entry in self.queue.iter() {
-            let applied = latest.apply(&entry.signed.proposal);
+        for p in self.queue.iter().flat_map(|e| e.signed.proposals.iter()) {
+            let applied = latest.apply(p);
             debug_assert!(applied.is_ok());
         }
         self.latest = latest;
@@ -296,7 +343,7 @@ impl Ledger {
         match event {
             LedgerEvent::ProposalQueued { signed, state_hash } => {
                 let hash = self.verify_and_apply(signed, Some(*state_hash)).map_err(replay)?;
-                self.enqueue(*signed, hash, &mut Vec::new());
+                self.enqueue(signed.clone(), hash, &mut Vec::new());
                 Ok(Vec::new())
             }
             LedgerEvent::ConsensusAdvanced { turn, state_hash, countersignature } => {
@@ -307,11 +354,19 @@ impl Ledger {
                 self.advance_consensus(*turn, *countersignature, &mut Vec::new());
                 Ok(Vec::new())
             }
-            LedgerEvent::ProposalRejected { rejection, proposal } => {
+            LedgerEvent::ProposalRejected { rejection, refused } => {
                 let entry = self.verify_rejection(rejection).map_err(replay)?;
-                if entry.signed.proposal != *proposal {
+                let expected: Vec<Proposal> = entry
+                    .signed
+                    .proposals
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| rejection.refuses(*i))
+                    .map(|(_, p)| *p)
+                    .collect();
+                if expected != *refused {
                     return Err(ChannelError::Replay(format!(
-                        "rejection at turn {}: proposal mismatch",
+                        "rejection at turn {}: refused changes mismatch",
                         rejection.turn_num
                     )));
                 }

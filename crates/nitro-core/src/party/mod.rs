@@ -89,6 +89,11 @@ pub struct Party {
     started_at: u64,
     /// When each peer was last heard from (wall clock of the tick before its message).
     last_heard: HashMap<Address, u64>,
+    /// Changes objectives asked of ledgers we lead, not proposed yet (ADR-0018).
+    changes: BTreeMap<ChannelId, Vec<(ObjectiveId, Proposal)>>,
+    /// Whether changes wait for [`Party::flush`] (a caller coalescing several inputs) instead
+    /// of going out at the end of each input.
+    hold_changes: bool,
 }
 
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
@@ -122,7 +127,54 @@ impl Party {
             wall_now: 0,
             started_at: 0,
             last_heard: HashMap::new(),
+            changes: BTreeMap::new(),
+            hold_changes: false,
         }
+    }
+
+    /// With `hold` on, the changes objectives ask of our ledgers wait for [`Party::flush`]
+    /// (a caller applying a group of inputs before one durable commit coalesces them into
+    /// one proposal per ledger); with it off (the default) they go out at the end of each
+    /// input, still one proposal per ledger.
+    pub fn hold_proposals(&mut self, hold: bool) {
+        self.hold_changes = hold;
+    }
+
+    /// Proposes every change waiting, one batch per ledger: one signature and one
+    /// countersignature for all of them. A change that does not apply fails its objective
+    /// with the reason.
+    pub fn flush(&mut self) -> Effects {
+        let mut effects = Effects::default();
+        for (ledger, changes) in std::mem::take(&mut self.changes) {
+            let proposals: Vec<Proposal> = changes.iter().map(|(_, p)| *p).collect();
+            let peer = self.peers.get(&ledger).copied();
+            let result = match self.ledgers.get_mut(&ledger) {
+                Some(ConsensusChannel::Leader(leader)) => leader.propose_batch(proposals),
+                _ => Err(crate::ChannelError::UnexpectedMessage("not a ledger this party leads")),
+            };
+            let mut failed: Vec<(ObjectiveId, String)> = Vec::new();
+            match result {
+                Ok(step) => {
+                    for event in &step.events {
+                        if let crate::LedgerEvent::ProposalDropped { proposal, reason } = event {
+                            if let Some((id, _)) = changes.iter().find(|(_, p)| p == proposal) {
+                                failed.push((*id, reason.clone()));
+                            }
+                        }
+                    }
+                    effects.absorb_ledger_step(ledger, step, peer);
+                }
+                Err(e) => failed.extend(changes.iter().map(|(id, _)| (*id, e.to_string()))),
+            }
+            for (id, reason) in failed {
+                let why = format!("ledger {ledger}: {reason}");
+                if let Some(entry) = self.objectives.get_mut(&id) {
+                    entry.objective.fail_with(&why);
+                    effects.events.push(PartyEvent::ObjectiveFailed { id, reason: why });
+                }
+            }
+        }
+        effects
     }
 
     /// The same party with `policy`.
@@ -470,17 +522,17 @@ impl Party {
             };
             effects.messages.extend(messages.into_iter().map(|m| Envelope { to: peer, payload: Payload::Ledger(m) }));
         }
-        let Self { key, ledgers, peers, chain, objectives, .. } = self;
+        let Self { key, ledgers, chain, objectives, changes, .. } = self;
         let mut ctx = Ctx {
             key,
             me,
             ledgers,
-            peers,
             chain,
             effects: &mut effects,
             opened: Vec::new(),
             closed: Vec::new(),
             force_close: Vec::new(),
+            changes,
         };
         for entry in objectives.values_mut().filter(|e| !e.done) {
             entry.objective.on_timer(&mut ctx);
@@ -506,24 +558,27 @@ impl Party {
             }
         }
         self.crank_defences(&mut effects);
+        if !self.hold_changes && !self.changes.is_empty() {
+            effects.extend(self.flush());
+        }
         effects
     }
 
     /// Cranks every unfinished objective; returns the channels they need force-closed.
     fn crank_objectives(&mut self, effects: &mut Effects) -> Vec<ChannelId> {
         let me = self.address();
-        let Self { key, ledgers, ledger_with, peers, chain, objectives, closing, .. } = self;
+        let Self { key, ledgers, ledger_with, peers, chain, objectives, closing, changes, .. } = self;
         let (opened, closed, mut needed) = {
             let mut ctx = Ctx {
                 key,
                 me,
                 ledgers,
-                peers,
                 chain,
                 effects,
                 opened: Vec::new(),
                 closed: Vec::new(),
                 force_close: Vec::new(),
+                changes,
             };
             for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
                 if entry.objective.crank(&mut ctx).unwrap_or(false) {
@@ -577,16 +632,25 @@ impl Party {
             // prefund) cannot block the ledger forever: after enough inputs it is rejected.
             // Counted per input, not per timer tick, so that a replay of the store decides
             // exactly the same way.
-            let head = follower.pending().next().map(|p| (p.turn_num, p.proposal));
+            let head = follower.pending().next().map(|p| {
+                let unexpected: Vec<u16> = p
+                    .proposals
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !objectives.contains_key(&expecting(c)))
+                    .map(|(i, _)| i as u16)
+                    .collect();
+                (p.turn_num, unexpected)
+            });
             match head {
-                Some((turn, proposal)) if !objectives.contains_key(&expecting(&proposal)) => {
+                Some((turn, unexpected)) if !unexpected.is_empty() => {
                     let seen = deferred.entry(*channel_id).or_insert((turn, 0));
                     if seen.0 != turn {
                         *seen = (turn, 0);
                     }
                     seen.1 += 1;
                     if seen.1 > UNEXPECTED_PROPOSAL_PATIENCE {
-                        if let Ok(rejected) = follower.reject_next("no objective expects this proposal") {
+                        if let Ok(rejected) = follower.reject_changes(&unexpected, "no objective expects this change") {
                             step.extend(rejected);
                         }
                         deferred.remove(channel_id);

@@ -2,7 +2,7 @@
 //! [`Objective`] enum that holds any of them (dispatching in one place), and the [`Ctx`] an
 //! objective sees of its party while it runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::{
     chain_view::ChainView, DirectDefund, DirectFund, Effects, ForceClose, ObjectiveId, PartyError, VirtualDefund,
@@ -15,7 +15,6 @@ pub(crate) struct Ctx<'a> {
     pub key: &'a SigningKey,
     pub me: Address,
     pub ledgers: &'a mut BTreeMap<ChannelId, ConsensusChannel>,
-    pub peers: &'a HashMap<ChannelId, Address>,
     pub chain: &'a mut ChainView,
     pub effects: &'a mut Effects,
     /// Ledgers an objective opened in this crank (the party adopts them).
@@ -24,6 +23,22 @@ pub(crate) struct Ctx<'a> {
     pub closed: Vec<ChannelId>,
     /// Channels an objective needs taken to chain (the party starts a ForceClose for each).
     pub force_close: Vec<ChannelId>,
+    /// Changes objectives asked of the ledgers this party leads, not proposed yet: the party
+    /// proposes them together, one batch per ledger (ADR-0018).
+    pub changes: &'a mut BTreeMap<ChannelId, Vec<(ObjectiveId, Proposal)>>,
+}
+
+impl Ctx<'_> {
+    /// Asks for `proposal` in ledger `ledger` (which this party leads), on behalf of
+    /// objective `by`; it goes out with the ledger's other changes of the moment.
+    pub fn request_change(&mut self, ledger: ChannelId, by: ObjectiveId, proposal: Proposal) {
+        self.changes.entry(ledger).or_default().push((by, proposal));
+    }
+
+    /// Whether a change for `target` in `ledger` is asked for and not proposed yet.
+    pub fn is_requested(&self, ledger: ChannelId, target: ChannelId) -> bool {
+        self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == target))
+    }
 }
 
 /// What the party reads when it reports on an objective.

@@ -136,11 +136,16 @@ impl Crank for VirtualDefund {
             return Ok(false);
         }
         for side in self.ledgers.iter_mut() {
-            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            let requested = ctx.is_requested(side.channel_id, self.channel_id);
+            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get(&side.channel_id) else { continue };
+            let (status, held) = (
+                leader.guarantees().status(&self.channel_id),
+                leader.latest_outcome().guarantee(&self.channel_id).is_some(),
+            );
             // Proposed, but the follower rejected it: the guarantee is merely locked again.
             // Again, a few times; then the objective fails (the parties disagree on the split
             // and the chain must settle it).
-            if side.proposed && leader.guarantees().status(&self.channel_id) == Some(crate::GuaranteeStatus::Locked) {
+            if side.proposed && status == Some(crate::GuaranteeStatus::Locked) && !requested {
                 side.proposed = false;
                 side.rejections += 1;
                 if side.rejections > super::virtual_fund::MAX_REJECTIONS {
@@ -155,20 +160,12 @@ impl Crank for VirtualDefund {
             if side.proposed {
                 continue;
             }
-            if leader.latest_outcome().guarantee(&self.channel_id).is_none() {
+            if !held {
                 side.proposed = true; // already removed (a retried crank)
                 continue;
             }
-            match leader.propose(side.expected) {
-                Ok(step) => {
-                    ctx.effects.absorb_ledger_step(side.channel_id, step, ctx.peers.get(&side.channel_id).copied());
-                    side.proposed = true;
-                }
-                Err(e) => {
-                    self.failure = Some(format!("ledger {}: {e}", side.channel_id));
-                    return Err(PartyError::Channel(e));
-                }
-            }
+            ctx.request_change(side.channel_id, id, side.expected);
+            side.proposed = true;
         }
         Ok(self.released(ctx.ledgers).iter().all(|r| *r))
     }

@@ -9,8 +9,8 @@ use super::{
     ObjectiveId, Party, PartyError, WaitingFor,
 };
 use crate::{
-    destination_of, Address, AllocationType, Approval, AssetMetadata, ChannelError, ChannelId, ConsensusChannel,
-    Guarantee, Proposal, ProposalError, SignedState, State, U256,
+    destination_of, Address, AllocationType, Approval, AssetMetadata, ChannelId, ConsensusChannel, Guarantee, Proposal,
+    SignedState, State, U256,
 };
 
 /// One of this party's ledgers on V's path, and the guarantee it must hold for V.
@@ -182,10 +182,15 @@ impl Crank for VirtualFund {
             return Ok(false);
         }
         for side in self.ledgers.iter_mut() {
-            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get_mut(&side.channel_id) else { continue };
+            let requested = ctx.is_requested(side.channel_id, self.channel_id);
+            let Some(ConsensusChannel::Leader(leader)) = ctx.ledgers.get(&side.channel_id) else { continue };
+            let (status, held) = (
+                leader.guarantees().status(&self.channel_id),
+                leader.latest_outcome().guarantee(&self.channel_id).is_some(),
+            );
             // Proposed, but the follower rejected it (it may not have known V yet): again, a
             // few times; a follower that keeps refusing disagrees, and the objective fails.
-            if side.proposed && leader.guarantees().status(&self.channel_id).is_none() {
+            if side.proposed && status.is_none() && !requested {
                 side.proposed = false;
                 side.rejections += 1;
                 if side.rejections > MAX_REJECTIONS {
@@ -200,22 +205,13 @@ impl Crank for VirtualFund {
             if side.proposed {
                 continue;
             }
-            match leader.propose(side.expected) {
-                Ok(step) => {
-                    ctx.effects.absorb_ledger_step(side.channel_id, step, ctx.peers.get(&side.channel_id).copied());
-                    side.proposed = true;
-                }
-                // Proposed before a restart, or by a retried crank: already queued or locked.
-                Err(ChannelError::Proposal(ProposalError::DuplicateTarget(_)))
-                    if leader.latest_outcome().guarantee(&self.channel_id).is_some() =>
-                {
-                    side.proposed = true
-                }
-                Err(e) => {
-                    self.failure = Some(format!("ledger {}: {e}", side.channel_id));
-                    return Err(PartyError::Channel(e));
-                }
+            if held {
+                side.proposed = true; // proposed before a restart, or by a retried crank
+                continue;
             }
+            // Coalesced with other changes of this ledger into one proposal by the party.
+            ctx.request_change(side.channel_id, id, side.expected);
+            side.proposed = true;
         }
         let locked =
             self.ledgers.iter().all(|s| ctx.ledgers.get(&s.channel_id).is_some_and(|l| l.is_locked(&self.channel_id)));
