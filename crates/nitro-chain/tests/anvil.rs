@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alloy::providers::Provider;
 use alloy_primitives::{aliases::U48, Address, Bytes, B256, U256};
 use nitro_chain::{
     bindings, dev_key, Anvil, Artifacts, ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient,
@@ -490,43 +491,64 @@ async fn the_watcher_and_reads_survive_the_node_going_away() {
     assert!(watcher.cursor() > cursor);
 }
 
+/// Waits (up to a minute) until anvil's pool holds `count` pending transactions.
+async fn until_pending(service: &EthChainService, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value =
+            service.client().provider().raw_request("txpool_status".into(), ()).await.unwrap();
+        if status["pending"].as_str() == Some(format!("{count:#x}").as_str()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the pool never held {count} pending transactions: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_transaction_reverting_on_chain_is_a_typed_error_with_its_hash() {
     let chain = Chain::start().await;
-    let id = fully_signed(ledger_state(chain.contracts.consensus_app, 6, 0, false, eth(1), eth(1), &[])).channel_id();
-    let (a, b) = (chain.service(1).await, chain.service(2).await);
-    // Both estimate against empty holdings, then land in the same block: the second reverts.
+    let app = chain.contracts.consensus_app;
+    let old = fully_signed(ledger_state(app, 6, 2, false, eth(1), eth(1), &[]));
+    let id = old.channel_id();
+    let service = chain.service(1).await;
+    service.submit(&ChainTransaction::challenge(old, &leader()).unwrap()).await.unwrap();
+
+    // A checkpoint is valid while the challenge runs, so its estimation passes (anvil estimates
+    // on the pending block, before any clock change); it is mined only after the challenge
+    // finalized, and reverts on chain.
     chain.anvil.set_automine(false).await.unwrap();
-    let deposit = ChainTransaction::Deposit { channel_id: id, asset: ETH, expected_held: U256::ZERO, amount: eth(1) };
-    let (first, second) = (deposit.clone(), deposit);
-    let first = tokio::spawn(async move { a.submit(&first).await });
-    let second = tokio::spawn(async move { b.submit(&second).await });
-    let service = chain.service(3).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pending: serde_json::Value =
-            alloy::providers::Provider::raw_request(service.client().provider(), "txpool_status".into(), ())
-                .await
-                .unwrap();
-        if pending["pending"].as_str() == Some("0x2") || Instant::now() > deadline {
-            break;
+    let newer = fully_signed(ledger_state(app, 6, 3, false, eth(2), eth(0), &[]));
+    let follower_service = chain.service(2).await;
+    let checkpoint =
+        tokio::spawn(async move { follower_service.submit(&ChainTransaction::checkpoint(newer).unwrap()).await });
+    until_pending(&service, 1).await;
+    chain.anvil.advance_time(CHALLENGE_DURATION + 1).await.unwrap();
+    let tx_hash = match checkpoint.await.unwrap() {
+        Err(ChainError::Reverted { function, reason, tx_hash: Some(tx_hash) }) => {
+            assert_eq!((function, reason.as_deref()), ("checkpoint", Some("Channel finalized.")));
+            tx_hash
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    chain.anvil.mine().await.unwrap();
-    let mut results = [first.await.unwrap(), second.await.unwrap()];
-    results.sort_by_key(|r| r.is_err());
-    assert!(results[0].is_ok());
-    match &results[1] {
-        Err(ChainError::Reverted { function, reason, tx_hash }) => {
-            assert_eq!(*function, "deposit");
-            assert_eq!(reason.as_deref(), Some("held != expectedHeld"));
-            assert!(tx_hash.is_some());
-        }
-        other => panic!("{other:?}"),
-    }
+        other => panic!("expected an on-chain revert, got {other:?}"),
+    };
     chain.anvil.set_automine(true).await.unwrap();
-    assert_eq!(service.holdings(ETH, id).await.unwrap(), eth(1));
+    // The hash is that of the mined, failed transaction; the challenge's state stands.
+    let receipt = service.client().provider().get_transaction_receipt(tx_hash).await.unwrap().unwrap();
+    assert!(!receipt.status());
+    let status = service.status_of(id).await.unwrap();
+    assert_eq!(status.turn_num_record, U48::from(2));
+    assert_eq!(status.mode(service.chain_time().await.unwrap()), ChannelMode::Finalized);
+
+    // The same checkpoint now reverts at estimation: nothing is sent, so there is no hash.
+    let newer = fully_signed(ledger_state(app, 6, 3, false, eth(2), eth(0), &[]));
+    let nonce = service.client().provider().get_transaction_count(follower().address()).await.unwrap();
+    match chain.service(2).await.submit(&ChainTransaction::checkpoint(newer).unwrap()).await {
+        Err(ChainError::Reverted { reason: Some(reason), tx_hash: None, .. }) => {
+            assert_eq!(reason, "Channel finalized.")
+        }
+        other => panic!("expected a revert at estimation, got {other:?}"),
+    }
+    assert_eq!(service.client().provider().get_transaction_count(follower().address()).await.unwrap(), nonce);
 }
 
 #[tokio::test]
