@@ -21,8 +21,11 @@ use nitro_core::{
     SingleAssetExit, State,
 };
 use tokio::{
-    io::copy_bidirectional,
-    net::{TcpListener, TcpStream},
+    io::{copy_bidirectional, AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
     sync::watch,
 };
 
@@ -549,6 +552,279 @@ async fn a_transaction_reverting_on_chain_is_a_typed_error_with_its_hash() {
         other => panic!("expected a revert at estimation, got {other:?}"),
     }
     assert_eq!(service.client().provider().get_transaction_count(follower().address()).await.unwrap(), nonce);
+}
+
+/// What [`RpcProxy`] does with one JSON-RPC request.
+enum Action {
+    /// Pass it to anvil and its answer back.
+    Forward,
+    /// Pass it to anvil, then close the connection instead of answering (a lost answer).
+    LoseAnswer,
+    /// Answer with this result without asking anvil.
+    Answer(serde_json::Value),
+    /// Answer with this JSON-RPC error without asking anvil.
+    Fail(&'static str),
+}
+
+type Rule = Arc<dyn Fn(&str, &serde_json::Value) -> Action + Send + Sync>;
+
+/// An HTTP JSON-RPC proxy in front of anvil that decides, per request (method, params), what
+/// the client gets: a node behind a flaky network or a load balancer whose backends disagree.
+struct RpcProxy {
+    port: u16,
+}
+
+impl RpcProxy {
+    async fn start(upstream: u16, rule: impl Fn(&str, &serde_json::Value) -> Action + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rule: Rule = Arc::new(rule);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(inbound, upstream, rule.clone()));
+            }
+        });
+        Self { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn serve(inbound: TcpStream, upstream: u16, rule: Rule) {
+        let (read, mut write) = inbound.into_split();
+        let mut read = BufReader::new(read);
+        let mut anvil: Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> = None;
+        while let Some((head, body)) = read_http(&mut read).await {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let method = request["method"].as_str().unwrap_or_default();
+            let answer = |payload: serde_json::Value| {
+                let mut object = serde_json::json!({ "jsonrpc": "2.0", "id": request["id"] });
+                object.as_object_mut().unwrap().extend(payload.as_object().unwrap().clone());
+                let body = object.to_string();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            };
+            let response = match rule(method, &request["params"]) {
+                Action::Answer(result) => answer(serde_json::json!({ "result": result })),
+                Action::Fail(message) => answer(serde_json::json!({ "error": { "code": -32000, "message": message } })),
+                action @ (Action::Forward | Action::LoseAnswer) => {
+                    if anvil.is_none() {
+                        let (r, w) = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap().into_split();
+                        anvil = Some((BufReader::new(r), w));
+                    }
+                    let (anvil_read, anvil_write) = anvil.as_mut().unwrap();
+                    anvil_write.write_all(head.as_bytes()).await.unwrap();
+                    anvil_write.write_all(&body).await.unwrap();
+                    let (head, body) = read_http(anvil_read).await.expect("anvil answers");
+                    if matches!(action, Action::LoseAnswer) {
+                        return; // the request took effect; the answer never arrives
+                    }
+                    [head.into_bytes(), body].concat()
+                }
+            };
+            if write.write_all(&response).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 message with a `content-length` body: (head with its blank line, body).
+async fn read_http(reader: &mut (impl AsyncBufRead + Unpin)) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>().unwrap())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// A plain transfer of 1 wei from `client`'s account.
+async fn transfer(client: &EthClient) -> Result<nitro_chain::TxReceipt, ChainError> {
+    client.transact("transfer", Address::repeat_byte(0x77), Bytes::new(), U256::from(1)).await
+}
+
+async fn nonce_of(chain: &Chain, account: usize) -> u64 {
+    chain.service(account).await.client().provider().get_transaction_count(key(account).address()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_send_whose_answer_was_lost_is_sent_once() {
+    let chain = Chain::start().await;
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = lost.clone();
+    let proxy = RpcProxy::start(chain.anvil.port(), move |method, _| {
+        if method == "eth_sendRawTransaction" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Action::LoseAnswer
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let client = EthClient::connect(&proxy.url(), &key(4), quick_retries()).await.unwrap();
+
+    // Automining: the first attempt is mined at once, the retry hears "nonce too low".
+    let before = nonce_of(&chain, 4).await;
+    let receipt = transfer(&client).await.unwrap();
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst), "the first answer was lost");
+    assert_eq!(nonce_of(&chain, 4).await, before + 1, "one transaction, not two");
+    let direct = chain.service(4).await;
+    let mined = direct.client().provider().get_transaction_receipt(receipt.tx_hash).await.unwrap().unwrap();
+    assert_eq!(mined.block_number, Some(receipt.block_number));
+
+    // Without automining, the retry finds the bytes in the pool ("transaction already
+    // imported" from anvil, "already known" from geth): sent, not failed.
+    lost.store(false, std::sync::atomic::Ordering::SeqCst);
+    chain.anvil.set_automine(false).await.unwrap();
+    let pending = tokio::spawn(async move { transfer(&client).await });
+    until_pending(&direct, 1).await;
+    // Let the retry meet the pooled transaction before it is mined.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lost.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the send never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    chain.anvil.mine().await.unwrap();
+    let receipt = pending.await.unwrap().unwrap();
+    chain.anvil.set_automine(true).await.unwrap();
+    assert_eq!(nonce_of(&chain, 4).await, before + 2);
+    let mined = direct.client().provider().get_transaction_receipt(receipt.tx_hash).await.unwrap().unwrap();
+    assert!(mined.status());
+}
+
+#[tokio::test]
+async fn a_receipt_that_lags_behind_the_nonce_is_waited_for() {
+    let chain = Chain::start().await;
+    // Like a load balancer whose receipt backend is behind its state backend: the first ten
+    // receipt requests see nothing although the nonce has moved.
+    let hidden = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = hidden.clone();
+    let proxy = RpcProxy::start(chain.anvil.port(), move |method, _| {
+        if method == "eth_getTransactionReceipt" && count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 10 {
+            Action::Answer(serde_json::Value::Null)
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let client = EthClient::connect(&proxy.url(), &key(4), ChainConfig::default()).await.unwrap();
+    let before = nonce_of(&chain, 4).await;
+    let receipt = transfer(&client).await.unwrap();
+    assert!(hidden.load(std::sync::atomic::Ordering::SeqCst) > 10, "the receipt was hidden at first");
+    assert_eq!(nonce_of(&chain, 4).await, before + 1);
+    assert_eq!(receipt.gas_used, 21_000);
+}
+
+#[tokio::test]
+async fn a_transaction_replaced_at_its_nonce_is_dropped_naming_the_other() {
+    use alloy::{
+        eips::Encodable2718,
+        network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+        rpc::types::TransactionRequest,
+    };
+    let chain = Chain::start().await;
+    // A generous bound: only finding the other transaction can make this quick.
+    let config = ChainConfig { dropped_after: Duration::from_secs(600), ..ChainConfig::default() };
+    let client = EthClient::connect(&chain.anvil.endpoint(), &key(4), config).await.unwrap();
+    let direct = chain.service(4).await;
+    chain.anvil.set_automine(false).await.unwrap();
+    let ours = tokio::spawn(async move { transfer(&client).await });
+    until_pending(&direct, 1).await;
+
+    // Another sender of the same key outbids it at the same nonce.
+    let content: serde_json::Value = direct.client().provider().raw_request("txpool_content".into(), ()).await.unwrap();
+    let ours_by_nonce = content["pending"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(sender, _)| sender.parse::<Address>().unwrap() == key(4).address())
+        .unwrap_or_else(|| panic!("our transaction is pending: {content}"))
+        .1;
+    let (nonce, pooled) = ours_by_nonce.as_object().unwrap().iter().next().unwrap();
+    let our_hash: B256 = pooled["hash"].as_str().unwrap().parse().unwrap();
+    let fee = u128::from_str_radix(pooled["maxFeePerGas"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let wallet = EthereumWallet::from(
+        alloy::signers::local::PrivateKeySigner::from_bytes(&B256::from(key(4).to_bytes())).unwrap(),
+    );
+    let replacement = TransactionRequest::default()
+        .with_to(Address::repeat_byte(0x78))
+        .with_value(U256::from(2))
+        .with_nonce(nonce.parse().unwrap())
+        .with_chain_id(nitro_chain::ANVIL_CHAIN_ID)
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(fee * 2)
+        .with_max_priority_fee_per_gas(fee)
+        .build(&wallet)
+        .await
+        .unwrap();
+    let other = *replacement.tx_hash();
+    let sent = direct.client().provider().send_raw_transaction(&replacement.encoded_2718()).await.unwrap();
+    assert_eq!(*sent.tx_hash(), other);
+    chain.anvil.mine().await.unwrap();
+    chain.anvil.set_automine(true).await.unwrap();
+
+    match ours.await.unwrap() {
+        Err(ChainError::Dropped { tx_hash, replaced_by }) => {
+            assert_eq!((tx_hash, replaced_by), (our_hash, Some(other)));
+        }
+        other => panic!("expected a drop, got {other:?}"),
+    }
+    assert!(direct.client().provider().get_transaction_receipt(other).await.unwrap().unwrap().status());
+}
+
+#[tokio::test]
+async fn a_receipt_never_seen_after_the_nonce_moved_ends_after_the_dropped_after_bound() {
+    let chain = Chain::start().await;
+    let config = ChainConfig { dropped_after: Duration::from_millis(500), ..ChainConfig::default() };
+
+    // The node never shows the receipt, but its blocks show our transaction mined at our
+    // nonce: not a drop, a receipt that never came.
+    let no_receipts = RpcProxy::start(chain.anvil.port(), |method, _| match method {
+        "eth_getTransactionReceipt" => Action::Answer(serde_json::Value::Null),
+        _ => Action::Forward,
+    })
+    .await;
+    let client = EthClient::connect(&no_receipts.url(), &key(4), config.clone()).await.unwrap();
+    match transfer(&client).await {
+        Err(ChainError::Timeout { what, after }) => {
+            assert!(what.contains("which is mined"), "{what}");
+            assert_eq!(after, config.dropped_after);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    // Without history either (a pruned node), nothing proves what happened: after the bound,
+    // it is reported dropped, without a replacement.
+    let no_history = RpcProxy::start(chain.anvil.port(), |method, params| match method {
+        "eth_getTransactionReceipt" => Action::Answer(serde_json::Value::Null),
+        "eth_getTransactionCount" if params[1].as_str().is_some_and(|b| b.starts_with("0x")) => {
+            Action::Fail("missing trie node")
+        }
+        _ => Action::Forward,
+    })
+    .await;
+    let client = EthClient::connect(&no_history.url(), &key(5), config).await.unwrap();
+    let before = nonce_of(&chain, 5).await;
+    assert!(matches!(transfer(&client).await, Err(ChainError::Dropped { replaced_by: None, .. })));
+    assert_eq!(nonce_of(&chain, 5).await, before + 1, "it was sent");
 }
 
 #[tokio::test]
