@@ -126,7 +126,7 @@ async fn fund(chain: &Chain, channel_id: B256, leader_amount: U256, follower_amo
 
 /// Polls until the watcher has delivered an event matching `wanted`, returning all events seen.
 async fn events_until(watcher: &mut EventWatcher, wanted: impl Fn(&ChainEvent) -> bool) -> Vec<ChainEvent> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         seen.extend(watcher.poll().await.unwrap());
@@ -392,7 +392,8 @@ fn quick_retries() -> ChainConfig {
     ChainConfig {
         retries: 2,
         initial_backoff: Duration::from_millis(20),
-        rpc_timeout: Duration::from_secs(2),
+        // Generous: a loaded machine may answer slowly; refusals come at once anyway.
+        rpc_timeout: Duration::from_secs(30),
         ..ChainConfig::default()
     }
 }
@@ -417,20 +418,33 @@ async fn a_closed_port_is_a_typed_error() {
 /// A TCP proxy in front of anvil that can be switched off (dropping every connection) and on.
 struct Proxy {
     port: u16,
-    up: watch::Sender<bool>,
+    up: Arc<watch::Sender<bool>>,
+    /// While down: come back up after refusing this many more connections (0: stay down).
+    up_after_refusals: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Proxy {
     async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (up, state) = watch::channel(true);
+        let up = Arc::new(watch::channel(true).0);
+        let up_after_refusals = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (switch, countdown) = (up.clone(), up_after_refusals.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*state.borrow() {
-                    continue; // down: refuse by closing at once
+                if !*switch.borrow() {
+                    // Down: refuse by closing at once.
+                    drop(inbound);
+                    let left = countdown.load(std::sync::atomic::Ordering::SeqCst);
+                    if left > 0 {
+                        countdown.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                        if left == 1 {
+                            switch.send_replace(true);
+                        }
+                    }
+                    continue;
                 }
-                let mut state = state.clone();
+                let mut state = switch.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream_port)).await else { return };
                     tokio::select! {
@@ -440,7 +454,7 @@ impl Proxy {
                 });
             }
         });
-        Self { port, up }
+        Self { port, up, up_after_refusals }
     }
 
     fn url(&self) -> String {
@@ -450,12 +464,17 @@ impl Proxy {
     fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
+
+    /// While down, comes back up once it has refused `count` more connections.
+    fn come_back_after_refusing(&self, count: u32) {
+        self.up_after_refusals.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[tokio::test]
 async fn the_watcher_and_reads_survive_the_node_going_away() {
     let chain = Chain::start().await;
-    let proxy = Arc::new(Proxy::start(chain.anvil.port()).await);
+    let proxy = Proxy::start(chain.anvil.port()).await;
     let id = fully_signed(ledger_state(chain.contracts.consensus_app, 5, 0, false, eth(1), eth(1), &[])).channel_id();
     let direct = chain.service(1).await;
     let via_proxy = EthChainService::new(
@@ -474,13 +493,11 @@ async fn the_watcher_and_reads_survive_the_node_going_away() {
     assert_eq!(watcher.cursor(), cursor);
     direct.deposit(id, ETH, eth(1), eth(2)).await.unwrap();
 
-    // It comes back while a read is retrying: the read succeeds.
-    let p = proxy.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        p.set_up(true);
-    });
+    // It comes back while a read is retrying (after refusing its first attempt): the read
+    // succeeds.
+    proxy.come_back_after_refusing(1);
     assert_eq!(via_proxy.holdings(ETH, id).await.unwrap(), eth(3));
+    assert!(*proxy.up.borrow(), "the first attempt was refused, a retry got through");
     // The watcher resumes from its cursor: both deposits made while it was cut off arrive.
     let events = watcher.poll().await.unwrap();
     let held: Vec<U256> = events
