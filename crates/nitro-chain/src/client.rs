@@ -367,12 +367,15 @@ impl EthClient {
             {
                 Ok(Some(receipt)) => return Ok(receipt),
                 Ok(None) if nonce_moved_at.is_none() => {
-                    let mined = with_retries(&self.config, "eth_getTransactionCount", "", || {
+                    match with_retries(&self.config, "eth_getTransactionCount", "", || {
                         self.provider.get_transaction_count(self.address).latest()
                     })
-                    .await?;
-                    if mined > nonce {
-                        nonce_moved_at = Some(Instant::now());
+                    .await
+                    {
+                        Ok(mined) if mined > nonce => nonce_moved_at = Some(Instant::now()),
+                        Ok(_) => {}
+                        Err(e) if e.is_transient() => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 Ok(None) => {}
