@@ -62,7 +62,7 @@ pub struct AnvilBuilder {
 
 impl Default for AnvilBuilder {
     fn default() -> Self {
-        Self { binary: None, port: 0, args: Vec::new(), startup_timeout: Duration::from_secs(20) }
+        Self { binary: None, port: 0, args: Vec::new(), startup_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -85,7 +85,7 @@ impl AnvilBuilder {
         self
     }
 
-    /// How long to wait for anvil to answer (default 20 s).
+    /// How long to wait for anvil to answer (default 60 s: a loaded machine starts it slowly).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self

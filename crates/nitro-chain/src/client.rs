@@ -24,8 +24,16 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// How often to poll for receipts, confirmations and holdings.
     pub poll_interval: Duration,
-    /// How long to wait for a sent transaction to be mined and confirmed.
+    /// How long to wait for a sent transaction to be mined (that is, until the account's nonce
+    /// moves past it; then [`ChainConfig::dropped_after`] applies), and for its confirmations.
     pub receipt_timeout: Duration,
+    /// How long to keep looking for a transaction's receipt once the account's nonce has moved
+    /// past it, before calling it [`ChainError::Dropped`]. A nonce that moved on does not prove
+    /// a drop: a node may answer the nonce before its receipt is stored, and load-balanced
+    /// endpoints routinely answer the nonce from one backend and the receipt from another.
+    /// Earlier than this, a transaction is dropped only when the other transaction mined with
+    /// its nonce is found on chain.
+    pub dropped_after: Duration,
     /// How long to wait for a deposit's expected holdings.
     pub deposit_timeout: Duration,
     /// Timeout of one JSON-RPC request.
@@ -46,6 +54,7 @@ impl Default for ChainConfig {
             confirmations: 1,
             poll_interval: Duration::from_millis(50),
             receipt_timeout: Duration::from_secs(60),
+            dropped_after: Duration::from_secs(30),
             deposit_timeout: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
             retries: 4,
@@ -77,6 +86,9 @@ impl TxReceipt {
         alloy::primitives::U256::from(self.gas_used) * alloy::primitives::U256::from(self.effective_gas_price)
     }
 }
+
+/// How often [`EthClient::wait_for_receipt`] looks for what was mined at a nonce that moved on.
+const SEARCH_EVERY: Duration = Duration::from_secs(1);
 
 /// An account (a private key) on a JSON-RPC node.
 ///
@@ -256,19 +268,11 @@ impl EthClient {
         let tx_hash = *envelope.tx_hash();
         let raw = envelope.encoded_2718();
 
-        match with_retries(config, "eth_sendRawTransaction", function, || async {
-            provider.send_raw_transaction(&raw).await.map(|_| ())
-        })
-        .await
-        {
-            Ok(()) => {}
-            // A retry of bytes that did arrive the first time: the receipt tells.
-            Err(ChainError::Rpc { message, .. })
-                if message.contains("already known") || message.contains("nonce too low") => {}
-            Err(e) => return Err(e),
-        }
-
-        let receipt = self.wait_for_receipt(tx_hash, nonce).await?;
+        // The chain's height before sending: the transaction (or whatever takes its nonce) is
+        // mined above it.
+        let sent_above = self.block_number().await?;
+        self.send_raw(function, &raw).await?;
+        let receipt = self.wait_for_receipt(tx_hash, nonce, sent_above).await?;
         let block_number = receipt.block_number.ok_or(ChainError::Rpc {
             operation: "eth_getTransactionReceipt",
             message: "receipt without a block number".into(),
@@ -301,12 +305,60 @@ impl EthClient {
         })
     }
 
+    /// `eth_sendRawTransaction` of `raw`, retried with the same bytes while the node is
+    /// unreachable or slow. Once an attempt may have arrived (its answer was lost), the node's
+    /// "already known" (it has these bytes) or "nonce too low" (they were mined, or another
+    /// transaction took the nonce: [`EthClient::wait_for_receipt`] tells which) means *sent*.
+    /// "Already known" means sent on any attempt.
+    async fn send_raw(&self, function: &'static str, raw: &[u8]) -> Result<(), ChainError> {
+        let config = &self.config;
+        let operation = "eth_sendRawTransaction";
+        let mut delay = config.initial_backoff;
+        let mut attempt = 0;
+        let mut may_have_arrived = false;
+        loop {
+            let error = match timeout(config.rpc_timeout, self.provider.send_raw_transaction(raw)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => ChainError::from_rpc(operation, function, e),
+                Err(_) => {
+                    ChainError::Timeout { what: format!("the node to answer {operation}"), after: config.rpc_timeout }
+                }
+            };
+            if error.is_already_known() || (may_have_arrived && error.is_nonce_too_low()) {
+                return Ok(());
+            }
+            if !error.is_transient() || attempt >= config.retries {
+                return Err(error);
+            }
+            // A transport failure or a timeout: the request may have reached the node.
+            may_have_arrived = true;
+            attempt += 1;
+            sleep(delay).await;
+            delay = (delay * 2).min(config.max_backoff);
+        }
+    }
+
+    /// Polls for the receipt of `tx_hash` (sent with `nonce` when the chain was at block
+    /// `sent_above`).
+    ///
+    /// - Not mined within [`ChainConfig::receipt_timeout`]: [`ChainError::Timeout`].
+    /// - The account's nonce moved past ours without a receipt: that alone proves nothing (the
+    ///   node may store the receipt after the state, or another backend behind the same URL
+    ///   answered). We look for the transaction mined at our nonce: if it is another one, ours
+    ///   is [`ChainError::Dropped`] at once; otherwise we keep polling for our receipt, up to
+    ///   [`ChainConfig::dropped_after`] after the nonce moved — then `Dropped` (or `Timeout`
+    ///   when ours was seen mined but its receipt never became visible).
     async fn wait_for_receipt(
         &self,
         tx_hash: B256,
         nonce: u64,
+        sent_above: u64,
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let deadline = Instant::now() + self.config.receipt_timeout;
+        // When the nonce was first seen past ours, and what mined at our nonce (once known).
+        let mut nonce_moved_at: Option<Instant> = None;
+        let mut mined_at_nonce: Option<B256> = None;
+        let mut last_search: Option<Instant> = None;
         loop {
             match with_retries(&self.config, "eth_getTransactionReceipt", "", || {
                 self.provider.get_transaction_receipt(tx_hash)
@@ -314,24 +366,45 @@ impl EthClient {
             .await
             {
                 Ok(Some(receipt)) => return Ok(receipt),
-                Ok(None) => {
-                    // No receipt although the nonce is used: another transaction took it.
-                    let mined = with_retries(&self.config, "eth_getTransactionCount", "", || {
+                Ok(None) if nonce_moved_at.is_none() => {
+                    match with_retries(&self.config, "eth_getTransactionCount", "", || {
                         self.provider.get_transaction_count(self.address).latest()
                     })
-                    .await?;
-                    if mined > nonce {
-                        let again = with_retries(&self.config, "eth_getTransactionReceipt", "", || {
-                            self.provider.get_transaction_receipt(tx_hash)
-                        })
-                        .await?;
-                        return again.ok_or(ChainError::Dropped(tx_hash));
+                    .await
+                    {
+                        Ok(mined) if mined > nonce => nonce_moved_at = Some(Instant::now()),
+                        Ok(_) => {}
+                        Err(e) if e.is_transient() => {}
+                        Err(e) => return Err(e),
                     }
                 }
+                Ok(None) => {}
                 Err(e) if e.is_transient() => {}
                 Err(e) => return Err(e),
             }
-            if Instant::now() >= deadline {
+            if let Some(moved_at) = nonce_moved_at {
+                // Best effort, at most once a second: a node without the history (or a lagging
+                // backend) leaves the question open for a later try.
+                if mined_at_nonce.is_none() && last_search.is_none_or(|at| at.elapsed() >= SEARCH_EVERY) {
+                    last_search = Some(Instant::now());
+                    mined_at_nonce = self.mined_at_nonce(nonce, sent_above).await.ok().flatten();
+                }
+                match mined_at_nonce {
+                    Some(other) if other != tx_hash => {
+                        return Err(ChainError::Dropped { tx_hash, replaced_by: Some(other) });
+                    }
+                    Some(_) if moved_at.elapsed() >= self.config.dropped_after => {
+                        return Err(ChainError::Timeout {
+                            what: format!("the receipt of transaction {tx_hash}, which is mined"),
+                            after: self.config.dropped_after,
+                        });
+                    }
+                    None if moved_at.elapsed() >= self.config.dropped_after => {
+                        return Err(ChainError::Dropped { tx_hash, replaced_by: None });
+                    }
+                    _ => {}
+                }
+            } else if Instant::now() >= deadline {
                 return Err(ChainError::Timeout {
                     what: format!("transaction {tx_hash} to be mined"),
                     after: self.config.receipt_timeout,
@@ -339,6 +412,44 @@ impl EthClient {
             }
             sleep(self.config.poll_interval).await;
         }
+    }
+
+    /// The hash of the transaction of ours mined with `nonce`, searched above block
+    /// `sent_above` (the account's nonce at each block, by bisection, then that one block);
+    /// `None` when it cannot be found (yet).
+    async fn mined_at_nonce(&self, nonce: u64, sent_above: u64) -> Result<Option<B256>, ChainError> {
+        let nonce_at = |block: u64| {
+            with_retries(&self.config, "eth_getTransactionCount", "", move || {
+                self.provider.get_transaction_count(self.address).block_id(BlockId::number(block))
+            })
+        };
+        let (mut low, mut high) = (sent_above, self.block_number().await?);
+        if high <= low || nonce_at(high).await? <= nonce {
+            return Ok(None);
+        }
+        if nonce_at(low).await? > nonce {
+            return Ok(None); // mined before we sent: not ours to find here
+        }
+        // Invariant: the nonce at `low` is ours or less, at `high` past ours.
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if nonce_at(middle).await? > nonce {
+                high = middle;
+            } else {
+                low = middle;
+            }
+        }
+        let block = with_retries(&self.config, "eth_getBlockByNumber", "", || {
+            self.provider.get_block_by_number(BlockNumberOrTag::Number(high)).full()
+        })
+        .await?;
+        let Some(block) = block else { return Ok(None) };
+        let found = block
+            .transactions
+            .txns()
+            .find(|tx| tx.inner.signer() == self.address && alloy::consensus::Transaction::nonce(*tx) == nonce)
+            .map(|tx| *tx.inner.tx_hash());
+        Ok(found)
     }
 
     async fn wait_for_confirmations(&self, block_number: u64) -> Result<(), ChainError> {

@@ -60,9 +60,21 @@ pub enum ChainError {
         /// How long we waited.
         after: Duration,
     },
-    /// The transaction was sent but neither mined nor known to the node any more (dropped).
-    #[error("transaction {0} was dropped: its nonce was used by another transaction")]
-    Dropped(B256),
+    /// The transaction was sent, but another transaction of the account was mined with its
+    /// nonce: it never will be. Reported when that other transaction is found on chain
+    /// (`replaced_by`), or when the account's nonce has moved past ours and still no receipt
+    /// of ours is visible after [`ChainConfig::dropped_after`](crate::ChainConfig::dropped_after)
+    /// (`replaced_by: None`).
+    #[error("transaction {tx_hash} was dropped: its nonce was used by {}", match replaced_by {
+        Some(other) => format!("transaction {other}"),
+        None => "another transaction (no receipt of ours within the dropped_after bound)".to_owned(),
+    })]
+    Dropped {
+        /// The transaction we sent.
+        tx_hash: B256,
+        /// The transaction mined with its nonce instead, when it was found.
+        replaced_by: Option<B256>,
+    },
     /// A log, a return value or a node answer could not be decoded.
     #[error("cannot decode {what}: {message}")]
     Decode {
@@ -108,6 +120,26 @@ impl ChainError {
     /// Whether retrying the same request later may succeed (the node was unreachable or slow).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+
+    /// Whether a node refused `eth_sendRawTransaction` because it already has this very
+    /// transaction (same hash) in its pool: the transaction *was* sent. Clients word it
+    /// differently: geth, reth and erigon "already known", anvil "transaction already
+    /// imported", OpenEthereum "…was already imported", Besu "Known transaction",
+    /// Nethermind "AlreadyKnown".
+    pub(crate) fn is_already_known(&self) -> bool {
+        let Self::Rpc { message, .. } = self else { return false };
+        let message = message.to_ascii_lowercase();
+        ["already known", "already imported", "known transaction", "alreadyknown"].iter().any(|m| message.contains(m))
+    }
+
+    /// Whether a node refused `eth_sendRawTransaction` because the account's nonce has moved
+    /// past the transaction's: either an earlier attempt of the same bytes was mined, or
+    /// another transaction took the nonce.
+    pub(crate) fn is_nonce_too_low(&self) -> bool {
+        let Self::Rpc { message, .. } = self else { return false };
+        let message = message.to_ascii_lowercase();
+        message.contains("nonce too low") || message.contains("oldnonce") || message.contains("nonce is too low")
     }
 }
 
@@ -191,4 +223,37 @@ pub enum AnvilError {
         /// What it printed.
         output: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc(message: &str) -> ChainError {
+        ChainError::Rpc { operation: "eth_sendRawTransaction", message: format!("error code -32000: {message}") }
+    }
+
+    #[test]
+    fn every_client_wording_of_a_known_transaction_means_sent() {
+        for message in [
+            "already known",
+            "transaction already imported",
+            "Transaction with the same hash was already imported.",
+            "Known transaction (0xabc…)",
+            "AlreadyKnown",
+        ] {
+            assert!(rpc(message).is_already_known(), "{message}");
+            assert!(!rpc(message).is_nonce_too_low(), "{message}");
+        }
+        for message in ["nonce too low", "Nonce too low: next nonce 4, tx nonce 3", "OldNonce"] {
+            assert!(rpc(message).is_nonce_too_low(), "{message}");
+            assert!(!rpc(message).is_already_known(), "{message}");
+        }
+        for other in ["insufficient funds for gas * price + value", "replacement transaction underpriced"] {
+            assert!(!rpc(other).is_already_known() && !rpc(other).is_nonce_too_low(), "{other}");
+        }
+        let unreachable =
+            ChainError::Unreachable { operation: "eth_sendRawTransaction", message: "already known".into() };
+        assert!(!unreachable.is_already_known(), "only a node's answer counts");
+    }
 }

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alloy::providers::Provider;
 use alloy_primitives::{aliases::U48, Address, Bytes, B256, U256};
 use nitro_chain::{
     bindings, dev_key, Anvil, Artifacts, ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient,
@@ -20,8 +21,11 @@ use nitro_core::{
     SingleAssetExit, State,
 };
 use tokio::{
-    io::copy_bidirectional,
-    net::{TcpListener, TcpStream},
+    io::{copy_bidirectional, AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
     sync::watch,
 };
 
@@ -122,7 +126,7 @@ async fn fund(chain: &Chain, channel_id: B256, leader_amount: U256, follower_amo
 
 /// Polls until the watcher has delivered an event matching `wanted`, returning all events seen.
 async fn events_until(watcher: &mut EventWatcher, wanted: impl Fn(&ChainEvent) -> bool) -> Vec<ChainEvent> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         seen.extend(watcher.poll().await.unwrap());
@@ -388,7 +392,8 @@ fn quick_retries() -> ChainConfig {
     ChainConfig {
         retries: 2,
         initial_backoff: Duration::from_millis(20),
-        rpc_timeout: Duration::from_secs(2),
+        // Generous: a loaded machine may answer slowly; refusals come at once anyway.
+        rpc_timeout: Duration::from_secs(30),
         ..ChainConfig::default()
     }
 }
@@ -413,20 +418,33 @@ async fn a_closed_port_is_a_typed_error() {
 /// A TCP proxy in front of anvil that can be switched off (dropping every connection) and on.
 struct Proxy {
     port: u16,
-    up: watch::Sender<bool>,
+    up: Arc<watch::Sender<bool>>,
+    /// While down: come back up after refusing this many more connections (0: stay down).
+    up_after_refusals: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Proxy {
     async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (up, state) = watch::channel(true);
+        let up = Arc::new(watch::channel(true).0);
+        let up_after_refusals = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (switch, countdown) = (up.clone(), up_after_refusals.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*state.borrow() {
-                    continue; // down: refuse by closing at once
+                if !*switch.borrow() {
+                    // Down: refuse by closing at once.
+                    drop(inbound);
+                    let left = countdown.load(std::sync::atomic::Ordering::SeqCst);
+                    if left > 0 {
+                        countdown.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                        if left == 1 {
+                            switch.send_replace(true);
+                        }
+                    }
+                    continue;
                 }
-                let mut state = state.clone();
+                let mut state = switch.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream_port)).await else { return };
                     tokio::select! {
@@ -436,7 +454,7 @@ impl Proxy {
                 });
             }
         });
-        Self { port, up }
+        Self { port, up, up_after_refusals }
     }
 
     fn url(&self) -> String {
@@ -446,12 +464,17 @@ impl Proxy {
     fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
+
+    /// While down, comes back up once it has refused `count` more connections.
+    fn come_back_after_refusing(&self, count: u32) {
+        self.up_after_refusals.store(count, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[tokio::test]
 async fn the_watcher_and_reads_survive_the_node_going_away() {
     let chain = Chain::start().await;
-    let proxy = Arc::new(Proxy::start(chain.anvil.port()).await);
+    let proxy = Proxy::start(chain.anvil.port()).await;
     let id = fully_signed(ledger_state(chain.contracts.consensus_app, 5, 0, false, eth(1), eth(1), &[])).channel_id();
     let direct = chain.service(1).await;
     let via_proxy = EthChainService::new(
@@ -470,13 +493,11 @@ async fn the_watcher_and_reads_survive_the_node_going_away() {
     assert_eq!(watcher.cursor(), cursor);
     direct.deposit(id, ETH, eth(1), eth(2)).await.unwrap();
 
-    // It comes back while a read is retrying: the read succeeds.
-    let p = proxy.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        p.set_up(true);
-    });
+    // It comes back while a read is retrying (after refusing its first attempt): the read
+    // succeeds.
+    proxy.come_back_after_refusing(1);
     assert_eq!(via_proxy.holdings(ETH, id).await.unwrap(), eth(3));
+    assert!(*proxy.up.borrow(), "the first attempt was refused, a retry got through");
     // The watcher resumes from its cursor: both deposits made while it was cut off arrive.
     let events = watcher.poll().await.unwrap();
     let held: Vec<U256> = events
@@ -490,43 +511,337 @@ async fn the_watcher_and_reads_survive_the_node_going_away() {
     assert!(watcher.cursor() > cursor);
 }
 
+/// Waits (up to a minute) until anvil's pool holds `count` pending transactions.
+async fn until_pending(service: &EthChainService, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value =
+            service.client().provider().raw_request("txpool_status".into(), ()).await.unwrap();
+        if status["pending"].as_str() == Some(format!("{count:#x}").as_str()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the pool never held {count} pending transactions: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_transaction_reverting_on_chain_is_a_typed_error_with_its_hash() {
     let chain = Chain::start().await;
-    let id = fully_signed(ledger_state(chain.contracts.consensus_app, 6, 0, false, eth(1), eth(1), &[])).channel_id();
-    let (a, b) = (chain.service(1).await, chain.service(2).await);
-    // Both estimate against empty holdings, then land in the same block: the second reverts.
+    let app = chain.contracts.consensus_app;
+    let old = fully_signed(ledger_state(app, 6, 2, false, eth(1), eth(1), &[]));
+    let id = old.channel_id();
+    let service = chain.service(1).await;
+    service.submit(&ChainTransaction::challenge(old, &leader()).unwrap()).await.unwrap();
+
+    // A checkpoint is valid while the challenge runs, so its estimation passes (anvil estimates
+    // on the pending block, before any clock change); it is mined only after the challenge
+    // finalized, and reverts on chain.
     chain.anvil.set_automine(false).await.unwrap();
-    let deposit = ChainTransaction::Deposit { channel_id: id, asset: ETH, expected_held: U256::ZERO, amount: eth(1) };
-    let (first, second) = (deposit.clone(), deposit);
-    let first = tokio::spawn(async move { a.submit(&first).await });
-    let second = tokio::spawn(async move { b.submit(&second).await });
-    let service = chain.service(3).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let newer = fully_signed(ledger_state(app, 6, 3, false, eth(2), eth(0), &[]));
+    let follower_service = chain.service(2).await;
+    let checkpoint =
+        tokio::spawn(async move { follower_service.submit(&ChainTransaction::checkpoint(newer).unwrap()).await });
+    until_pending(&service, 1).await;
+    chain.anvil.advance_time(CHALLENGE_DURATION + 1).await.unwrap();
+    let tx_hash = match checkpoint.await.unwrap() {
+        Err(ChainError::Reverted { function, reason, tx_hash: Some(tx_hash) }) => {
+            assert_eq!((function, reason.as_deref()), ("checkpoint", Some("Channel finalized.")));
+            tx_hash
+        }
+        other => panic!("expected an on-chain revert, got {other:?}"),
+    };
+    chain.anvil.set_automine(true).await.unwrap();
+    // The hash is that of the mined, failed transaction; the challenge's state stands.
+    let receipt = service.client().provider().get_transaction_receipt(tx_hash).await.unwrap().unwrap();
+    assert!(!receipt.status());
+    let status = service.status_of(id).await.unwrap();
+    assert_eq!(status.turn_num_record, U48::from(2));
+    assert_eq!(status.mode(service.chain_time().await.unwrap()), ChannelMode::Finalized);
+
+    // The same checkpoint now reverts at estimation: nothing is sent, so there is no hash.
+    let newer = fully_signed(ledger_state(app, 6, 3, false, eth(2), eth(0), &[]));
+    let nonce = service.client().provider().get_transaction_count(follower().address()).await.unwrap();
+    match chain.service(2).await.submit(&ChainTransaction::checkpoint(newer).unwrap()).await {
+        Err(ChainError::Reverted { reason: Some(reason), tx_hash: None, .. }) => {
+            assert_eq!(reason, "Channel finalized.")
+        }
+        other => panic!("expected a revert at estimation, got {other:?}"),
+    }
+    assert_eq!(service.client().provider().get_transaction_count(follower().address()).await.unwrap(), nonce);
+}
+
+/// What [`RpcProxy`] does with one JSON-RPC request.
+enum Action {
+    /// Pass it to anvil and its answer back.
+    Forward,
+    /// Pass it to anvil, then close the connection instead of answering (a lost answer).
+    LoseAnswer,
+    /// Answer with this result without asking anvil.
+    Answer(serde_json::Value),
+    /// Answer with this JSON-RPC error without asking anvil.
+    Fail(&'static str),
+}
+
+type Rule = Arc<dyn Fn(&str, &serde_json::Value) -> Action + Send + Sync>;
+
+/// An HTTP JSON-RPC proxy in front of anvil that decides, per request (method, params), what
+/// the client gets: a node behind a flaky network or a load balancer whose backends disagree.
+struct RpcProxy {
+    port: u16,
+}
+
+impl RpcProxy {
+    async fn start(upstream: u16, rule: impl Fn(&str, &serde_json::Value) -> Action + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rule: Rule = Arc::new(rule);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(inbound, upstream, rule.clone()));
+            }
+        });
+        Self { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn serve(inbound: TcpStream, upstream: u16, rule: Rule) {
+        let (read, mut write) = inbound.into_split();
+        let mut read = BufReader::new(read);
+        let mut anvil: Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> = None;
+        while let Some((head, body)) = read_http(&mut read).await {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let method = request["method"].as_str().unwrap_or_default();
+            let answer = |payload: serde_json::Value| {
+                let mut object = serde_json::json!({ "jsonrpc": "2.0", "id": request["id"] });
+                object.as_object_mut().unwrap().extend(payload.as_object().unwrap().clone());
+                let body = object.to_string();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            };
+            let response = match rule(method, &request["params"]) {
+                Action::Answer(result) => answer(serde_json::json!({ "result": result })),
+                Action::Fail(message) => answer(serde_json::json!({ "error": { "code": -32000, "message": message } })),
+                action @ (Action::Forward | Action::LoseAnswer) => {
+                    if anvil.is_none() {
+                        let (r, w) = TcpStream::connect(("127.0.0.1", upstream)).await.unwrap().into_split();
+                        anvil = Some((BufReader::new(r), w));
+                    }
+                    let (anvil_read, anvil_write) = anvil.as_mut().unwrap();
+                    anvil_write.write_all(head.as_bytes()).await.unwrap();
+                    anvil_write.write_all(&body).await.unwrap();
+                    let (head, body) = read_http(anvil_read).await.expect("anvil answers");
+                    if matches!(action, Action::LoseAnswer) {
+                        return; // the request took effect; the answer never arrives
+                    }
+                    [head.into_bytes(), body].concat()
+                }
+            };
+            if write.write_all(&response).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 message with a `content-length` body: (head with its blank line, body).
+async fn read_http(reader: &mut (impl AsyncBufRead + Unpin)) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
     loop {
-        let pending: serde_json::Value =
-            alloy::providers::Provider::raw_request(service.client().provider(), "txpool_status".into(), ())
-                .await
-                .unwrap();
-        if pending["pending"].as_str() == Some("0x2") || Instant::now() > deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
             break;
         }
+    }
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>().unwrap())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// A plain transfer of 1 wei from `client`'s account.
+async fn transfer(client: &EthClient) -> Result<nitro_chain::TxReceipt, ChainError> {
+    client.transact("transfer", Address::repeat_byte(0x77), Bytes::new(), U256::from(1)).await
+}
+
+async fn nonce_of(chain: &Chain, account: usize) -> u64 {
+    chain.service(account).await.client().provider().get_transaction_count(key(account).address()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_send_whose_answer_was_lost_is_sent_once() {
+    let chain = Chain::start().await;
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = lost.clone();
+    let proxy = RpcProxy::start(chain.anvil.port(), move |method, _| {
+        if method == "eth_sendRawTransaction" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Action::LoseAnswer
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let client = EthClient::connect(&proxy.url(), &key(4), quick_retries()).await.unwrap();
+
+    // Automining: the first attempt is mined at once, the retry hears "nonce too low".
+    let before = nonce_of(&chain, 4).await;
+    let receipt = transfer(&client).await.unwrap();
+    assert!(lost.load(std::sync::atomic::Ordering::SeqCst), "the first answer was lost");
+    assert_eq!(nonce_of(&chain, 4).await, before + 1, "one transaction, not two");
+    let direct = chain.service(4).await;
+    let mined = direct.client().provider().get_transaction_receipt(receipt.tx_hash).await.unwrap().unwrap();
+    assert_eq!(mined.block_number, Some(receipt.block_number));
+
+    // Without automining, the retry finds the bytes in the pool ("transaction already
+    // imported" from anvil, "already known" from geth): sent, not failed.
+    lost.store(false, std::sync::atomic::Ordering::SeqCst);
+    chain.anvil.set_automine(false).await.unwrap();
+    let pending = tokio::spawn(async move { transfer(&client).await });
+    until_pending(&direct, 1).await;
+    // Let the retry meet the pooled transaction before it is mined.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lost.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the send never happened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     chain.anvil.mine().await.unwrap();
-    let mut results = [first.await.unwrap(), second.await.unwrap()];
-    results.sort_by_key(|r| r.is_err());
-    assert!(results[0].is_ok());
-    match &results[1] {
-        Err(ChainError::Reverted { function, reason, tx_hash }) => {
-            assert_eq!(*function, "deposit");
-            assert_eq!(reason.as_deref(), Some("held != expectedHeld"));
-            assert!(tx_hash.is_some());
-        }
-        other => panic!("{other:?}"),
-    }
+    let receipt = pending.await.unwrap().unwrap();
     chain.anvil.set_automine(true).await.unwrap();
-    assert_eq!(service.holdings(ETH, id).await.unwrap(), eth(1));
+    assert_eq!(nonce_of(&chain, 4).await, before + 2);
+    let mined = direct.client().provider().get_transaction_receipt(receipt.tx_hash).await.unwrap().unwrap();
+    assert!(mined.status());
+}
+
+#[tokio::test]
+async fn a_receipt_that_lags_behind_the_nonce_is_waited_for() {
+    let chain = Chain::start().await;
+    // Like a load balancer whose receipt backend is behind its state backend: the first ten
+    // receipt requests see nothing although the nonce has moved.
+    let hidden = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = hidden.clone();
+    let proxy = RpcProxy::start(chain.anvil.port(), move |method, _| {
+        if method == "eth_getTransactionReceipt" && count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 10 {
+            Action::Answer(serde_json::Value::Null)
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let client = EthClient::connect(&proxy.url(), &key(4), ChainConfig::default()).await.unwrap();
+    let before = nonce_of(&chain, 4).await;
+    let receipt = transfer(&client).await.unwrap();
+    assert!(hidden.load(std::sync::atomic::Ordering::SeqCst) > 10, "the receipt was hidden at first");
+    assert_eq!(nonce_of(&chain, 4).await, before + 1);
+    assert_eq!(receipt.gas_used, 21_000);
+}
+
+#[tokio::test]
+async fn a_transaction_replaced_at_its_nonce_is_dropped_naming_the_other() {
+    use alloy::{
+        eips::Encodable2718,
+        network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+        rpc::types::TransactionRequest,
+    };
+    let chain = Chain::start().await;
+    // A generous bound: only finding the other transaction can make this quick.
+    let config = ChainConfig { dropped_after: Duration::from_secs(600), ..ChainConfig::default() };
+    let client = EthClient::connect(&chain.anvil.endpoint(), &key(4), config).await.unwrap();
+    let direct = chain.service(4).await;
+    chain.anvil.set_automine(false).await.unwrap();
+    let ours = tokio::spawn(async move { transfer(&client).await });
+    until_pending(&direct, 1).await;
+
+    // Another sender of the same key outbids it at the same nonce.
+    let content: serde_json::Value = direct.client().provider().raw_request("txpool_content".into(), ()).await.unwrap();
+    let ours_by_nonce = content["pending"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(sender, _)| sender.parse::<Address>().unwrap() == key(4).address())
+        .unwrap_or_else(|| panic!("our transaction is pending: {content}"))
+        .1;
+    let (nonce, pooled) = ours_by_nonce.as_object().unwrap().iter().next().unwrap();
+    let our_hash: B256 = pooled["hash"].as_str().unwrap().parse().unwrap();
+    let fee = u128::from_str_radix(pooled["maxFeePerGas"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let wallet = EthereumWallet::from(
+        alloy::signers::local::PrivateKeySigner::from_bytes(&B256::from(key(4).to_bytes())).unwrap(),
+    );
+    let replacement = TransactionRequest::default()
+        .with_to(Address::repeat_byte(0x78))
+        .with_value(U256::from(2))
+        .with_nonce(nonce.parse().unwrap())
+        .with_chain_id(nitro_chain::ANVIL_CHAIN_ID)
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(fee * 2)
+        .with_max_priority_fee_per_gas(fee)
+        .build(&wallet)
+        .await
+        .unwrap();
+    let other = *replacement.tx_hash();
+    let sent = direct.client().provider().send_raw_transaction(&replacement.encoded_2718()).await.unwrap();
+    assert_eq!(*sent.tx_hash(), other);
+    chain.anvil.mine().await.unwrap();
+    chain.anvil.set_automine(true).await.unwrap();
+
+    match ours.await.unwrap() {
+        Err(ChainError::Dropped { tx_hash, replaced_by }) => {
+            assert_eq!((tx_hash, replaced_by), (our_hash, Some(other)));
+        }
+        other => panic!("expected a drop, got {other:?}"),
+    }
+    assert!(direct.client().provider().get_transaction_receipt(other).await.unwrap().unwrap().status());
+}
+
+#[tokio::test]
+async fn a_receipt_never_seen_after_the_nonce_moved_ends_after_the_dropped_after_bound() {
+    let chain = Chain::start().await;
+    let config = ChainConfig { dropped_after: Duration::from_millis(500), ..ChainConfig::default() };
+
+    // The node never shows the receipt, but its blocks show our transaction mined at our
+    // nonce: not a drop, a receipt that never came.
+    let no_receipts = RpcProxy::start(chain.anvil.port(), |method, _| match method {
+        "eth_getTransactionReceipt" => Action::Answer(serde_json::Value::Null),
+        _ => Action::Forward,
+    })
+    .await;
+    let client = EthClient::connect(&no_receipts.url(), &key(4), config.clone()).await.unwrap();
+    match transfer(&client).await {
+        Err(ChainError::Timeout { what, after }) => {
+            assert!(what.contains("which is mined"), "{what}");
+            assert_eq!(after, config.dropped_after);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    // Without history either (a pruned node), nothing proves what happened: after the bound,
+    // it is reported dropped, without a replacement.
+    let no_history = RpcProxy::start(chain.anvil.port(), |method, params| match method {
+        "eth_getTransactionReceipt" => Action::Answer(serde_json::Value::Null),
+        "eth_getTransactionCount" if params[1].as_str().is_some_and(|b| b.starts_with("0x")) => {
+            Action::Fail("missing trie node")
+        }
+        _ => Action::Forward,
+    })
+    .await;
+    let client = EthClient::connect(&no_history.url(), &key(5), config).await.unwrap();
+    let before = nonce_of(&chain, 5).await;
+    assert!(matches!(transfer(&client).await, Err(ChainError::Dropped { replaced_by: None, .. })));
+    assert_eq!(nonce_of(&chain, 5).await, before + 1, "it was sent");
 }
 
 #[tokio::test]

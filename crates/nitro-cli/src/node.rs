@@ -52,19 +52,33 @@ pub fn run_node(args: NodeArgs) -> Result<Value, UsageError> {
         .map_err(|e| UsageError(e.to_string()))?;
     runtime.block_on(async move {
         let shutdown = async {
+            // A handler that cannot be installed must not stop the node at once: it then runs
+            // until killed, with a warning.
+            let interrupted = async {
+                if let Err(error) = tokio::signal::ctrl_c().await {
+                    tracing::warn!(%error, "cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            };
             #[cfg(unix)]
             {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = interrupted => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for SIGTERM");
+                        interrupted.await;
+                    }
                 }
             }
             #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
+            interrupted.await;
+            tracing::info!("shutting down");
         };
         nitro_node::node::run(config, shutdown).await.map_err(|e| UsageError(e.to_string()))
     })?;

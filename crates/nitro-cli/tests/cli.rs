@@ -25,8 +25,18 @@ fn nitro(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    // From a thread (so a child that writes before reading cannot deadlock us), closing stdin
+    // when done. A child that exits without reading (bad arguments, a missing file) closes the
+    // pipe first: that broken pipe is not the test's concern, its exit status and stderr are.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || match pipe.write_all(&input) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
 }
 
 fn ok_json(args: &[&str], stdin: &str) -> Value {

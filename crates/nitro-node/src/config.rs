@@ -71,7 +71,9 @@ pub struct NodeConfig {
     /// Challenge duration of channels this node opens, in seconds.
     #[serde(default = "default_challenge_duration")]
     pub challenge_duration: u64,
-    /// Resend timer, in milliseconds.
+    /// The node's timer, in milliseconds: chain polling and answering waiters every tick;
+    /// resending what peers may lack once nothing progressed for a tick, then backing off
+    /// (doubling, up to 16 ticks) while nothing progresses.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     /// Outbox messages kept per peer (for resending after a restart and for audits).

@@ -77,6 +77,50 @@ struct Node {
     chain_time: Option<u64>,
     /// The wallet's balance, read on the timer: requests that need more fail at once.
     wallet: Option<U256>,
+    resend: ResendTimer,
+}
+
+/// When to resend what peers may lack ([`Input::Tick`]). The transport already retransmits
+/// until acknowledged; these resends are for what a restarted peer acknowledged but never
+/// processed, so they are needed only when things stall. Every resent message is new to the
+/// transport and a full step at the peer: resending everything unfinished on every tick made
+/// a loaded peer fall behind, the more so the more it fell behind (a storm of duplicates).
+///
+/// So: a resend comes `base` after the last progress (a step that produced events), then
+/// backs off, doubling up to `cap` while nothing progresses; and at least every `cap` even
+/// while other objectives progress, so that none starves.
+#[derive(Debug)]
+struct ResendTimer {
+    base: Duration,
+    cap: Duration,
+    interval: Duration,
+    last_progress: Instant,
+    last_resend: Instant,
+}
+
+impl ResendTimer {
+    /// How far the back-off goes, in multiples of `base`.
+    const BACKOFF: u32 = 16;
+
+    fn new(base: Duration, now: Instant) -> Self {
+        Self { base, cap: base * Self::BACKOFF, interval: base, last_progress: now, last_resend: now }
+    }
+
+    fn progressed(&mut self, now: Instant) {
+        self.last_progress = now;
+        self.interval = self.base;
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        let since_resend = now.saturating_duration_since(self.last_resend);
+        let quiet = now.saturating_duration_since(self.last_progress) >= self.base;
+        (quiet && since_resend >= self.interval) || since_resend >= self.cap
+    }
+
+    fn resent(&mut self, now: Instant) {
+        self.last_resend = now;
+        self.interval = (self.interval * 2).min(self.cap);
+    }
 }
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
@@ -127,6 +171,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         }
     });
 
+    let tick_every = Duration::from_millis(config.tick_ms);
     let mut node = Node {
         engine,
         transport,
@@ -137,6 +182,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         peers: config.peers.iter().map(|p| p.address).collect(),
         chain_time: None,
         wallet: None,
+        resend: ResendTimer::new(tick_every, Instant::now()),
     };
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
@@ -147,8 +193,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         node.engine.store().transaction_done(id)?;
     }
     node.step(node.tick_input())?;
+    node.resend.resent(Instant::now());
 
-    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
+    let mut tick = tokio::time::interval(tick_every);
+    // A loaded node that missed ticks does not catch up with a burst of them.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cursor_saved = None;
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -186,8 +236,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 if let Ok(balance) = chain.client().balance(me).await {
                     node.wallet = Some(balance);
                 }
-                if let Err(e) = node.step(node.tick_input()) {
-                    if node.fatal(&e) { break Err(e.into()); }
+                if node.resend.due(Instant::now()) {
+                    if let Err(e) = node.step(node.tick_input()) {
+                        if node.fatal(&e) { break Err(e.into()); }
+                    }
+                    node.resend.resent(Instant::now());
                 }
                 match watcher.poll().await {
                     Ok(events) => {
@@ -198,7 +251,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                             }
                         }
                         if let Some(e) = failed { break Err(e.into()); }
-                        node.engine.store().set_meta("chain_cursor", &watcher.cursor().to_string())?;
+                        // A durable write only when the cursor moved.
+                        if cursor_saved != Some(watcher.cursor()) {
+                            node.engine.store().set_meta("chain_cursor", &watcher.cursor().to_string())?;
+                            cursor_saved = Some(watcher.cursor());
+                        }
                     }
                     Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
                 }
@@ -263,8 +320,12 @@ impl Node {
     }
 
     fn step(&mut self, input: Input) -> Result<Output, EngineError> {
+        let tick = matches!(input, Input::Tick { .. });
         match self.engine.step(input) {
             Ok(output) => {
+                if !tick && !output.events.is_empty() {
+                    self.resend.progressed(Instant::now());
+                }
                 self.dispatch(&output);
                 Ok(output)
             }
@@ -510,5 +571,50 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
         counterparty_balance: theirs,
         guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
         turn_num: l.consensus_turn().to::<u64>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_wait_for_quiet_then_back_off_and_never_starve() {
+        let base = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut timer = ResendTimer::new(base, t0);
+        assert!(!timer.due(at(50)));
+        assert!(timer.due(at(100)), "quiet for one base interval");
+        timer.resent(at(100));
+        // Nothing progresses: 200, 400, 800 … up to 16 × base between resends.
+        assert!(!timer.due(at(299)) && timer.due(at(300)));
+        timer.resent(at(300));
+        assert!(!timer.due(at(699)) && timer.due(at(700)));
+        let mut now = 700;
+        for _ in 0..10 {
+            timer.resent(at(now));
+            now += 1600;
+        }
+        assert_eq!(timer.interval, base * ResendTimer::BACKOFF);
+        assert!(!timer.due(at(now - 1)) && timer.due(at(now)));
+
+        // Progress resets the back-off, and postpones the next resend until things are quiet.
+        timer.resent(at(now));
+        timer.progressed(at(now + 50));
+        assert!(!timer.due(at(now + 149)), "not while progress is recent");
+        assert!(timer.due(at(now + 150)));
+
+        // Continuous progress (another objective) still lets a resend through every cap.
+        timer.resent(at(now + 150));
+        let start = now + 150;
+        let mut first_resend = None;
+        for ms in (start..start + 2000).step_by(10) {
+            timer.progressed(at(ms));
+            if first_resend.is_none() && timer.due(at(ms)) {
+                first_resend = Some(ms - start);
+            }
+        }
+        assert_eq!(first_resend, Some(1600));
     }
 }

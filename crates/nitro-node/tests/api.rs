@@ -460,7 +460,7 @@ async fn a_notification_gets_no_answer_body() {
     assert_eq!(answer.status, 204);
     assert!(answer.body.is_empty());
     // It still reaches the engine (the server answers once the engine's queue took it).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while h.seen().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -706,28 +706,31 @@ async fn objectives_wait_long_polls_for_completion() {
 async fn shutdown_answers_waiting_calls_and_stops_listening() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
-    // An engine that holds every call without answering.
+    // An engine that holds every call without answering, and says when it got one.
+    let (got_one, mut engine_has_it) = tokio::sync::watch::channel(0usize);
     let held = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some(call) = rx.recv().await {
             held.push(call);
+            got_one.send_replace(held.len());
         }
         held.len()
     });
     let server = api::serve(ApiConfig::new(loopback(), dir.path().join("t")), tx).await.unwrap();
     let client = ApiClient::new(&server.url(), server.token()).unwrap();
     let waiting = tokio::spawn(async move { client.call("ledger_list", Value::Null).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down only once the call waits inside the engine.
+    tokio::time::timeout(Duration::from_secs(60), engine_has_it.wait_for(|n| *n == 1)).await.unwrap().unwrap();
     let url = server.url();
     let token = server.token().to_owned();
-    tokio::time::timeout(Duration::from_secs(3), server.shutdown()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server.shutdown()).await.unwrap().unwrap();
     let e = rpc_code(waiting.await.unwrap());
     assert_eq!(e.code, RpcError::INTERNAL_ERROR);
     assert!(e.message.contains("shutting down"), "{}", e.message);
     let after = ApiClient::new(&url, token).unwrap().call("ledger_list", Value::Null).await;
     assert!(matches!(after, Err(ClientError::Transport { .. })), "{after:?}");
     // The server let go of the engine's channel.
-    assert_eq!(tokio::time::timeout(Duration::from_secs(3), held).await.unwrap().unwrap(), 1);
+    assert_eq!(tokio::time::timeout(Duration::from_secs(60), held).await.unwrap().unwrap(), 1);
 }
 
 #[tokio::test]
