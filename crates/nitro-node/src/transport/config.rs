@@ -51,8 +51,8 @@ pub struct TransportConfig {
     /// nor allowed ([`allow_peer`](super::Transport::allow_peer)); a new one beyond this evicts
     /// the one idle longest. 0 refuses them all. Default 16 (a hub raises it).
     pub max_unknown_peers: usize,
-    /// Records we send between two rekeys of our sending key (announced in band, so the
-    /// peer need not use the same value). Default 2^20.
+    /// Records we send under one key before we rekey our sending direction (at the next end
+    /// of a frame; announced in band, so the peer need not use the same value). Default 2^20.
     pub rekey_interval: u64,
 }
 

@@ -120,12 +120,13 @@ pub(super) async fn read_message(reader: &mut MessageReader) -> Result<Bytes, Co
 /// its own direction; the lock is held only while one record is sealed or opened).
 pub(super) type Session = Arc<Mutex<TransportState>>;
 
-/// Encrypts frames into records for one connection. After every `rekey_interval` records the
-/// last one ends with a `REKEY` frame and the sending key changes.
+/// Encrypts frames into records for one connection. Once `rekey_interval` records went out
+/// under one key, the next record that ends at the end of a frame ends with a `REKEY` frame
+/// and the sending key changes.
 pub(super) struct Sealer {
     session: Session,
     rekey_interval: u64,
-    records: u64,
+    since_rekey: u64,
     plain: Vec<u8>,
     out: Vec<u8>,
 }
@@ -136,7 +137,7 @@ impl Sealer {
         Self {
             session,
             rekey_interval: rekey_interval.max(1),
-            records: 0,
+            since_rekey: 0,
             plain: Vec::with_capacity(MAX_RECORD_PLAINTEXT),
             out: Vec::new(),
         }
@@ -155,21 +156,25 @@ impl Sealer {
                 self.plain.extend_from_slice(now);
                 rest = later;
                 if self.plain.len() == RECORD_DATA {
-                    self.seal_record()?;
+                    self.seal_record(rest.is_empty())?;
                 }
             }
         }
         if !self.plain.is_empty() {
-            self.seal_record()?;
+            self.seal_record(true)?;
         }
         Ok(&self.out)
     }
 
-    fn seal_record(&mut self) -> Result<(), ConnError> {
-        self.records += 1;
-        let rekey = self.records.is_multiple_of(self.rekey_interval);
+    /// Seals the plaintext gathered so far as one record. `at_boundary` says whether it ends
+    /// with the end of a frame: only such a record may carry a `REKEY` (a frame in the stream
+    /// of its own), so a rekey that falls due in the middle of a long frame waits for its end.
+    fn seal_record(&mut self, at_boundary: bool) -> Result<(), ConnError> {
+        self.since_rekey += 1;
+        let rekey = at_boundary && self.since_rekey >= self.rekey_interval;
         if rekey {
             self.plain.extend_from_slice(&REKEY_FRAME);
+            self.since_rekey = 0;
         }
         let start = self.out.len();
         self.out.resize(start + 2 + self.plain.len() + TAG_BYTES, 0);
@@ -227,10 +232,10 @@ mod tests {
         let mut i = build(&a.private).build_initiator().unwrap();
         let mut r = build(&b.private).build_responder().unwrap();
         let (mut buf, mut out) = ([0u8; 256], [0u8; 256]);
-        for step in 0..3 {
+        for (step, size) in HANDSHAKE_SIZES.into_iter().enumerate() {
             let (from, to) = if step % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
             let len = from.write_message(&[], &mut buf).unwrap();
-            assert_eq!(len, HANDSHAKE_SIZES[step]);
+            assert_eq!(len, size);
             to.read_message(&buf[..len], &mut out).unwrap();
         }
         assert_eq!(i.get_handshake_hash(), r.get_handshake_hash());
@@ -299,6 +304,25 @@ mod tests {
             frames.extend(opener.open(record).unwrap());
         }
         assert_eq!(frames, vec![frame, Frame::Ping]);
+    }
+
+    #[test]
+    fn a_rekey_due_inside_a_long_frame_waits_for_its_end() {
+        let (a, b) = pair();
+        let mut sealer = Sealer::new(a, 1);
+        let mut opener = Opener::new(b.clone(), 1 << 20);
+        let long = Frame::Msg { seq: 1, id: 1, body: serde_json::json!("w".repeat(150_000)) };
+        let sealed = records(sealer.seal(&[long.encode().unwrap(), super::super::frame::ping_frame()]).unwrap());
+        assert_eq!(sealed.len(), 3);
+        let mut frames = Vec::new();
+        for record in &sealed {
+            frames.extend(opener.open(record).unwrap());
+        }
+        assert_eq!(frames, vec![long, Frame::Ping]);
+        // Only the last record (which ends with the PING) carried a REKEY: the next record is
+        // under the new key.
+        let next = records(sealer.seal(&[super::super::frame::ping_frame()]).unwrap());
+        assert_eq!(opener.open(&next[0]).unwrap(), vec![Frame::Ping]);
     }
 
     #[test]
