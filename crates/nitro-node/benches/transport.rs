@@ -1,6 +1,10 @@
 //! The peer transport over loopback: messages per second one way, and the round-trip time of
 //! one message and its answer, between two transports in one process (real TCP sockets).
 //!
+//! In the same run it measures the cryptographic floor of each workload: sealing and opening
+//! the message's bytes with ChaCha20-Poly1305 through `snow`, in 64 KiB records, as the
+//! transport must.
+//!
 //! `cargo bench -p nitro-node --bench transport` prints one line per workload, then one JSON
 //! object on the last line. Options (after `--`): `--messages N` (per throughput run, default
 //! 50,000), `--round-trips N` (default 2,000), `--repeat N` (best of N, default 3).
@@ -125,6 +129,41 @@ async fn round_trips(n: usize, bytes: usize) -> Vec<Duration> {
     times
 }
 
+/// The time to seal and open `n` messages of `bytes` with a Noise session in memory, in
+/// records of at most 65,535 bytes: what encryption cannot avoid.
+fn crypto_floor(n: usize, bytes: usize) -> Duration {
+    let params: snow::params::NoiseParams = "Noise_XX_25519_ChaChaPoly_BLAKE2s".parse().expect("params");
+    let keys = |_| snow::Builder::new(params.clone()).generate_keypair().expect("keypair");
+    let (a, b) = (keys(0), keys(1));
+    let mut i = snow::Builder::new(params.clone())
+        .local_private_key(&a.private)
+        .expect("key")
+        .build_initiator()
+        .expect("initiator");
+    let mut r = snow::Builder::new(params.clone())
+        .local_private_key(&b.private)
+        .expect("key")
+        .build_responder()
+        .expect("responder");
+    let (mut buf, mut out) = (vec![0u8; 65_535], vec![0u8; 65_535]);
+    let len = i.write_message(&[], &mut buf).expect("msg 1");
+    r.read_message(&buf[..len], &mut out).expect("msg 1");
+    let len = r.write_message(&[], &mut buf).expect("msg 2");
+    i.read_message(&buf[..len], &mut out).expect("msg 2");
+    let len = i.write_message(&[], &mut buf).expect("msg 3");
+    r.read_message(&buf[..len], &mut out).expect("msg 3");
+    let (mut sender, mut receiver) = (i.into_transport_mode().expect("i"), r.into_transport_mode().expect("r"));
+    let message = vec![b'x'; bytes];
+    let start = Instant::now();
+    for _ in 0..n {
+        for chunk in message.chunks(65_535 - 16) {
+            let len = sender.write_message(chunk, &mut buf).expect("seal");
+            receiver.read_message(&buf[..len], &mut out).expect("open");
+        }
+    }
+    start.elapsed()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -148,8 +187,14 @@ fn main() {
                 best = best.min(throughput(messages, bytes).await);
             }
             let rate = messages as f64 / best.as_secs_f64();
-            println!("throughput {name}: {messages} messages of {bytes} B in {best:?}: {rate:.0} messages/s");
+            let floor = (0..options.repeat).map(|_| crypto_floor(messages, bytes)).min().unwrap_or_default();
+            let floor_us = floor.as_secs_f64() * 1e6 / messages as f64;
+            println!(
+                "throughput {name}: {messages} messages of {bytes} B in {best:?}: {rate:.0} messages/s; \
+                 seal + open alone: {floor_us:.2} µs per message"
+            );
             results.insert(format!("{name}_messages_per_s"), json!(rate.round()));
+            results.insert(format!("{name}_crypto_floor_us"), json!((floor_us * 100.0).round() / 100.0));
         }
         let times = round_trips(options.round_trips, 256).await;
         let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));

@@ -122,21 +122,24 @@ impl Frame {
     /// The whole frame, length prefix included.
     pub(super) fn encode(&self) -> Result<Bytes, serde_json::Error> {
         Ok(match self {
-            Frame::Hello { address, signature, stream } => {
-                let mut buf = BytesMut::with_capacity(LENGTH_BYTES + HELLO_LEN);
-                buf.put_u32(HELLO_LEN as u32);
-                buf.put_u8(HELLO);
-                buf.put_slice(address.as_slice());
-                buf.put_slice(&signature.to_bytes());
-                buf.put_u64(*stream);
-                buf.freeze()
-            }
+            Frame::Hello { address, signature, stream } => hello_frame(*address, signature, *stream),
             Frame::Msg { seq, id, body } => encode_msg(*seq, *id, &serde_json::to_vec(body)?),
             Frame::Ack { seq } => ack_frame(*seq),
             Frame::Ping => Bytes::from_static(&PING_FRAME),
             Frame::Rekey => Bytes::from_static(&REKEY_FRAME),
         })
     }
+}
+
+/// A whole `HELLO` frame.
+pub(super) fn hello_frame(address: Address, signature: &Signature, stream: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(LENGTH_BYTES + HELLO_LEN);
+    buf.put_u32(HELLO_LEN as u32);
+    buf.put_u8(HELLO);
+    buf.put_slice(address.as_slice());
+    buf.put_slice(&signature.to_bytes());
+    buf.put_u64(stream);
+    buf.freeze()
 }
 
 /// A whole `MSG` frame for an encoded JSON body.
@@ -219,6 +222,25 @@ impl Assembler {
     /// must come last and end exactly at the end of the record.
     pub(super) fn push_record(&mut self, plaintext: &[u8]) -> Result<Vec<Frame>, FrameError> {
         self.buffer.extend_from_slice(plaintext);
+        self.frames()
+    }
+
+    /// Lets `fill` write one record's plaintext (at most `max` bytes) straight after the
+    /// bytes held, then decodes the frames it completes as [`push_record`](Self::push_record)
+    /// does. `fill` returns how many bytes it wrote, or `None` (then nothing changes).
+    pub(super) fn fill_record(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<Result<Vec<Frame>, FrameError>> {
+        let held = self.buffer.len();
+        self.buffer.resize(held + max, 0);
+        let written = fill(&mut self.buffer[held..]);
+        self.buffer.truncate(held + written.unwrap_or(0).min(max));
+        written.map(|_| self.frames())
+    }
+
+    fn frames(&mut self) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
         while let Some(frame) = self.next_frame()? {
             if matches!(frames.last(), Some(Frame::Rekey)) {

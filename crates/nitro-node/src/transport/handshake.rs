@@ -14,7 +14,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
 use super::error::ConnError;
-use super::frame::Frame;
+use super::frame::{self, Frame};
 use super::noise::{self, MessageReader, Opener, Sealer};
 
 /// The domain separator at the start of the binding hash.
@@ -82,12 +82,8 @@ pub(super) async fn authenticate(
     let mut opener = Opener::new(session, identity.max_frame_bytes);
 
     let own_static: [u8; 32] = identity.static_key.public.as_slice().try_into().map_err(|_| ConnError::NoStaticKey)?;
-    let hello = Frame::Hello {
-        address: identity.key.address(),
-        signature: identity.key.sign(&binding_hash(&outcome.handshake_hash, &own_static)),
-        stream: identity.stream,
-    };
-    let hello = hello.encode().map_err(|_| ConnError::NoStaticKey)?;
+    let signature = identity.key.sign(&binding_hash(&outcome.handshake_hash, &own_static));
+    let hello = frame::hello_frame(identity.key.address(), &signature, identity.stream);
     if initiator {
         writer.write_all(sealer.seal(std::slice::from_ref(&hello))?).await?;
     }

@@ -151,42 +151,67 @@ impl Sealer {
         for frame in frames {
             let mut rest = &frame[..];
             while !rest.is_empty() {
-                let room = RECORD_DATA - self.plain.len();
-                let (now, later) = rest.split_at(room.min(rest.len()));
-                self.plain.extend_from_slice(now);
-                rest = later;
-                if self.plain.len() == RECORD_DATA {
-                    self.seal_record(rest.is_empty())?;
+                if self.plain.is_empty() && rest.len() >= RECORD_DATA {
+                    // A whole record of one long frame: sealed without staging it.
+                    let (now, later) = rest.split_at(RECORD_DATA);
+                    rest = later;
+                    if !self.rekey_due(rest.is_empty()) {
+                        self.seal_record(now, false)?;
+                        continue;
+                    }
+                    self.plain.extend_from_slice(now);
+                } else {
+                    let room = RECORD_DATA - self.plain.len();
+                    let (now, later) = rest.split_at(room.min(rest.len()));
+                    self.plain.extend_from_slice(now);
+                    rest = later;
+                    if self.plain.len() < RECORD_DATA {
+                        continue;
+                    }
                 }
+                self.seal_staged(rest.is_empty())?;
             }
         }
         if !self.plain.is_empty() {
-            self.seal_record(true)?;
+            self.seal_staged(true)?;
         }
         Ok(&self.out)
     }
 
-    /// Seals the plaintext gathered so far as one record. `at_boundary` says whether it ends
-    /// with the end of a frame: only such a record may carry a `REKEY` (a frame in the stream
-    /// of its own), so a rekey that falls due in the middle of a long frame waits for its end.
-    fn seal_record(&mut self, at_boundary: bool) -> Result<(), ConnError> {
-        self.since_rekey += 1;
-        let rekey = at_boundary && self.since_rekey >= self.rekey_interval;
+    /// Whether the next record must end with a `REKEY`: `rekey_interval` records went out
+    /// under the current key and the record ends with the end of a frame (only such a
+    /// record may carry a `REKEY`, a frame of its own in the stream; a rekey that falls due
+    /// inside a long frame waits for its end).
+    fn rekey_due(&self, at_boundary: bool) -> bool {
+        at_boundary && self.since_rekey + 1 >= self.rekey_interval
+    }
+
+    /// Seals the staged plaintext as one record, with a `REKEY` if one is due.
+    fn seal_staged(&mut self, at_boundary: bool) -> Result<(), ConnError> {
+        let rekey = self.rekey_due(at_boundary);
+        let mut plain = std::mem::take(&mut self.plain);
         if rekey {
-            self.plain.extend_from_slice(&REKEY_FRAME);
-            self.since_rekey = 0;
+            plain.extend_from_slice(&REKEY_FRAME);
         }
+        let sealed = self.seal_record(&plain, rekey);
+        plain.clear();
+        self.plain = plain;
+        sealed
+    }
+
+    /// Appends `plain` as one sealed record to the output; rekeys after it if `rekey`.
+    fn seal_record(&mut self, plain: &[u8], rekey: bool) -> Result<(), ConnError> {
         let start = self.out.len();
-        self.out.resize(start + 2 + self.plain.len() + TAG_BYTES, 0);
+        self.out.resize(start + 2 + plain.len() + TAG_BYTES, 0);
         let mut session = lock(&self.session);
-        let len = session.write_message(&self.plain, &mut self.out[start + 2..])?;
+        let len = session.write_message(plain, &mut self.out[start + 2..])?;
         if rekey {
             session.rekey_outgoing();
         }
         drop(session);
+        self.since_rekey = if rekey { 0 } else { self.since_rekey + 1 };
         self.out[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
         self.out.truncate(start + 2 + len);
-        self.plain.clear();
         Ok(())
     }
 }
@@ -196,20 +221,19 @@ impl Sealer {
 pub(super) struct Opener {
     session: Session,
     assembler: Assembler,
-    plain: Vec<u8>,
 }
 
 impl Opener {
     /// An opener for `session`, refusing frames above `max_frame_bytes`.
     pub(super) fn new(session: Session, max_frame_bytes: usize) -> Self {
-        Self { session, assembler: Assembler::new(max_frame_bytes), plain: vec![0; MAX_NOISE_MESSAGE] }
+        Self { session, assembler: Assembler::new(max_frame_bytes) }
     }
 
     /// The frames completed by one record (`REKEY` is handled here and not returned).
     pub(super) fn open(&mut self, record: &[u8]) -> Result<Vec<Frame>, ConnError> {
         let mut session = lock(&self.session);
-        let len = session.read_message(record, &mut self.plain).map_err(|_| ConnError::Decrypt)?;
-        let mut frames = self.assembler.push_record(&self.plain[..len]).map_err(ConnError::Frame)?;
+        let opened = self.assembler.fill_record(record.len(), |out| session.read_message(record, out).ok());
+        let mut frames = opened.ok_or(ConnError::Decrypt)?.map_err(ConnError::Frame)?;
         if matches!(frames.last(), Some(Frame::Rekey)) {
             session.rekey_incoming();
             frames.pop();
