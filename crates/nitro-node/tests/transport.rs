@@ -1300,3 +1300,91 @@ async fn invalid_configurations_are_refused() {
     let refused = Transport::bind(key(1), TransportConfig { initial_backoff: Duration::ZERO, ..config() }).await;
     assert!(matches!(refused, Err(TransportError::InvalidConfig(_))));
 }
+
+/// The worked example of `docs/wire-format.md` §7, recomputed.
+#[test]
+fn the_documented_example_holds() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let a = SigningKey::from_bytes(&[0x01; 32]).unwrap();
+    let b = SigningKey::from_bytes(&[0x02; 32]).unwrap();
+    fn build<'a>(static_key: &'a [u8; 32], ephemeral: &'a [u8; 32]) -> snow::Builder<'a> {
+        snow::Builder::new(NOISE_PARAMS.parse().unwrap())
+            .local_private_key(static_key)
+            .unwrap()
+            .prologue(PROLOGUE)
+            .unwrap()
+            .fixed_ephemeral_key_for_testing_only(ephemeral)
+    }
+    let (a_static, a_ephemeral, b_static, b_ephemeral) = ([0x11u8; 32], [0x12u8; 32], [0x21u8; 32], [0x22u8; 32]);
+    let mut i = build(&a_static, &a_ephemeral).build_initiator().unwrap();
+    let mut r = build(&b_static, &b_ephemeral).build_responder().unwrap();
+    let (mut buf, mut out) = ([0u8; 256], [0u8; 256]);
+    let mut messages = Vec::new();
+    for step in 0..3 {
+        let (from, to) = if step % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
+        let len = from.write_message(&[], &mut buf).unwrap();
+        to.read_message(&buf[..len], &mut out).unwrap();
+        messages.push(buf[..len].to_vec());
+    }
+    let h: [u8; 32] = i.get_handshake_hash().try_into().unwrap();
+    let a_pub: [u8; 32] = r.get_remote_static().unwrap().try_into().unwrap();
+    let b_pub: [u8; 32] = i.get_remote_static().unwrap().try_into().unwrap();
+    let a_binding = binding_hash(&h, &a_pub);
+    let b_binding = binding_hash(&h, &b_pub);
+    let a_sig = a.sign(&a_binding);
+    let b_sig = b.sign(&b_binding);
+    let a_hello = hello_frame(a.address(), &a_sig, 0x0a0a_0a0a_0a0a_0a0a);
+    let b_hello = hello_frame(b.address(), &b_sig, 0x0b0b_0b0b_0b0b_0b0b);
+    let mut i = i.into_transport_mode().unwrap();
+    let mut r = r.into_transport_mode().unwrap();
+    let mut record = [0u8; 256];
+    let len = i.write_message(&a_hello, &mut record).unwrap();
+    let a_record = record[..len].to_vec();
+    let msg = msg_frame(1, 42, &json!({ "hello": "world" }));
+    let ack = ack_frame(1);
+    assert_eq!(a.address().to_checksum(None), "0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1");
+    assert_eq!(b.address().to_checksum(None), "0x5050A4F4b3f9338C3472dcC01A87C76A144b3c9c");
+    assert_eq!(hex(&a_pub), "7b4e909bbe7ffe44c465a220037d608ee35897d31ef972f07f74892cb0f73f13");
+    assert_eq!(hex(&b_pub), "7d34a4815fa6b982535e60af3bd9b49556816080f1641ff81d2b7c8ae8268a44");
+    assert_eq!(messages.iter().map(Vec::len).collect::<Vec<_>>(), [0x20, 0x60, 0x40]);
+    assert_eq!(hex(&messages[0]), "052a50773ac8d91773f2dc9662e12f0defe915e415b8a1c8e20a5a3d6ab2b843");
+    assert_eq!(
+        hex(&messages[1]),
+        "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f20\
+         81ec35d54e14957e69d45b70a95234b246787c8dec7191f8931632439792dee3\
+         1d22f835db6a7ea044c400afccd95ca131de37f17524aee3ecf13ba9259fc33d"
+    );
+    assert_eq!(
+        hex(&messages[2]),
+        "fa2e257227721908e56c61a1bd3cead475408f32f88c7ac499bcb3176c5b6187\
+         6e681bedee5e7f20f31d4f31278461c1860c08e75749c285792bdd6c4acfec0b"
+    );
+    assert_eq!(hex(&h), "5120fc050db9f02c0abf684227525fde570717f9ff99a307595c0e0c752b0cda");
+    assert_eq!(hex(b"nitro-noise-binding-v1"), "6e6974726f2d6e6f6973652d62696e64696e672d7631");
+    assert_eq!(a_binding.to_string(), "0x85d50277ad601d5ed8d777e6f57b2aaa1134d9193568ce5066b737c5717d3f8a");
+    assert_eq!(b_binding.to_string(), "0x9fa0a406110439dbeb3a1a0f40f48a3375c6441e39c5f2604727a9c2a74d78cc");
+    assert_eq!(
+        hex(&a_hello),
+        "0000005e01\
+         1a642f0e3c3af545e7acbd38b07251b3990914f1\
+         f4712dc1313908c412a8eaa3c604ae26f20b8d5fcdceeb95e663b8572beb6bee\
+         7157b780bcd6e861f6c60fd61d680a3f00acbb17097fee5da8b3fc52d10b0d5c1c\
+         0a0a0a0a0a0a0a0a"
+    );
+    assert!(hex(&b_sig.to_bytes()).starts_with("bf45cd4f") && hex(&b_sig.to_bytes()).ends_with("9e8b5521c"));
+    assert_eq!(recover_signer(&b_binding, &b_sig).unwrap(), b.address());
+    assert_eq!(b_hello.len(), 98);
+    assert_eq!(a_record.len(), 0x72);
+    assert_eq!(
+        hex(&a_record),
+        "9e201aca6ac87807070f03625395ba9dabaacea9aed1d09b7a9731b36d1c3646\
+         5e2b0bd97314753ef47d04f2824aa354b155eee3abcb85beacae423657e0239b\
+         348350654a6a54d7f701ea09d929d07314ac41244c647ef089a367f421094d30\
+         c04afc56b896adcb1274e364a7b6fe1eb353"
+    );
+    assert_eq!(hex(&msg), "00000022020000000000000001000000000000002a7b2268656c6c6f223a22776f726c64227d");
+    assert_eq!(hex(&ack), "00000009030000000000000001");
+    let mut plain = [0u8; 256];
+    let n = r.read_message(&a_record, &mut plain).unwrap();
+    assert_eq!(&plain[..n], &a_hello[..]);
+}
