@@ -23,7 +23,7 @@ use super::frame::{self, Frame};
 use super::handshake::{authenticate, Authenticated, Identity};
 use super::limits::{PendingHandshakes, WarnGate};
 use super::noise::{self, MessageReader, Opener, Sealer};
-use super::peer::{Conn, Peer, Verdict};
+use super::peer::{self, Conn, Peer, Verdict};
 use super::{lock, Inbound, TransportConfig};
 
 /// Frames written per batch before the writer looks for new work again.
@@ -325,20 +325,26 @@ impl Shared {
     /// Hands message `seq` to the engine if it is the next of the peer's stream (waiting
     /// while the inbound channel is full) and asks the writer to acknowledge it.
     async fn deliver(&self, peer: &Peer, conn: &Conn, seq: u64, id: u64, body: Value) -> Result<(), ConnError> {
+        let digest = peer::digest(id, &body);
         let _turn = tokio::select! {
             _ = conn.closed.cancelled() => return Err(ConnError::Cancelled),
             turn = peer.delivery.lock() => turn,
         };
-        if lock(&peer.state).judge(conn, seq)? == Verdict::Deliver {
-            let permit = tokio::select! {
-                _ = conn.closed.cancelled() => return Err(ConnError::Cancelled),
-                permit = self.inbound.reserve() => permit.map_err(|_| ConnError::Undeliverable)?,
-            };
-            let mut state = lock(&peer.state);
-            // The peer may have replaced its stream meanwhile.
-            if state.judge(conn, seq)? == Verdict::Deliver {
-                permit.send(Inbound::Message { from: peer.address, id, body });
-                state.delivered(conn, seq, Instant::now());
+        let verdict = lock(&peer.state).judge(conn, seq, digest)?;
+        match verdict {
+            Verdict::Duplicate => {}
+            Verdict::Redelivered => lock(&peer.state).delivered(conn, seq, digest, Instant::now()),
+            Verdict::Deliver => {
+                let permit = tokio::select! {
+                    _ = conn.closed.cancelled() => return Err(ConnError::Cancelled),
+                    permit = self.inbound.reserve() => permit.map_err(|_| ConnError::Undeliverable)?,
+                };
+                let mut state = lock(&peer.state);
+                // The peer may have replaced its stream meanwhile.
+                if state.judge(conn, seq, digest)? == Verdict::Deliver {
+                    permit.send(Inbound::Message { from: peer.address, id, body });
+                    state.delivered(conn, seq, digest, Instant::now());
+                }
             }
         }
         conn.request_ack();

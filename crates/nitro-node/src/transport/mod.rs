@@ -10,7 +10,8 @@
 //!    peer form one stream per transport instance with sequence numbers 1, 2, 3 …; the peer
 //!    acknowledges cumulatively. A receiver delivers exactly the next message of a stream,
 //!    acknowledges an earlier one again without delivering it, and disconnects a peer that
-//!    sends a later one (nothing changes).
+//!    sends a later one (nothing changes). A restarted peer's new stream starts afresh; what
+//!    it sends again is recognised by a digest of its id and body.
 //!
 //! The sender keeps each message until it is acknowledged: it resends the unacknowledged
 //! ones in order on every new connection and after [`TransportConfig::ack_timeout`] (with
@@ -68,7 +69,9 @@ pub const MIN_FRAME_BYTES: usize = 512;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
     /// A message from an authenticated peer, delivered once per position in the peer's
-    /// stream (a peer that restarts starts a new stream; its messages may then come again).
+    /// stream. A peer that restarts starts a new stream; what it sends again (same id, same
+    /// body) is recognised among the last 512 messages delivered from it and not delivered
+    /// twice.
     Message {
         /// The peer's Ethereum address, proven in the handshake.
         from: Address,

@@ -3,12 +3,14 @@
 //!
 //! Every function here is synchronous and quick; they run under the peer's lock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alloy_primitives::Address;
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
@@ -20,6 +22,19 @@ use super::error::ConnError;
 /// is one; two when both sides dialed at once; a third can be an older connection whose end
 /// we did not notice yet.
 pub(super) const MAX_CONNECTIONS_PER_PEER: usize = 3;
+
+/// Messages remembered per peer (a digest of each one's id and body, with its stream), so
+/// that what a restarted peer sends again on its new stream is not delivered twice. Covers a
+/// sender that re-sends its most recent few hundred messages after a restart.
+pub(super) const REMEMBERED: usize = 512;
+
+/// A digest of a message's caller id and body: equal for a message sent again.
+pub(super) fn digest(id: u64, body: &Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    body.hash(&mut hasher);
+    hasher.finish()
+}
 
 /// One message waiting for its acknowledgement.
 pub(super) struct Pending {
@@ -64,6 +79,9 @@ pub(super) enum Verdict {
     Deliver,
     /// Delivered before: acknowledge again, do not deliver.
     Duplicate,
+    /// The next message, but the same message (id and body) came on an earlier stream of
+    /// the peer (it restarted and sends it again): counts as delivered, is not delivered.
+    Redelivered,
 }
 
 /// What we know about one peer.
@@ -96,6 +114,10 @@ pub(super) struct PeerState {
     pub(super) remote_stream: Option<u64>,
     /// The highest sequence number of `remote_stream` delivered to the engine.
     pub(super) delivered: Option<u64>,
+    /// The last `REMEMBERED` messages delivered from the peer: (stream, digest), oldest first.
+    remembered: VecDeque<(u64, u64)>,
+    /// How many of `remembered` came on another stream than `remote_stream`.
+    foreign: usize,
 }
 
 impl PeerState {
@@ -115,6 +137,8 @@ impl PeerState {
             active: None,
             remote_stream: None,
             delivered: None,
+            remembered: VecDeque::new(),
+            foreign: 0,
         }
     }
 
@@ -127,6 +151,7 @@ impl PeerState {
         if self.remote_stream != Some(conn.remote_stream) {
             self.remote_stream = Some(conn.remote_stream);
             self.delivered = None;
+            self.foreign = self.remembered.iter().filter(|(stream, _)| *stream != conn.remote_stream).count();
             // The peer's older connections belong to the stream it replaced.
             closed.append(&mut self.conns);
         }
@@ -208,25 +233,40 @@ impl PeerState {
         Ok(())
     }
 
-    /// Judges message `seq` arriving on `conn`: the next one of the peer's stream is
-    /// delivered (on a stream we have seen nothing of, the first one to arrive is the next),
-    /// an earlier one is a duplicate, and a later one is refused without changing anything.
-    pub(super) fn judge(&self, conn: &Conn, seq: u64) -> Result<Verdict, ConnError> {
+    /// Judges message `seq` (with `digest`, see [`digest`]) arriving on `conn`: the next one
+    /// of the peer's stream is delivered (on a stream we have seen nothing of, the first one
+    /// to arrive is the next) unless the peer sent the very same message on an earlier
+    /// stream; an earlier one is a duplicate; a later one is refused without changing
+    /// anything.
+    pub(super) fn judge(&self, conn: &Conn, seq: u64, digest: u64) -> Result<Verdict, ConnError> {
         if !self.is_current(conn) {
             return Err(ConnError::StaleStream);
         }
         match self.delivered {
-            None => Ok(Verdict::Deliver),
             Some(delivered) if seq <= delivered => Ok(Verdict::Duplicate),
-            Some(delivered) if Some(seq) == delivered.checked_add(1) => Ok(Verdict::Deliver),
-            Some(delivered) => Err(ConnError::OutOfWindow { seq, expected: delivered.saturating_add(1) }),
+            Some(delivered) if Some(seq) != delivered.checked_add(1) => {
+                Err(ConnError::OutOfWindow { seq, expected: delivered.saturating_add(1) })
+            }
+            _ => {
+                let seen = self.foreign > 0
+                    && self.remembered.iter().any(|&(stream, d)| d == digest && stream != conn.remote_stream);
+                Ok(if seen { Verdict::Redelivered } else { Verdict::Deliver })
+            }
         }
     }
 
-    /// Records that message `seq` of `conn`'s stream was delivered.
-    pub(super) fn delivered(&mut self, conn: &Conn, seq: u64, now: Instant) {
+    /// Records that message `seq` of `conn`'s stream was delivered (or counts as delivered).
+    pub(super) fn delivered(&mut self, conn: &Conn, seq: u64, digest: u64, now: Instant) {
         if self.is_current(conn) {
             self.delivered = Some(seq);
+            self.remembered.push_back((conn.remote_stream, digest));
+            if self.remembered.len() > REMEMBERED {
+                if let Some((stream, _)) = self.remembered.pop_front() {
+                    if stream != conn.remote_stream {
+                        self.foreign -= 1;
+                    }
+                }
+            }
         }
         self.last_active = now;
     }
@@ -284,19 +324,20 @@ mod tests {
         let c = conn(7);
         peer.add_connection(c.clone());
         // The first message of a stream we know nothing of sets where it starts.
-        assert!(matches!(peer.judge(&c, 500), Ok(Verdict::Deliver)));
-        peer.delivered(&c, 500, Instant::now());
-        assert!(matches!(peer.judge(&c, 500), Ok(Verdict::Duplicate)));
-        assert!(matches!(peer.judge(&c, 1), Ok(Verdict::Duplicate)));
-        assert!(matches!(peer.judge(&c, 501), Ok(Verdict::Deliver)));
+        assert!(matches!(peer.judge(&c, 500, 0), Ok(Verdict::Deliver)));
+        peer.delivered(&c, 500, 0, Instant::now());
+        assert!(matches!(peer.judge(&c, 500, 0), Ok(Verdict::Duplicate)));
+        assert!(matches!(peer.judge(&c, 1, 0), Ok(Verdict::Duplicate)));
+        // The same content again on the same stream is a new message.
+        assert!(matches!(peer.judge(&c, 501, 0), Ok(Verdict::Deliver)));
         for far in [502, u64::MAX] {
-            assert!(matches!(peer.judge(&c, far), Err(ConnError::OutOfWindow { expected: 501, .. })));
+            assert!(matches!(peer.judge(&c, far, 1), Err(ConnError::OutOfWindow { expected: 501, .. })));
         }
         // Refusals moved nothing.
         assert_eq!(peer.delivered, Some(500));
         // At the very end of the range nothing more can come.
-        peer.delivered(&c, u64::MAX, Instant::now());
-        assert!(matches!(peer.judge(&c, u64::MAX), Ok(Verdict::Duplicate)));
+        peer.delivered(&c, u64::MAX, 2, Instant::now());
+        assert!(matches!(peer.judge(&c, u64::MAX, 2), Ok(Verdict::Duplicate)));
     }
 
     #[test]
@@ -304,14 +345,16 @@ mod tests {
         let mut peer = state();
         let old = conn(1);
         peer.add_connection(old.clone());
-        peer.delivered(&old, 10, Instant::now());
+        peer.delivered(&old, 10, 77, Instant::now());
         let new = conn(2);
         let closed = peer.add_connection(new.clone());
         assert!(closed.len() == 1 && Arc::ptr_eq(&closed[0], &old));
         assert_eq!(peer.delivered, None);
-        assert!(matches!(peer.judge(&new, 1), Ok(Verdict::Deliver)));
+        assert!(matches!(peer.judge(&new, 1, 1), Ok(Verdict::Deliver)));
         assert_eq!(peer.conns.len(), 1, "the old stream's connection is closed");
-        assert!(matches!(peer.judge(&old, 11), Err(ConnError::StaleStream)));
+        assert!(matches!(peer.judge(&old, 11, 1), Err(ConnError::StaleStream)));
+        // What the old stream delivered is recognised when the new one sends it again.
+        assert!(matches!(peer.judge(&new, 1, 77), Ok(Verdict::Redelivered)));
         assert!(matches!(peer.acknowledge(&old, 0), Err(ConnError::StaleStream)));
     }
 
@@ -336,6 +379,30 @@ mod tests {
         // Once acknowledged, an id may be queued again (a new message).
         peer.enqueue(10, |seq| Bytes::from(seq.to_be_bytes().to_vec()), now);
         assert_eq!(peer.by_id.get(&10), Some(&5));
+    }
+
+    #[test]
+    fn only_the_last_messages_of_earlier_streams_are_remembered() {
+        let mut peer = state();
+        let first = conn(1);
+        peer.add_connection(first.clone());
+        let now = Instant::now();
+        for seq in 1..=(REMEMBERED as u64 + 10) {
+            peer.delivered(&first, seq, digest(seq, &serde_json::json!({ "n": seq })), now);
+        }
+        let second = conn(2);
+        peer.add_connection(second.clone());
+        assert_eq!(peer.foreign, REMEMBERED);
+        let again = |seq: u64| digest(seq, &serde_json::json!({ "n": seq }));
+        assert!(matches!(peer.judge(&second, 1, again(5)), Ok(Verdict::Deliver)), "forgotten: delivered again");
+        assert!(matches!(peer.judge(&second, 1, again(100)), Ok(Verdict::Redelivered)));
+        assert!(matches!(peer.judge(&second, 1, digest(100, &serde_json::json!("other"))), Ok(Verdict::Deliver)));
+        // As the new stream delivers, the old stream's entries age out.
+        for seq in 1..=REMEMBERED as u64 {
+            peer.delivered(&second, seq, seq, now);
+        }
+        assert_eq!(peer.foreign, 0);
+        assert_eq!(peer.remembered.len(), REMEMBERED);
     }
 
     #[test]
