@@ -4,7 +4,7 @@
 //! Every function here is synchronous and quick; they run under the peer's lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,9 +28,10 @@ pub(super) const MAX_CONNECTIONS_PER_PEER: usize = 3;
 /// sender that re-sends its most recent few hundred messages after a restart.
 pub(super) const REMEMBERED: usize = 512;
 
-/// A digest of a message's caller id and body: equal for a message sent again.
+/// A digest of a message's caller id and body: equal for a message sent again. Not keyed: a
+/// peer that makes two of its messages collide only holds back its own message.
 pub(super) fn digest(id: u64, body: &Value) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = foldhash::quality::FixedState::default().build_hasher();
     id.hash(&mut hasher);
     body.hash(&mut hasher);
     hasher.finish()
