@@ -5,8 +5,8 @@
 //!
 //! - [`node`]: `nitro node`, one party as a process — the [`engine::Engine`] (the party and
 //!   its SQLite [`store::Store`], every step durable before anything leaves), the peer
-//!   [`transport`] (TCP, signed handshake, acknowledgements, retransmission), the chain, and
-//!   the JSON-RPC [`api`].
+//!   [`transport`] (TCP, Noise with keys bound to addresses, acknowledgements,
+//!   retransmission), the chain, and the JSON-RPC [`api`].
 //! - [`LocalNetwork`]: several parties in one process, on one chain (the demo and the
 //!   integration tests); each message is delivered in the order sent, repeated by the
 //!   parties' own resend timers if lost.

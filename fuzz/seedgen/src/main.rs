@@ -126,18 +126,30 @@ fn main() {
         write(&dir, &format!("ours-{i:02}.json"), v.to_string().as_bytes());
     }
 
-    // transport_frame: one frame of each type.
+    // transport_frame: 4 bytes that cut the stream into records, then frames in the binary
+    // layout of docs/wire-format.md §4 (written out here, independently of the transport).
     let dir = out.join("transport_frame");
-    let frames = [
-        json!({"type": "hello", "version": 1, "address": leader_key().address().to_checksum(None),
-               "nonce": format!("0x{}", "ab".repeat(32))}),
-        json!({"type": "auth", "signature": serde_json::to_value(leader_key().sign(&target(7))).unwrap()}),
-        json!({"type": "msg", "id": 1, "body": serde_json::to_value(&payloads[1]).unwrap()}),
-        json!({"type": "msg", "id": 2, "body": serde_json::to_value(&payloads[0]).unwrap()}),
-        json!({"type": "ack", "id": 1}),
+    let frame = |kind: u8, fields: &[u8]| [&((1 + fields.len()) as u32).to_be_bytes()[..], &[kind], fields].concat();
+    let msg = |seq: u64, id: u64, body: &Value| {
+        frame(2, &[&seq.to_be_bytes()[..], &id.to_be_bytes(), body.to_string().as_bytes()].concat())
+    };
+    let signature = leader_key().sign(&target(7)).to_bytes();
+    let hello = frame(1, &[leader_key().address().as_slice(), &signature, &7u64.to_be_bytes()].concat());
+    let body = |p: &Payload| serde_json::to_value(p).unwrap();
+    let (ack, ping, rekey) = (frame(3, &1u64.to_be_bytes()), frame(4, &[]), frame(5, &[]));
+    let whole = [255u8; 4].to_vec();
+    let streams = [
+        [&whole[..], &hello].concat(),
+        [&whole[..], &msg(1, 1, &body(&payloads[1]))].concat(),
+        [&whole[..], &msg(2, 2, &body(&payloads[0]))].concat(),
+        [&whole[..], &ack].concat(),
+        [&whole[..], &ping].concat(),
+        [&whole[..], &msg(3, 9, &json!({"n": 9})), &rekey].concat(),
+        // Small records: frames spanning several of them.
+        [&[0u8, 1, 2, 3][..], &hello, &msg(1, 1, &body(&payloads[1])), &ack, &ping].concat(),
     ];
-    for (i, v) in frames.iter().enumerate() {
-        write(&dir, &format!("frame-{i}.json"), v.to_string().as_bytes());
+    for (i, bytes) in streams.iter().enumerate() {
+        write(&dir, &format!("stream-{i}.bin"), bytes);
     }
 
     // follower_receive: valid proposals then countersigning / rejecting / a JSON message.
