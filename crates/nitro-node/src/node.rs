@@ -477,11 +477,15 @@ impl Node {
     fn list(&self, filter: &crate::api::ObjectiveFilter) -> crate::api::ObjectiveList {
         use crate::api::ObjectiveState;
         let party = self.engine.party();
-        let objectives = party
-            .objectives()
-            .filter(|(id, _)| filter.channel_id.is_none_or(|c| c == id.channel_id()))
-            .filter(|(id, _)| filter.kind.as_deref().is_none_or(|k| id.to_string().starts_with(&format!("{k}-"))))
-            .filter_map(|(id, _)| self.status(&id).ok())
+        // The finished objectives the party let go of come from the archive (the newest
+        // `ARCHIVE_LISTED` of them), then the ones it holds.
+        let archived = self.engine.archived_list(filter.channel_id, ARCHIVE_LISTED).unwrap_or_default();
+        let objectives = archived
+            .into_iter()
+            .map(|(id, a)| archived_status(id, a))
+            .chain(party.objectives().filter_map(|(id, _)| self.status(&id).ok()))
+            .filter(|s| filter.channel_id.is_none_or(|c| c == s.objective_id.channel_id()))
+            .filter(|s| filter.kind.as_deref().is_none_or(|k| s.objective_id.to_string().starts_with(&format!("{k}-"))))
             .filter(|s| {
                 let state = match (s.done, &s.failed) {
                     (true, _) => ObjectiveState::Done,
@@ -503,7 +507,12 @@ impl Node {
 
     fn status(&self, id: &ObjectiveId) -> Result<ObjectiveStatus, RpcError> {
         let party = self.engine.party();
-        let waiting = party.waiting_for(id).ok_or_else(|| RpcError::refused(format!("unknown objective {id}")))?;
+        let Some(waiting) = party.waiting_for(id) else {
+            // Finished and let go of: the archive answers.
+            let archived = self.engine.archived(id).map_err(|e| RpcError::internal(&e))?;
+            let a = archived.ok_or_else(|| RpcError::refused(format!("unknown objective {id}")))?;
+            return Ok(archived_status(*id, a));
+        };
         let failed = match &waiting {
             WaitingFor::Failed(why) => Some(why.clone()),
             _ => None,
@@ -534,7 +543,12 @@ impl Node {
                 match party.waiting_for(id) {
                     _ if party.is_complete(id) => result.done.push(*id),
                     Some(WaitingFor::Failed(_)) => result.failed.push(*id),
-                    _ => result.pending.push(*id),
+                    Some(_) => result.pending.push(*id),
+                    None => match self.engine.archived(id) {
+                        Ok(Some(a)) if a.done => result.done.push(*id),
+                        Ok(Some(_)) => result.failed.push(*id),
+                        _ => result.pending.push(*id),
+                    },
                 }
             }
             let settled = if w.any { result.pending.len() < w.ids.len() } else { result.pending.is_empty() };
@@ -545,6 +559,21 @@ impl Node {
             }
         }
         self.waiters = still;
+    }
+}
+
+/// How many archived objectives `objective_list` includes at most.
+const ARCHIVE_LISTED: usize = 1_000;
+
+/// The status of an objective known only from the archive.
+fn archived_status(id: ObjectiveId, a: crate::engine::Archived) -> ObjectiveStatus {
+    ObjectiveStatus {
+        objective_id: id,
+        channel_id: id.channel_id(),
+        done: a.done,
+        failed: (!a.done).then(|| a.detail.clone()),
+        waiting_for: if a.done { "done".into() } else { format!("failed: {}", a.detail) },
+        finalizes_at: None,
     }
 }
 

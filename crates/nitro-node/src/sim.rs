@@ -79,6 +79,13 @@ pub struct SimReport {
     pub restarts: u64,
     /// States signed, over all parties.
     pub signed_states: u64,
+    /// Once everything is closed and the archive grace has passed: each party's live state
+    /// records (rows, body bytes).
+    pub live_state: Vec<(u64, u64)>,
+    /// Objectives each party archived.
+    pub archived: Vec<u64>,
+    /// Rows each party's store gained over a further idle stretch of ticks (must be 0).
+    pub idle_growth: Vec<i64>,
 }
 
 /// Why a run failed; replay it with the same seed.
@@ -414,6 +421,38 @@ impl Sim {
         Err(SimFailure::Stalled { seed: self.config.seed, phase: name, steps: self.config.heal_steps, report })
     }
 
+    /// Ticks every party past the archive grace, records what each store keeps, then ticks
+    /// an idle while longer and records what that added.
+    fn settle(&mut self) -> Result<(), SimFailure> {
+        let rows = |sim: &Self| -> Result<Vec<i64>, SimFailure> {
+            let mut out = Vec::new();
+            for e in sim.engines.iter().flatten() {
+                let counts = e.store().row_counts().map_err(|e| sim.fail(EngineError::Store(e)))?;
+                out.push(counts.iter().map(|(_, n)| *n as i64).sum());
+            }
+            Ok(out)
+        };
+        let tick_all = |sim: &mut Self, n: u32| -> Result<(), SimFailure> {
+            for _ in 0..n {
+                for i in 0..sim.engines.len() {
+                    sim.step_engine(i, Input::tick())?;
+                }
+            }
+            Ok(())
+        };
+        tick_all(self, nitro_core::party::EVICT_AFTER_TICKS + 1)?;
+        for e in self.engines.iter().flatten() {
+            self.report.live_state.push(e.store().state_size().map_err(|e| self.fail(EngineError::Store(e)))?);
+            let archived = e.store().row_counts().map_err(|e| self.fail(EngineError::Store(e)))?;
+            self.report.archived.extend(archived.iter().filter(|(t, _)| *t == "archive").map(|(_, n)| *n));
+        }
+        let before = rows(self)?;
+        tick_all(self, 200)?;
+        let after = rows(self)?;
+        self.report.idle_growth = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        Ok(())
+    }
+
     fn request(&mut self, i: usize, request: Request) -> Result<Option<ObjectiveId>, SimFailure> {
         let output = self.engine(i)?.step(Input::Request(request)).map_err(|e| self.fail(e))?;
         let started = output.started;
@@ -512,5 +551,6 @@ pub fn simulate(config: SimConfig) -> Result<SimReport, SimFailure> {
         }
     }
     sim.report.signed_states = sim.signed.len() as u64;
+    sim.settle()?;
     Ok(sim.report)
 }

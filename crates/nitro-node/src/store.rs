@@ -1,12 +1,16 @@
 //! The node's durable store: an embedded SQLite database (WAL, `synchronous = FULL`).
 //!
-//! Event sourcing by input: every input that changed the party (a request, a peer's
-//! message, a chain event, a failed transaction) is appended to `inputs`, in the same SQLite
-//! transaction as the messages and transactions it produced (`outbox`, `transactions`).
-//! Only after that transaction commits — durably — is anything sent. Since the party is
-//! deterministic (RFC 6979 signatures included), replaying the inputs rebuilds exactly the
-//! same party and re-derives exactly the same signatures: a restart can never sign a
-//! different state at a turn it already signed (ADR-0015).
+//! State, not history (ADR-0020): the party's state is kept one record per thing — each
+//! ledger, each objective, what it knows of each channel, and the rest — in `state`; each step
+//! writes the records it changed, in the same SQLite transaction as the messages and
+//! transactions it produced (`outbox`, `transactions`) and the states it signed
+//! (`signed_states`, which refuses a second state at one turn). Only after that transaction
+//! commits — durably — is anything sent. Start-up loads the records and verifies them; its
+//! cost follows the live state. Finished objectives leave a compact row in `archive`.
+//!
+//! Schema history: v1 logged every input (`inputs`, replayed on start, ADR-0015); v2 added
+//! `signed_states`; v3 adds `state` and `archive`. A v1/v2 store is migrated on first open by
+//! the engine: its inputs are replayed once, the state written, the inputs dropped.
 
 use std::path::Path;
 
@@ -14,7 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
 /// The schema version this code writes; older databases are migrated on open.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -60,8 +64,15 @@ pub enum StoreError {
 /// ([`StoreError::ConflictingSignature`]) and nothing of it is kept, so nothing of it is sent.
 #[derive(Debug, Default)]
 pub struct StepRecord {
-    /// The input, as JSON (none for inputs that change nothing durable, e.g. timer ticks).
-    pub input: Option<String>,
+    /// State records changed: (kind, key, JSON body), or `None` to delete the record.
+    pub state: Vec<(&'static str, String, Option<String>)>,
+    /// Objectives finished and moved out of the live state: (objective id, status, detail).
+    pub archived: Vec<(String, String, String)>,
+    /// Channels no longer open: their signature rows are dropped (nothing can be signed for
+    /// them any more).
+    pub retired: Vec<String>,
+    /// The migration's last step: the input log is dropped with it.
+    pub clear_inputs: bool,
     /// Messages to send: (recipient address, JSON body).
     pub messages: Vec<(String, String)>,
     /// Transactions to submit: JSON bodies.
@@ -117,6 +128,16 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if version < 3 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS state (kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+                                                   PRIMARY KEY (kind, key)) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS archive (id TEXT PRIMARY KEY, status TEXT NOT NULL, detail TEXT NOT NULL)
+                                                     WITHOUT ROWID;
+                 COMMIT;",
+            )?;
+        }
         if version < 2 {
             // Version 2: one signed state per (channel, turn), enforced by the key. A version-1
             // audit table is carried over (the first state signed at a turn is kept).
@@ -131,14 +152,37 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if version < 3 {
+            conn.pragma_update(None, "user_version", 3)?;
+        }
         Ok(Self { conn })
     }
 
     /// Writes a step's input, messages and transactions in one durable transaction.
     pub fn commit_step(&mut self, step: &StepRecord) -> Result<StepIds, StoreError> {
         let tx = self.conn.transaction()?;
-        if let Some(input) = &step.input {
-            tx.execute("INSERT INTO inputs (body) VALUES (?1)", params![input])?;
+        for (kind, key, body) in &step.state {
+            match body {
+                Some(body) => tx.execute(
+                    "INSERT INTO state (kind, key, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body",
+                    params![kind, key, body],
+                )?,
+                None => tx.execute("DELETE FROM state WHERE kind = ?1 AND key = ?2", params![kind, key])?,
+            };
+        }
+        for (id, status, detail) in &step.archived {
+            tx.execute(
+                "INSERT INTO archive (id, status, detail) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, detail = excluded.detail",
+                params![id, status, detail],
+            )?;
+        }
+        for channel in &step.retired {
+            tx.execute("DELETE FROM signed_states WHERE channel = ?1", params![channel])?;
+        }
+        if step.clear_inputs {
+            tx.execute("DELETE FROM inputs", [])?;
         }
         let mut ids = StepIds::default();
         for (peer, body) in &step.messages {
@@ -180,7 +224,38 @@ impl Store {
         Ok(ids)
     }
 
-    /// Every stored input, oldest first.
+    /// Every state record: (kind, key, body).
+    pub fn state(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT kind, key, body FROM state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Bytes and rows of the state records (for sizing figures).
+    pub fn state_size(&self) -> Result<(u64, u64), StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM state", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?)
+    }
+
+    /// The archived record of a finished objective: (status, detail).
+    pub fn archived(&self, id: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT status, detail FROM archive WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Archived objectives whose id contains `needle` (all with `""`), at most `limit`, in id
+    /// order: (id, status, detail).
+    pub fn archive(&self, needle: &str, limit: usize) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, status, detail FROM archive WHERE instr(id, ?1) > 0 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(params![needle, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored input of a v1/v2 store, oldest first (the migration replays them once).
     pub fn inputs(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT seq, body FROM inputs ORDER BY seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -217,10 +292,20 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Marks a transaction as settled (confirmed, or failed and reported to its objective).
+    /// Forgets a settled transaction (confirmed, or failed and reported to its objective).
     pub fn transaction_done(&self, id: u64) -> Result<(), StoreError> {
-        self.conn.execute("UPDATE transactions SET done = 1 WHERE id = ?1", params![id as i64])?;
+        self.conn.execute("DELETE FROM transactions WHERE id = ?1", params![id as i64])?;
         Ok(())
+    }
+
+    /// Rows of each table, for figures and tests of growth.
+    pub fn row_counts(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for table in ["state", "archive", "outbox", "transactions", "signed_states", "inputs"] {
+            let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            out.push((table, n as u64));
+        }
+        Ok(out)
     }
 
     /// The state hash this party signed for `channel` at `turn`, if any.
@@ -268,10 +353,11 @@ mod tests {
 
     fn step(input: &str, signed: &[(&str, u64, &str)]) -> StepRecord {
         StepRecord {
-            input: Some(input.into()),
+            state: vec![("objective", input.into(), Some(format!("{{\"step\":\"{input}\"}}")))],
             messages: vec![("0xpeer".into(), format!("{{\"from\":\"{input}\"}}"))],
             transactions: vec![],
             signed: signed.iter().map(|(c, t, h)| (c.to_string(), *t, h.to_string())).collect(),
+            ..StepRecord::default()
         }
     }
 
@@ -287,8 +373,8 @@ mod tests {
                 if recorded == "0xh2" && attempted == "0xOTHER"),
             "{err}"
         );
-        // Nothing of the refused step was kept: not its input, its message, nor turn 4.
-        assert_eq!(store.inputs().unwrap().len(), 2);
+        // Nothing of the refused step was kept: not its state, its message, nor turn 4.
+        assert_eq!(store.state().unwrap().len(), 2);
         assert_eq!(store.recent_outbox(10).unwrap().len(), 2);
         assert_eq!(store.signed_at("0xc", 4).unwrap(), None);
         assert_eq!(store.signed_at("0xc", 3).unwrap().as_deref(), Some("0xh2"));

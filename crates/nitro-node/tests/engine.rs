@@ -99,7 +99,7 @@ fn reopening_the_store_rebuilds_the_same_party() {
 
     for ((path, k), state) in paths.iter().zip(&keys).zip(&before) {
         let (engine, recovery) = Engine::open(Store::open(path).unwrap(), k.clone(), config()).unwrap();
-        assert!(recovery.replayed > 0);
+        assert!(recovery.records > 0);
         assert!(engine.party().is_complete(&id));
         assert_eq!(&engine.party().ledger(&id.channel_id()).unwrap().consensus_state(), state);
         assert!(!recovery.messages.is_empty(), "the outbox survives for resending");
@@ -115,7 +115,7 @@ fn a_refused_input_is_not_logged() {
     assert!(matches!(refused, Err(EngineError::Party(_))));
     drop(engine);
     let (_, recovery) = Engine::open(Store::open(&path).unwrap(), key(1), config()).unwrap();
-    assert_eq!(recovery.replayed, 0);
+    assert_eq!(recovery.records, 0);
 }
 
 #[test]
@@ -124,11 +124,14 @@ fn a_corrupt_store_is_a_typed_error() {
     let path = dir.path().join("x.db");
     {
         let mut store = Store::open(&path).unwrap();
-        let record = nitro_node::store::StepRecord { input: Some("{not json".into()), ..Default::default() };
+        let record = nitro_node::store::StepRecord {
+            state: vec![("ledger", "0x01".into(), Some("{not json".into()))],
+            ..Default::default()
+        };
         store.commit_step(&record).unwrap();
     }
     let reopened = Engine::open(Store::open(&path).unwrap(), key(1), config());
-    assert!(matches!(reopened, Err(EngineError::Store(_))));
+    assert!(matches!(reopened, Err(EngineError::Load(_))));
 }
 
 #[test]

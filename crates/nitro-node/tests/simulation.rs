@@ -11,7 +11,23 @@ fn every_objective_completes_under_loss_duplication_reordering_and_restarts() {
         config.fault_steps = 500;
         let report = simulate(config).unwrap_or_else(|e| panic!("{e}"));
         assert!(report.delivered > 0 && report.signed_states > 0, "{report:?}");
+        assert_state_not_history(&report, 4);
     }
+}
+
+/// Once every channel is closed, each store keeps its party record and the archive (one row
+/// per finished objective) and nothing else; idle ticks add nothing.
+fn assert_state_not_history(report: &nitro_node::sim::SimReport, virtual_channels: u64) {
+    assert_eq!(report.live_state.len(), 3, "{report:?}");
+    for (rows, bytes) in &report.live_state {
+        assert_eq!(*rows, 1, "only the party record is left: {report:?}");
+        assert!(*bytes < 4_096, "{report:?}");
+    }
+    // Alice: 2 per virtual channel + her ledger's fund and defund; the hub: both ledgers; Bob
+    // like Alice.
+    let expected = [2 * virtual_channels + 2, 2 * virtual_channels + 4, 2 * virtual_channels + 2];
+    assert_eq!(report.archived, expected, "{report:?}");
+    assert_eq!(report.idle_growth, vec![0, 0, 0], "{report:?}");
 }
 
 #[test]

@@ -382,6 +382,34 @@ impl FollowerChannel {
         self.closing
     }
 
+    /// The latest refusal sent, if any.
+    pub fn last_rejection(&self) -> Option<&Rejection> {
+        self.last_rejection.as_deref()
+    }
+
+    /// Loads a stored pending proposal (see [`super::LedgerRecord`]), verified.
+    pub(crate) fn load_queued(&mut self, signed: &SignedProposal) -> Result<(), ChannelError> {
+        let state_hash = self.ledger.verify_and_apply(signed, None)?;
+        self.ledger.enqueue(signed.clone(), state_hash, &mut Vec::new());
+        Ok(())
+    }
+
+    /// Loads the stored refusal mark, latest refusal and closing turn.
+    pub(crate) fn load_marks(
+        &mut self,
+        refused_through: TurnNum,
+        last_rejection: Option<Rejection>,
+        closing: Option<TurnNum>,
+    ) -> Result<(), ChannelError> {
+        if self.ledger.queue.front().is_some_and(|q| q.signed.turn_num <= refused_through) {
+            return Err(ChannelError::Replay("a stored pending turn at or below the refusal mark".into()));
+        }
+        self.refused_through = self.refused_through.max(refused_through);
+        self.last_rejection = last_rejection.map(Box::new);
+        self.closing = closing;
+        Ok(())
+    }
+
     ledger_accessors!();
 }
 

@@ -259,6 +259,25 @@ impl LeaderChannel {
         self.closing
     }
 
+    /// Loads a stored queued proposal (see [`super::LedgerRecord`]): verified as the
+    /// follower would verify it.
+    pub(crate) fn load_queued(&mut self, signed: &SignedProposal) -> Result<(), ChannelError> {
+        let state_hash = self.ledger.verify_and_apply(signed, None)?;
+        self.ledger.enqueue(signed.clone(), state_hash, &mut Vec::new());
+        self.highest_signed = self.highest_signed.max(signed.turn_num);
+        Ok(())
+    }
+
+    /// Loads the stored high-water mark and closing turn.
+    pub(crate) fn load_marks(&mut self, highest_signed: TurnNum, closing: Option<TurnNum>) -> Result<(), ChannelError> {
+        if highest_signed < self.highest_signed || closing.is_some_and(|t| t > highest_signed) {
+            return Err(ChannelError::Replay("stored marks below what the ledger holds".into()));
+        }
+        self.highest_signed = highest_signed;
+        self.closing = closing;
+        Ok(())
+    }
+
     ledger_accessors!();
 }
 

@@ -10,6 +10,7 @@ mod leader;
 mod ledger;
 mod messages;
 mod queue;
+mod record;
 mod shared;
 
 pub use consensus::ConsensusChannel;
@@ -22,3 +23,4 @@ pub use ledger::{Balance, Guarantee, LedgerOutcome, OutcomeError, Proposal, Prop
 pub(crate) use messages::bounded_reason;
 pub use messages::{Countersignature, LedgerMessage, Rejection, SignedProposal, MAX_BATCH, MAX_REASON_LEN};
 pub use queue::{ProposalQueue, QueuedProposal};
+pub use record::{LedgerRecord, RoleRecord};

@@ -1,15 +1,19 @@
 //! What a party knows of the chain, from the adjudicator's events: holdings, conclusions,
 //! registered challenges, the highest turn recorded, and chain time. Objectives read it to
 //! decide when a channel is funded, challenged or finalized, and with which outcome.
+//!
+//! Kept per channel ([`ChannelChain`]), so that a store writes only the channels an event
+//! touched, and forgets a channel's record once the channel is closed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use alloy_primitives::B256;
+use serde::{Deserialize, Serialize};
 
 use crate::{chain::SubmittedState, ChannelId, Exit, FixedPart, TurnNum, U256};
 
 /// A challenge the chain registered for a channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredChallenge {
     /// The challenged state's turn.
     pub turn: TurnNum,
@@ -25,62 +29,100 @@ pub struct RegisteredChallenge {
     pub block_number: u64,
 }
 
+/// What the chain says about one channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelChain {
+    /// What the adjudicator holds for it.
+    pub holdings: U256,
+    /// The block of the latest holdings report.
+    pub holdings_block: Option<u64>,
+    /// Concluded with a final state.
+    pub concluded: bool,
+    /// The running (or expired) challenge; cleared by a checkpoint.
+    pub challenge: Option<RegisteredChallenge>,
+    /// The highest turn recorded.
+    pub record: TurnNum,
+    /// The outcome of a final state this party knows (signed or received): what the channel
+    /// concluded with, once a `Concluded` event names it.
+    pub final_outcome: Option<Exit>,
+}
+
 /// The party's view of the chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ChainView {
-    holdings: HashMap<ChannelId, U256>,
-    holdings_block: HashMap<ChannelId, u64>,
-    concluded: HashSet<ChannelId>,
-    challenges: HashMap<ChannelId, RegisteredChallenge>,
-    records: HashMap<ChannelId, TurnNum>,
-    /// Outcomes of final states this party knows (signed or received), by channel: what a
-    /// channel concluded with, once a `Concluded` event names it.
-    final_outcomes: HashMap<ChannelId, Exit>,
+    channels: HashMap<ChannelId, ChannelChain>,
     /// The latest chain time seen (block timestamp, unix seconds).
     now: u64,
 }
 
 impl ChainView {
+    fn get(&self, channel: &ChannelId) -> Option<&ChannelChain> {
+        self.channels.get(channel)
+    }
+
+    fn entry(&mut self, channel: ChannelId) -> &mut ChannelChain {
+        self.channels.entry(channel).or_default()
+    }
+
+    /// One channel's record, for a store.
+    pub fn channel(&self, channel: &ChannelId) -> Option<&ChannelChain> {
+        self.get(channel)
+    }
+
+    /// The channels the view has a record of.
+    pub fn channel_ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.channels.keys().copied()
+    }
+
+    /// Puts back a channel's record loaded from a store.
+    pub fn load(&mut self, channel: ChannelId, record: ChannelChain) {
+        self.channels.insert(channel, record);
+    }
+
+    /// Forgets a channel (closed, paid out).
+    pub fn forget(&mut self, channel: &ChannelId) {
+        self.channels.remove(channel);
+    }
+
     /// What the chain holds for `channel` (of the channel's single asset).
     pub fn holdings(&self, channel: &ChannelId) -> U256 {
-        self.holdings.get(channel).copied().unwrap_or_default()
+        self.get(channel).map(|c| c.holdings).unwrap_or_default()
     }
 
     /// Records holdings reported at `block`, ignoring reports older than the latest one seen
     /// (events may be delivered out of order). Within a block deposits only grow holdings.
     pub fn observe_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256, deposit: bool) {
-        let seen = self.holdings_block.get(&channel_id).copied();
-        let current = self.holdings(&channel_id);
-        let newer = match seen {
+        let c = self.entry(channel_id);
+        let newer = match c.holdings_block {
             None => true,
             Some(b) if block > b => true,
-            Some(b) if block == b => !deposit || held > current,
+            Some(b) if block == b => !deposit || held > c.holdings,
             Some(_) => false,
         };
         if newer {
-            self.holdings.insert(channel_id, held);
-            self.holdings_block.insert(channel_id, block);
+            c.holdings = held;
+            c.holdings_block = Some(block);
         }
     }
 
     /// Whether the channel was concluded with a final state.
     pub fn is_concluded(&self, channel: &ChannelId) -> bool {
-        self.concluded.contains(channel)
+        self.get(channel).is_some_and(|c| c.concluded)
     }
 
     pub fn conclude(&mut self, channel: ChannelId, at: u64) {
-        self.concluded.insert(channel);
+        self.entry(channel).concluded = true;
         self.advance(at);
     }
 
     /// Records a final state's outcome this party knows (it may conclude the channel).
     pub fn know_final_outcome(&mut self, channel: ChannelId, outcome: Exit) {
-        self.final_outcomes.entry(channel).or_insert(outcome);
+        self.entry(channel).final_outcome.get_or_insert(outcome);
     }
 
     /// The challenge registered for `channel`, if any (cleared by a checkpoint).
     pub fn challenge(&self, channel: &ChannelId) -> Option<&RegisteredChallenge> {
-        self.challenges.get(channel)
+        self.get(channel)?.challenge.as_ref()
     }
 
     /// Records a `ChallengeRegistered`, computing the candidate's hash with `fixed`.
@@ -101,24 +143,21 @@ impl ChainView {
             candidate: candidate.clone(),
             block_number,
         };
-        self.raise_record(channel, state.turn_num);
-        self.challenges.insert(channel, registered);
+        let c = self.entry(channel);
+        c.record = c.record.max(state.turn_num);
+        c.challenge = Some(registered);
     }
 
     /// Records a checkpoint (which clears a running challenge) at `turn`.
     pub fn checkpointed(&mut self, channel: ChannelId, turn: TurnNum) {
-        self.raise_record(channel, turn);
-        self.challenges.remove(&channel);
-    }
-
-    fn raise_record(&mut self, channel: ChannelId, turn: TurnNum) {
-        let record = self.records.entry(channel).or_default();
-        *record = (*record).max(turn);
+        let c = self.entry(channel);
+        c.record = c.record.max(turn);
+        c.challenge = None;
     }
 
     /// The highest turn the chain recorded for `channel` (zero when none).
     pub fn record(&self, channel: &ChannelId) -> TurnNum {
-        self.records.get(channel).copied().unwrap_or_default()
+        self.get(channel).map(|c| c.record).unwrap_or_default()
     }
 
     /// Moves chain time forward to `now` (never back).
@@ -135,15 +174,17 @@ impl ChainView {
     /// (zero after a conclusion) and the outcome. `None` while it is not finalized, or when it
     /// concluded with a final state this party does not know.
     pub fn finalized(&self, channel: &ChannelId) -> Option<(B256, Exit)> {
-        if self.concluded.contains(channel) {
-            return self.final_outcomes.get(channel).map(|o| (B256::ZERO, o.clone()));
+        let c = self.get(channel)?;
+        if c.concluded {
+            return c.final_outcome.clone().map(|o| (B256::ZERO, o));
         }
-        let c = self.challenges.get(channel)?;
-        (c.finalizes_at <= self.now).then(|| (c.state_hash, c.outcome.clone()))
+        let ch = c.challenge.as_ref()?;
+        (ch.finalizes_at <= self.now).then(|| (ch.state_hash, ch.outcome.clone()))
     }
 
     /// Whether the chain has finalized `channel` (whatever the outcome).
     pub fn is_finalized(&self, channel: &ChannelId) -> bool {
-        self.concluded.contains(channel) || self.challenges.get(channel).is_some_and(|c| c.finalizes_at <= self.now)
+        self.get(channel)
+            .is_some_and(|c| c.concluded || c.challenge.as_ref().is_some_and(|ch| ch.finalizes_at <= self.now))
     }
 }

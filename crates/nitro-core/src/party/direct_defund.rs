@@ -10,7 +10,7 @@ use super::{
 use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum};
 
 /// The DirectDefund objective of one party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectDefund {
     channel_id: ChannelId,
     final_round: SignatureRound,

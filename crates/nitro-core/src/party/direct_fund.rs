@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// The DirectFund objective of one party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectFund {
     channel_id: ChannelId,
     my_index: usize,

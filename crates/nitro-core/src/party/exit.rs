@@ -18,7 +18,7 @@ const DEFENCE_PATIENCE: u32 = 4;
 
 /// An answer to a stale challenge against one of our ledgers: a checkpoint of our consensus
 /// state, submitted again until the chain records it or the challenge expires.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Defence {
     transaction: ChainTransaction,
     /// The turn our answer carries.
@@ -131,6 +131,7 @@ impl Party {
             self.closing.insert(channel);
         }
         let why = format!("{channel} is being taken to chain (force close)");
+        self.touched.insert(super::StateKey::Party);
         for (id, entry) in self.objectives.iter_mut().filter(|(_, e)| !e.done) {
             let affected = match (&entry.objective, *id) {
                 (_, ObjectiveId::DirectFund(c)) => c == channel,
@@ -144,6 +145,7 @@ impl Party {
             };
             if affected {
                 entry.objective.fail_with(&why);
+                self.touched.insert(super::StateKey::Objective(*id));
             }
         }
     }
@@ -199,10 +201,18 @@ impl Party {
             }
             ChainEvent::Reclaimed { .. } => {}
         }
-        for entry in self.objectives.values_mut().filter(|e| !e.done) {
+        let mut seen = Vec::new();
+        for (id, entry) in self.objectives.iter_mut().filter(|(_, e)| !e.done) {
             entry.objective.on_chain_event(event, &self.chain);
+            seen.push(*id);
         }
+        for id in seen {
+            self.touch(super::StateKey::Objective(id));
+        }
+        self.touch(super::StateKey::Channel(channel));
+        self.touch(super::StateKey::Party);
         effects.extend(self.crank_all());
+        self.note(&effects);
         effects
     }
 

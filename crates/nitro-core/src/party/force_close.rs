@@ -35,7 +35,7 @@ const TRANSACTION_PATIENCE: u32 = 20;
 const MAX_PAYOUT_FAILURES: u32 = 20;
 
 /// How the channel is finalized.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Plan {
     /// A final state signed by every participant: concluded at once.
     Conclude(SignedState),
@@ -57,14 +57,14 @@ impl Plan {
 }
 
 /// The kind of payout step in flight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum PayoutStep {
     Reclaim,
     Transfer,
 }
 
 /// The ledger's outcome as the chain fingerprints it, once finalized.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Payout {
     state_hash: B256,
     outcome: Exit,
@@ -72,7 +72,7 @@ struct Payout {
 
 /// The ForceClose objective for one channel (a ledger, a ledger being funded, or a virtual
 /// channel).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ForceClose {
     channel_id: ChannelId,
     /// A ledger (paid out here) or a virtual channel (finalized only).

@@ -17,6 +17,7 @@ mod force_close;
 mod ids;
 mod objective;
 mod policy;
+mod records;
 mod round;
 mod virtual_defund;
 mod virtual_fund;
@@ -24,7 +25,7 @@ mod waiting;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub use chain_view::RegisteredChallenge;
+pub use chain_view::{ChannelChain, RegisteredChallenge};
 pub use direct_defund::DirectDefund;
 pub use direct_fund::DirectFund;
 pub use effects::{Effects, Envelope, PartyEvent, Payload, TransactionRequest};
@@ -34,6 +35,7 @@ pub use force_close::ForceClose;
 pub use ids::ObjectiveId;
 pub use objective::Objective;
 pub use policy::PartyPolicy;
+pub use records::{ChannelRecord, ObjectiveRecord, PartyRecord, StateKey, EVICT_AFTER_TICKS};
 pub use virtual_defund::{VirtualDefund, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
@@ -94,6 +96,10 @@ pub struct Party {
     /// Whether changes wait for [`Party::flush`] (a caller coalescing several inputs) instead
     /// of going out at the end of each input.
     hold_changes: bool,
+    /// Records changed since [`Party::take_touched`].
+    touched: std::collections::BTreeSet<StateKey>,
+    /// Timer ticks since each finished objective finished (not durable).
+    finished_ticks: HashMap<ObjectiveId, u32>,
 }
 
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
@@ -129,6 +135,8 @@ impl Party {
             last_heard: HashMap::new(),
             changes: BTreeMap::new(),
             hold_changes: false,
+            touched: Default::default(),
+            finished_ticks: HashMap::new(),
         }
     }
 
@@ -145,6 +153,9 @@ impl Party {
     /// with the reason.
     pub fn flush(&mut self) -> Effects {
         let mut effects = Effects::default();
+        if !self.changes.is_empty() {
+            self.touch(StateKey::Party);
+        }
         for (ledger, changes) in std::mem::take(&mut self.changes) {
             let proposals: Vec<Proposal> = changes.iter().map(|(_, p)| *p).collect();
             let peer = self.peers.get(&ledger).copied();
@@ -174,6 +185,7 @@ impl Party {
                 }
             }
         }
+        self.note(&effects);
         effects
     }
 
@@ -250,6 +262,7 @@ impl Party {
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
         let objective = DirectDefund::new(channel, None)?;
         self.closing.insert(ledger);
+        self.touch(StateKey::Party);
         self.start(Objective::DirectDefund(objective))
     }
 
@@ -306,6 +319,7 @@ impl Party {
             return Err(PartyError::Overpaid { paid: total, available: v.amounts[0] });
         }
         self.paid.insert(channel, total);
+        self.touch(StateKey::Channel(channel));
         let voucher = Voucher::sign(channel, total, &self.key);
         let payee = *v.prefund.participants.last().ok_or(PartyError::NotAParticipant)?;
         Ok(Effects { messages: vec![Envelope { to: payee, payload: Payload::Voucher(voucher) }], ..Effects::default() })
@@ -337,8 +351,11 @@ impl Party {
             return Err(PartyError::ObjectiveExists(id));
         }
         self.objectives.insert(id, Entry { objective, done: false });
+        self.touch(StateKey::Objective(id));
+        self.touch(StateKey::Party);
         let mut effects = Effects { events: vec![PartyEvent::ObjectiveStarted { id }], ..Effects::default() };
         effects.extend(self.crank_all());
+        self.note(&effects);
         Ok((id, effects))
     }
 
@@ -346,6 +363,13 @@ impl Party {
     pub fn handle_message(&mut self, from: Address, payload: Payload) -> Result<Effects, PartyError> {
         let mut effects = Effects::default();
         self.last_heard.insert(from, self.wall_now);
+        match &payload {
+            Payload::State { objective, .. } | Payload::Decline { objective, .. } => {
+                self.touch(StateKey::Objective(*objective))
+            }
+            Payload::Ledger(m) => self.touch(StateKey::Ledger(m.channel_id())),
+            Payload::Voucher(v) => self.touch(StateKey::Channel(v.channel_id)),
+        }
         match payload {
             Payload::State { objective, state } => {
                 if !state.state().participants.contains(&from) || objective.channel_id() != state.channel_id() {
@@ -406,7 +430,36 @@ impl Party {
             }
         }
         effects.extend(self.crank_all());
+        self.note(&effects);
         Ok(effects)
+    }
+
+    /// Marks the records an input's effects show changed (see [`Party::take_touched`]).
+    pub(crate) fn note(&mut self, effects: &Effects) {
+        for e in &effects.events {
+            let key = match e {
+                PartyEvent::Ledger { channel_id, .. } => StateKey::Ledger(*channel_id),
+                PartyEvent::LedgerOpened { state } => {
+                    self.touch(StateKey::Channel(state.channel_id()));
+                    StateKey::Ledger(state.channel_id())
+                }
+                PartyEvent::LedgerClosed { channel_id } => {
+                    self.touch(StateKey::Channel(*channel_id));
+                    StateKey::Ledger(*channel_id)
+                }
+                PartyEvent::ObjectiveStarted { id }
+                | PartyEvent::ObjectiveCompleted { id }
+                | PartyEvent::ObjectiveFailed { id, .. } => StateKey::Objective(*id),
+                PartyEvent::PaymentReceived { channel_id, .. } => StateKey::Channel(*channel_id),
+                PartyEvent::ChallengeAnswered { .. }
+                | PartyEvent::ChallengeExpired { .. }
+                | PartyEvent::ExitRefused { .. } => StateKey::Party,
+            };
+            self.touch(key);
+        }
+        if !effects.transactions.is_empty() {
+            self.touch(StateKey::Party);
+        }
     }
 
     fn receive_voucher(&mut self, from: Address, voucher: &Voucher) -> Result<(), PartyError> {
@@ -475,7 +528,10 @@ impl Party {
     /// events arrive).
     pub fn set_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256) -> Effects {
         self.chain.observe_holdings(channel_id, block, held, false);
-        self.crank_all()
+        self.touch(StateKey::Channel(channel_id));
+        let effects = self.crank_all();
+        self.note(&effects);
+        effects
     }
 
     /// A transaction an objective asked for failed (reverted or not sent): it is asked for
@@ -483,8 +539,11 @@ impl Party {
     pub fn transaction_failed(&mut self, id: ObjectiveId) -> Effects {
         if let Some(entry) = self.objectives.get_mut(&id) {
             entry.objective.transaction_failed();
+            self.touch(StateKey::Objective(id));
         }
-        self.crank_all()
+        let effects = self.crank_all();
+        self.note(&effects);
+        effects
     }
 
     /// On a timer: everything a lost message may have withheld from a peer, sent again
@@ -504,8 +563,10 @@ impl Party {
         }
         let mut effects = self.resend();
         self.tick_defences();
+        self.age_finished();
         effects.extend(self.crank_all());
         effects.force_close_due = self.silent_counterparties();
+        self.note(&effects);
         effects
     }
 
@@ -561,12 +622,14 @@ impl Party {
         if !self.hold_changes && !self.changes.is_empty() {
             effects.extend(self.flush());
         }
+        self.note(&effects);
         effects
     }
 
     /// Cranks every unfinished objective; returns the channels they need force-closed.
     fn crank_objectives(&mut self, effects: &mut Effects) -> Vec<ChannelId> {
         let me = self.address();
+        let mut cranked = Vec::new();
         let Self { key, ledgers, ledger_with, peers, chain, objectives, closing, changes, .. } = self;
         let (opened, closed, mut needed) = {
             let mut ctx = Ctx {
@@ -581,10 +644,14 @@ impl Party {
                 changes,
             };
             for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
+                let before = ctx.footprint();
                 if entry.objective.crank(&mut ctx).unwrap_or(false) {
                     entry.done = true;
                     ctx.effects.completed.push(*id);
                     ctx.effects.events.push(PartyEvent::ObjectiveCompleted { id: *id });
+                }
+                if ctx.footprint() != before {
+                    cranked.push(*id);
                 }
             }
             (ctx.opened, ctx.closed, ctx.force_close)
@@ -600,6 +667,7 @@ impl Party {
             effects.events.push(PartyEvent::LedgerOpened { state });
         }
         for id in closed {
+            chain.forget(&id);
             ledgers.remove(&id);
             closing.remove(&id);
             if let Some(peer) = peers.remove(&id) {
@@ -610,6 +678,9 @@ impl Party {
         needed.sort();
         needed.dedup();
         needed.retain(|c| !objectives.contains_key(&ObjectiveId::ForceClose(*c)));
+        for id in cranked {
+            self.touch(StateKey::Objective(id));
+        }
         needed
     }
 

@@ -35,6 +35,14 @@ impl Ctx<'_> {
         self.changes.entry(ledger).or_default().push((by, proposal));
     }
 
+    /// A summary of everything objectives produced so far in this crank: an objective whose
+    /// crank changes it changed state worth storing.
+    pub fn footprint(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let e = &self.effects;
+        let changes = self.changes.values().map(Vec::len).sum();
+        (e.messages.len(), e.transactions.len(), e.events.len(), e.signed.len(), changes, self.force_close.len())
+    }
+
     /// Whether a change for `target` in `ledger` is asked for and not proposed yet.
     pub fn is_requested(&self, ledger: ChannelId, target: ChannelId) -> bool {
         self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == target))
@@ -97,7 +105,7 @@ pub(crate) trait Crank {
 }
 
 /// An objective of any kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Objective {
     /// Opening a ledger.
     DirectFund(DirectFund),

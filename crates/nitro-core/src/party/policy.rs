@@ -173,6 +173,7 @@ impl Party {
         }
         let mut effects = self.decline_to(id, peers, &reason);
         effects.events.push(PartyEvent::ObjectiveFailed { id, reason });
+        self.note(&effects);
         Ok(effects)
     }
 

@@ -4,7 +4,7 @@ use super::{Effects, Envelope, ObjectiveId, PartyError, Payload};
 use crate::{Address, SignedState, SignedTurn, SigningKey, State};
 
 /// One state that every participant must sign (a prefund, postfund or final state).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SignatureRound {
     pub state: SignedState,
 }

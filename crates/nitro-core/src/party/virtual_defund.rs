@@ -59,7 +59,7 @@ impl VirtualChannel {
 }
 
 /// The VirtualDefund objective of one participant of V.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VirtualDefund {
     channel_id: ChannelId,
     final_round: SignatureRound,

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// One of this party's ledgers on V's path, and the guarantee it must hold for V.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PathLedger {
     pub channel_id: ChannelId,
     pub expected: Proposal,
@@ -29,7 +29,7 @@ pub(crate) const MAX_REJECTIONS: u32 = 3;
 
 /// The parts of a virtual channel this crate needs: its participants, asset and the two
 /// end parties' amounts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VirtualChannel {
     /// V's state at turn 0 (participants, app, outcome).
     pub prefund: State,
@@ -84,7 +84,7 @@ impl VirtualChannel {
 }
 
 /// The VirtualFund objective of one participant of V.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VirtualFund {
     channel: VirtualChannel,
     channel_id: ChannelId,

@@ -1,0 +1,128 @@
+//! What changes a party: requests from the API, messages from peers, chain events, failed
+//! transactions and the timer; and how each is applied to the sans-IO party.
+
+use alloy_primitives::{Address, U256};
+use nitro_core::{
+    chain::ChainEvent,
+    party::{Clock, Effects, ObjectiveId, Party, PartyError, Payload},
+    ChannelId,
+};
+use serde::{Deserialize, Serialize};
+
+/// A request that changes the party (the API's write methods).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "request")]
+pub enum Request {
+    /// Open a ledger; `participants[0]` leads.
+    LedgerOpen {
+        /// Leader, follower.
+        participants: [Address; 2],
+        /// The asset (zero: ETH).
+        asset: Address,
+        /// Their deposits, in participant order.
+        amounts: [U256; 2],
+        /// Channel nonce.
+        nonce: u64,
+    },
+    /// Close a ledger.
+    LedgerClose {
+        /// The ledger.
+        channel_id: ChannelId,
+    },
+    /// Fund a virtual channel.
+    VirtualFund {
+        /// Payer, intermediaries, payee.
+        participants: Vec<Address>,
+        /// The asset.
+        asset: Address,
+        /// Payer's and payee's deposits.
+        amounts: [U256; 2],
+        /// Channel nonce.
+        nonce: u64,
+    },
+    /// Pay in a virtual channel.
+    Pay {
+        /// The virtual channel.
+        channel_id: ChannelId,
+        /// How much more.
+        amount: U256,
+    },
+    /// Close a virtual channel.
+    VirtualDefund {
+        /// The virtual channel.
+        channel_id: ChannelId,
+    },
+    /// Take a ledger or a virtual channel to chain alone.
+    ForceClose {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// Stop an objective that has committed nothing yet.
+    Cancel {
+        /// The objective.
+        objective: ObjectiveId,
+    },
+}
+
+/// Everything that can change a party; what the store logs and replays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "input")]
+pub enum Input {
+    /// A request from the API.
+    Request(Request),
+    /// A message from a peer (already bound to its address by the transport handshake).
+    Message {
+        /// The authenticated sender.
+        from: Address,
+        /// What it sent.
+        payload: Payload,
+    },
+    /// A confirmed adjudicator event.
+    Chain(ChainEvent),
+    /// A transaction an objective asked for failed.
+    TransactionFailed {
+        /// The objective that asked for it.
+        objective: ObjectiveId,
+    },
+    /// The timer, with the wall clock and the chain's clock (not logged: it signs nothing
+    /// new; an automatic force close it calls for is stepped, and logged, as a request).
+    Tick {
+        /// Wall clock, unix seconds (0: unknown).
+        #[serde(default)]
+        unix_secs: u64,
+        /// The latest block's timestamp, if known.
+        #[serde(default)]
+        chain_time: Option<u64>,
+    },
+}
+
+impl Input {
+    /// A tick with no clock (tests and simulations that do not model time).
+    pub fn tick() -> Self {
+        Input::Tick { unix_secs: 0, chain_time: None }
+    }
+}
+
+pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option<ObjectiveId>), PartyError> {
+    Ok(match input {
+        Input::Request(r) => match r.clone() {
+            Request::LedgerOpen { participants, asset, amounts, nonce } => {
+                party.direct_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::LedgerClose { channel_id } => party.direct_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::VirtualFund { participants, asset, amounts, nonce } => {
+                party.virtual_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::Pay { channel_id, amount } => (party.pay(channel_id, amount)?, None),
+            Request::VirtualDefund { channel_id } => party.virtual_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::ForceClose { channel_id } => party.force_close(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::Cancel { objective } => (party.cancel(objective)?, None),
+        },
+        Input::Message { from, payload } => (party.handle_message(*from, payload.clone())?, None),
+        Input::Chain(event) => (party.handle_chain_event(event), None),
+        Input::TransactionFailed { objective } => (party.transaction_failed(*objective), None),
+        Input::Tick { unix_secs, chain_time } => {
+            (party.tick(Clock { unix_secs: *unix_secs, chain_time: *chain_time }), None)
+        }
+    })
+}
