@@ -1,0 +1,42 @@
+//! JSON-RPC 2.0 API of the node, over HTTP/1.1 on a loopback address, behind a bearer token.
+//!
+//! The server knows nothing of the engine: [`serve`] checks the token, the JSON-RPC framing
+//! and the shape of each method's `params` ([`ApiRequest::parse`]), then forwards the call as
+//! an [`ApiCall`] over a channel and waits for the engine's answer on the call's `reply`
+//! sender. The engine does the semantic checks (does the ledger exist, is there enough
+//! money) and answers with a result or an [`RpcError`], usually [`RpcError::refused`].
+//!
+//! [`ApiClient`] is the other end, for the CLI: a small HTTP/1.1 client that talks to
+//! loopback addresses only, so that the token never crosses a network in clear text.
+//!
+//! The wire format (every method's params and result, the error codes, the limits) is
+//! described in `docs/api.md`; the result types
+//! ([`ObjectiveStarted`], [`LedgerSummary`], [`ObjectiveStatus`], [`WaitResult`], …)
+//! serialize to those shapes.
+//!
+//! - `schema`: the methods, their params ([`ApiRequest`]) and the [`ApiCall`] the engine gets;
+//! - `results`: what the methods answer;
+//! - `error`: [`RpcError`] (the JSON-RPC error object and its codes) and [`ApiError`];
+//! - `token`: the token file ([`load_or_create_token`]);
+//! - `server`: [`serve`], [`ApiConfig`], [`ApiServer`];
+//! - `client`: [`ApiClient`].
+
+mod client;
+mod error;
+mod results;
+mod schema;
+mod server;
+mod token;
+
+pub use client::{ApiClient, ClientError};
+pub use error::{ApiError, RpcError};
+pub use results::{
+    GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary, ObjectiveList, ObjectiveStarted,
+    ObjectiveStatus, PaymentSent, WaitResult,
+};
+pub use schema::{
+    parse_amount, ApiCall, ApiRequest, LedgerOpen, ObjectiveFilter, ObjectiveState, ObjectivesWait, VirtualFund,
+    DEFAULT_WAIT_MS, MAX_WAIT_MS, MAX_WAIT_OBJECTIVES, METHODS, OBJECTIVE_KINDS,
+};
+pub use server::{serve, ApiConfig, ApiServer, DEFAULT_MAX_BODY_BYTES, ENGINE_TIMEOUT, MAX_BATCH};
+pub use token::load_or_create_token;
