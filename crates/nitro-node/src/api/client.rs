@@ -1,5 +1,6 @@
-//! [`ApiClient`]: the CLI's end of the API, a small HTTP/1.1 client that talks to loopback
-//! addresses only, so that the token never crosses a network in clear text.
+//! [`ApiClient`]: the CLI's end of the API, a JSON-RPC client over HTTP (`reqwest`) that
+//! talks to loopback addresses only, so that the token never crosses a network in clear
+//! text. It sends no request through a proxy and follows no redirect, for the same reason.
 
 use std::fmt;
 use std::io;
@@ -8,20 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use reqwest::header::{self, HeaderValue};
+use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::error::{truncate, RpcError};
 use super::schema::{DEFAULT_WAIT_MS, MAX_WAIT_MS};
 
-/// Largest response [`ApiClient`] reads (64 MiB).
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+/// Default limit on the size of a response [`ApiClient`] reads (64 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// Default time [`ApiClient::call`] waits for an answer.
-const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a call through [`ApiClient`] failed.
 #[derive(Debug, Error)]
@@ -84,15 +85,16 @@ impl ClientError {
     }
 }
 
-/// A JSON-RPC client for the node's API, over plain HTTP/1.1 to a loopback address (one
-/// connection per call).
+/// A JSON-RPC client for the node's API, over plain HTTP/1.1 to a loopback address
+/// (connections are kept alive between calls).
 pub struct ApiClient {
     url: String,
-    addrs: Vec<SocketAddr>,
-    host: String,
-    path: String,
-    token: String,
+    target: Url,
+    authority: String,
+    http: reqwest::Client,
+    authorization: HeaderValue,
     timeout: Duration,
+    max_response_bytes: usize,
     next_id: AtomicU64,
 }
 
@@ -112,18 +114,43 @@ impl ApiClient {
     /// `token`.
     pub fn new(url: &str, token: impl Into<String>) -> Result<Self, ClientError> {
         let token = token.into();
+        let invalid_token = || ClientError::InvalidToken("expected visible ASCII characters without spaces".into());
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ClientError::InvalidToken("expected visible ASCII characters without spaces".into()));
+            return Err(invalid_token());
         }
-        let (addrs, host, path) =
-            parse_url(url).map_err(|reason| ClientError::InvalidUrl { url: url.into(), reason })?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid_token())?;
+        authorization.set_sensitive(true);
+        let invalid_url = |reason: String| ClientError::InvalidUrl { url: url.into(), reason };
+        let target = check_url(url).map_err(invalid_url)?;
+        let port = target.port_or_known_default().unwrap_or(80);
+        let authority = match target.host_str() {
+            Some(host) => format!("{host}:{port}"),
+            None => url.to_owned(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30));
+        if target.host_str() == Some("localhost") {
+            // Never ask a resolver: localhost is the loopback addresses, whatever the hosts
+            // file says.
+            builder = builder.resolve_to_addrs(
+                "localhost",
+                &[
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                ],
+            );
+        }
+        let http = builder.build().map_err(|e| invalid_url(format!("cannot build an HTTP client: {}", chain(&e))))?;
         Ok(Self {
             url: url.to_owned(),
-            addrs,
-            host,
-            path,
-            token,
+            target,
+            authority,
+            http,
+            authorization,
             timeout: DEFAULT_CLIENT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             next_id: AtomicU64::new(1),
         })
     }
@@ -140,6 +167,13 @@ impl ApiClient {
     /// their own `timeout_ms` on top.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Refuses answers larger than `bytes` (default [`DEFAULT_MAX_RESPONSE_BYTES`]) with
+    /// [`ClientError::InvalidResponse`].
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
         self
     }
 
@@ -163,7 +197,7 @@ impl ApiClient {
         }
         let body = serde_json::to_vec(&request).map_err(|e| ClientError::InvalidResponse(e.to_string()))?;
         let (status, body) =
-            tokio::time::timeout(limit, self.post(&body)).await.map_err(|_| ClientError::Timeout(limit))??;
+            tokio::time::timeout(limit, self.post(body)).await.map_err(|_| ClientError::Timeout(limit))??;
         parse_rpc_answer(status, &body, id)
     }
 
@@ -174,144 +208,89 @@ impl ApiClient {
         serde_json::from_value(value).map_err(|e| ClientError::InvalidResponse(format!("{method} result: {e}")))
     }
 
-    async fn connect(&self) -> Result<(TcpStream, SocketAddr), ClientError> {
-        let mut last = None;
-        for addr in &self.addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok((stream, *addr)),
-                Err(e) => last = Some((addr, e)),
-            }
+    /// POSTs `body` and reads the answer's status and body (at most `max_response_bytes`).
+    async fn post(&self, body: Vec<u8>) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut response = self
+            .http
+            .post(self.target.clone())
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let status = response.status().as_u16();
+        let limit = self.max_response_bytes;
+        let too_large = || ClientError::InvalidResponse(format!("response larger than {limit} bytes"));
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
         }
-        let (addr, source) = match last {
-            Some((addr, e)) => (addr.to_string(), e),
-            None => (self.host.clone(), io::Error::new(io::ErrorKind::NotFound, "no address")),
-        };
-        Err(ClientError::Transport { addr, source })
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
     }
 
-    async fn post(&self, body: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
-        let (mut stream, addr) = self.connect().await?;
-        let transport = |source| ClientError::Transport { addr: addr.to_string(), source };
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-             Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.host,
-            self.token,
-            body.len()
-        );
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        // Read even if the write failed: the server may have answered early (HTTP 413).
-        let written = stream.write_all(&request).await;
-        let mut response = Vec::new();
-        let read = (&mut stream).take(MAX_RESPONSE_BYTES + 1).read_to_end(&mut response).await;
-        match parse_http_response(&response) {
-            Ok(answer) => Ok(answer),
-            Err(reason) => match (written, read) {
-                (Err(e), _) | (_, Err(e)) => Err(transport(e)),
-                _ if response.len() as u64 > MAX_RESPONSE_BYTES => {
-                    Err(ClientError::InvalidResponse(format!("response larger than {MAX_RESPONSE_BYTES} bytes")))
-                }
-                _ => Err(ClientError::InvalidResponse(reason)),
-            },
+    fn transport(&self, e: &reqwest::Error) -> ClientError {
+        // The io::Error at the bottom (connection refused, reset, …) keeps its kind.
+        let mut kind = io::ErrorKind::Other;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<io::Error>() {
+                kind = io.kind();
+            }
+            source = s.source();
         }
+        ClientError::Transport { addr: self.authority.clone(), source: io::Error::new(kind, chain(e)) }
     }
 }
 
-/// Splits `http://host[:port][/path]` into the addresses to try, the Host header and the path.
-fn parse_url(url: &str) -> Result<(Vec<SocketAddr>, String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
-        Some(_) => return Err("queries and fragments are not supported".into()),
-        None => (rest, "/"),
-    };
-    if path.contains(['?', '#']) || !path.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the path must be plain visible ASCII without query or fragment".into());
+/// `e` and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
     }
-    if authority.contains('@') {
+    text
+}
+
+/// Checks that `url` is `http://host[:port][/path]` with a loopback host (`localhost`, an
+/// address of 127.0.0.0/8, `::1`), no user information, query nor fragment.
+fn check_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.scheme() != "http" {
+        return Err("only http:// URLs are supported (the API listens on loopback, without TLS)".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("user information is not supported".into());
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or("expected :port after ]")?),
-        };
-        (ip, port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port: u16 = match port {
-        None => 80,
-        Some(p) => p.parse().map_err(|_| format!("invalid port {:?}", truncate(p, 20)))?,
-    };
-    let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
-        vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
-    } else {
-        let ip: IpAddr =
-            host.parse().map_err(|_| format!("the host must be localhost or an IP address, got {host:?}"))?;
-        if !ip.to_canonical().is_loopback() {
-            return Err(format!("{ip} is not a loopback address: the token would cross the network in clear text"));
-        }
-        vec![ip]
-    };
-    Ok((ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(), authority.to_owned(), path.to_owned()))
-}
-
-/// Splits a raw HTTP/1.x response into its status and (de-chunked) body.
-fn parse_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no complete HTTP response")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "HTTP header is not UTF-8")?;
-    let rest = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next().unwrap_or_default().starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP/1 status line: {:?}", truncate(status_line, 60)));
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("queries and fragments are not supported".into());
     }
-    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or("no status code")?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| "invalid Content-Length")?);
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain("localhost")) => true,
+        Some(url::Host::Domain(name)) => {
+            return Err(format!("the host must be localhost or an IP address, got {:?}", truncate(name, 64)))
         }
-    }
-    let body = if chunked {
-        decode_chunked(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n).ok_or("response body shorter than its Content-Length")?.to_vec()
-    } else {
-        rest.to_vec()
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.to_canonical().is_loopback(),
+        None => return Err("no host".into()),
     };
-    Ok((status, body))
-}
-
-fn decode_chunked(mut raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
-        let line = std::str::from_utf8(&raw[..line_end]).map_err(|_| "chunk size is not UTF-8")?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size, 16).map_err(|_| format!("invalid chunk size {:?}", truncate(size, 20)))?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = raw.get(..size).ok_or("truncated chunk")?;
-        body.extend_from_slice(chunk);
-        raw = raw.get(size..).and_then(|r| r.strip_prefix(b"\r\n")).ok_or("chunk not followed by CRLF")?;
+    if !loopback {
+        let host = parsed.host_str().unwrap_or_default();
+        return Err(format!("{host} is not a loopback address: the token would cross the network in clear text"));
     }
+    Ok(parsed)
 }
 
 /// Turns the HTTP answer to call `id` into its result or error.
@@ -345,45 +324,47 @@ mod tests {
 
     #[test]
     fn urls() {
-        let (addrs, host, path) = parse_url("http://127.0.0.1:8545").unwrap();
-        assert_eq!(
-            (addrs, host.as_str(), path.as_str()),
-            (vec!["127.0.0.1:8545".parse().unwrap()], "127.0.0.1:8545", "/")
-        );
-        let (addrs, _, path) = parse_url("http://[::1]:9/rpc").unwrap();
-        assert_eq!((addrs, path.as_str()), (vec!["[::1]:9".parse().unwrap()], "/rpc"));
-        assert_eq!(parse_url("http://localhost:1/").unwrap().0.len(), 2);
+        for good in [
+            "http://127.0.0.1:8545",
+            "http://127.0.0.2:1/rpc",
+            "http://[::1]:9/",
+            "http://localhost:1/",
+            "http://LOCALHOST:1",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        assert_eq!(check_url("http://localhost:7").unwrap().host_str(), Some("localhost"));
         for bad in [
             "https://127.0.0.1:1/",
             "http://10.0.0.1:1/",
+            "http://[::ffff:10.0.0.1]:1/",
             "http://example.com:1/",
+            "http://localhost.example.com:1/",
             "http://127.0.0.1:x/",
             "http://127.0.0.1:1/?a",
+            "http://127.0.0.1:1/#a",
             "http://u@127.0.0.1:1/",
+            "http://u:p@127.0.0.1:1/",
             "http://[::1/",
             "127.0.0.1:1",
+            "",
         ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
+            assert!(check_url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn http_responses() {
-        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}junk";
-        assert_eq!(parse_http_response(raw), Ok((200, b"{}".to_vec())));
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(raw), Ok((200, b"abcd".to_vec())));
-        assert_eq!(parse_http_response(b"HTTP/1.1 204 No Content\r\n\r\n"), Ok((204, vec![])));
-        for bad in [
-            &b""[..],
-            b"HTTP/1.1 200 OK\r\n",
-            b"SMTP 200\r\n\r\n",
-            b"HTTP/1.1 abc\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{}",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nff\r\nab",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
-        ] {
-            assert!(parse_http_response(bad).is_err());
-        }
+    fn answers() {
+        let ok = br#"{"jsonrpc":"2.0","result":{"a":1},"id":3}"#;
+        assert_eq!(parse_rpc_answer(200, ok, 3).unwrap(), json!({ "a": 1 }));
+        assert!(matches!(parse_rpc_answer(200, ok, 4), Err(ClientError::InvalidResponse(_))));
+        let error = br#"{"jsonrpc":"2.0","error":{"code":-32001,"message":"no"},"id":null}"#;
+        let e = parse_rpc_answer(401, error, 3).unwrap_err();
+        assert_eq!(e.rpc().map(|e| e.code), Some(RpcError::UNAUTHORIZED));
+        assert!(matches!(parse_rpc_answer(502, b"Bad Gateway", 3), Err(ClientError::Http { status: 502, .. })));
+        assert!(matches!(parse_rpc_answer(200, b"<html>", 3), Err(ClientError::InvalidResponse(_))));
+        assert!(matches!(parse_rpc_answer(200, br#"{"id":3}"#, 3), Err(ClientError::InvalidResponse(_))));
+        let bad_error = br#"{"error":{"code":"x"},"id":3}"#;
+        assert!(matches!(parse_rpc_answer(200, bad_error, 3), Err(ClientError::InvalidResponse(_))));
     }
 }

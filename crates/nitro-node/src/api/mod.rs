@@ -6,7 +6,7 @@
 //! sender. The engine does the semantic checks (does the ledger exist, is there enough
 //! money) and answers with a result or an [`RpcError`], usually [`RpcError::refused`].
 //!
-//! [`ApiClient`] is the other end, for the CLI: a small HTTP/1.1 client that talks to
+//! [`ApiClient`] is the other end, for the CLI: an HTTP client (`reqwest`) that talks to
 //! loopback addresses only, so that the token never crosses a network in clear text.
 //!
 //! The wire format (every method's params and result, the error codes, the limits) is
@@ -28,7 +28,7 @@ mod schema;
 mod server;
 mod token;
 
-pub use client::{ApiClient, ClientError};
+pub use client::{ApiClient, ClientError, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::{ApiError, RpcError};
 pub use results::{
     GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary, ObjectiveList, ObjectiveStarted,
