@@ -56,8 +56,12 @@ pub struct NodeConfig {
     pub db_path: PathBuf,
     /// Peer-to-peer listen address.
     pub listen: SocketAddr,
-    /// JSON-RPC listen address (loopback only).
+    /// JSON-RPC listen address (loopback only); also serves `GET /health` and `GET /metrics`.
     pub api: SocketAddr,
+    /// An extra listen address serving only `GET /health` and `GET /metrics` (any address,
+    /// for a Prometheus server on another machine); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The API's bearer token (created on first start).
     pub token_file: PathBuf,
     /// JSON-RPC URL of the Ethereum node.

@@ -16,7 +16,9 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod health;
 mod local;
+pub mod metrics;
 pub mod node;
 pub mod sim;
 pub mod store;

@@ -924,3 +924,64 @@ async fn a_body_far_over_the_limit_is_refused_before_it_is_read() {
     assert!(e.message.contains("1024"), "{}", e.message);
     assert!(h.seen().is_empty());
 }
+
+async fn get_path(addr: SocketAddr, path: &str) -> Answer {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer_without_the_token() {
+    use nitro_node::{api::Ops, health::Health, metrics::NodeMetrics};
+    let dir = tempfile::tempdir().unwrap();
+    let me: Address = ALICE.parse().unwrap();
+    let ops = Ops { health: Health::new(), metrics: Some(NodeMetrics::new(me)) };
+    let (tx, _rx) = mpsc::channel(1);
+    let server = api::serve_with(ApiConfig::new(loopback(), dir.path().join("t")), tx, ops.clone()).await.unwrap();
+
+    // Not ready until the node says so, with the reason.
+    let answer = get_path(server.local_addr(), "/health").await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(answer.json()["status"], "unavailable");
+    assert!(answer.json()["reason"].as_str().unwrap().starts_with("starting"), "{}", answer.json());
+    ops.health.store_open(me);
+    ops.health.transport_listening("127.0.0.1:9".parse().unwrap());
+    ops.health.chain_reachable(Some(42));
+    ops.health.turned();
+    let answer = get_path(server.local_addr(), "/health").await;
+    assert_eq!(answer.status, 200);
+    let report = answer.json();
+    assert_eq!(report["status"], "ready");
+    assert_eq!(report["address"], ALICE_CHECKSUMMED);
+    assert_eq!(report["chain_head"], 42);
+    assert!(report.get("reason").is_none());
+
+    let metrics = get_path(server.local_addr(), "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(metrics.header("content-type").as_deref(), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(text.contains(&format!("nitro_node_info{{address=\"{ALICE_CHECKSUMMED}\"")), "{text}");
+
+    // GET only; JSON-RPC still needs the token.
+    let post =
+        raw(server.local_addr(), b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(post.await.status, 405);
+    assert_eq!(post_with(server.local_addr(), "", rpc("ledger_list", json!({})).as_bytes()).await.status, 401);
+    server.shutdown().await.unwrap();
+
+    // The plain server has no metrics.
+    let (tx, _rx) = mpsc::channel(1);
+    let plain = api::serve(ApiConfig::new(loopback(), dir.path().join("t")), tx).await.unwrap();
+    assert_eq!(get_path(plain.local_addr(), "/metrics").await.status, 404);
+    assert_eq!(get_path(plain.local_addr(), "/health").await.status, 503);
+    plain.shutdown().await.unwrap();
+
+    // The separate listener serves the two and nothing else, on any address.
+    let separate = api::serve_ops("127.0.0.1:0".parse().unwrap(), ops).await.unwrap();
+    assert_eq!(get_path(separate.local_addr(), "/health").await.status, 200);
+    assert_eq!(get_path(separate.local_addr(), "/metrics").await.status, 200);
+    assert_eq!(post_with(separate.local_addr(), "", rpc("ledger_list", json!({})).as_bytes()).await.status, 404);
+    assert_eq!(get_path(separate.local_addr(), "/").await.status, 404);
+    separate.shutdown().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! The server: HTTP/1.1 on a loopback address; `POST /` carries JSON-RPC 2.0 (single calls
-//! and batches, behind the bearer token, bodies bounded).
+//! and batches, behind the bearer token, bodies bounded), and `GET /health` and
+//! `GET /metrics` answer without the token ([`super::ops`]).
 
 use std::fmt;
 use std::io;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::error::{truncate, ApiError, RpcError};
+use super::ops::{self, Ops};
 use super::schema::{ApiCall, ApiRequest};
 use super::token::load_or_create_token;
 
@@ -144,7 +146,14 @@ impl ApiServer {
 
 /// Starts the API server: refuses a non-loopback `config.listen`, loads or creates the token
 /// file, binds, and serves in a background task. Each valid call goes to `calls`.
+/// `GET /health` answers "starting" (503) and `GET /metrics` 404: a node passes its own
+/// [`Ops`] to [`serve_with`].
 pub async fn serve(config: ApiConfig, calls: mpsc::Sender<ApiCall>) -> Result<ApiServer, ApiError> {
+    serve_with(config, calls, Ops::default()).await
+}
+
+/// [`serve`], with `GET /health` and `GET /metrics` answered from `ops`.
+pub async fn serve_with(config: ApiConfig, calls: mpsc::Sender<ApiCall>, ops: Ops) -> Result<ApiServer, ApiError> {
     if !config.listen.ip().to_canonical().is_loopback() {
         return Err(ApiError::NotLoopback(config.listen));
     }
@@ -158,7 +167,7 @@ pub async fn serve(config: ApiConfig, calls: mpsc::Sender<ApiCall>) -> Result<Ap
         max_body_bytes: config.max_body_bytes,
         stopped: stopped.clone(),
     });
-    let app = Router::new().route("/", post(handle)).fallback(not_found).with_state(shared);
+    let app = Router::new().route("/", post(handle)).merge(ops::routes(ops)).fallback(not_found).with_state(shared);
     let listening = Listening::spawn(listener, app, stop, stopped).map_err(bind_error)?;
     tracing::info!(local_addr = %listening.local_addr(), "JSON-RPC API listening");
     Ok(ApiServer { listening, token })
@@ -181,7 +190,10 @@ struct Envelope {
 }
 
 async fn not_found() -> Response {
-    rpc_response(StatusCode::NOT_FOUND, error_object(Value::Null, RpcError::invalid_request("POST to / only")))
+    rpc_response(
+        StatusCode::NOT_FOUND,
+        error_object(Value::Null, RpcError::invalid_request("POST / for JSON-RPC, GET /health, GET /metrics")),
+    )
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
