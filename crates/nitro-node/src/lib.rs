@@ -21,6 +21,7 @@ mod local;
 pub mod metrics;
 pub mod node;
 pub mod sim;
+mod startup;
 pub mod store;
 pub mod transport;
 

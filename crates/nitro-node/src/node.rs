@@ -55,49 +55,9 @@ pub enum NodeError {
 /// Reads a private key file (0x-hex). On Unix, a file that group or others may read or
 /// change is refused (with the `chmod` that fixes it).
 pub fn read_key(path: &std::path::Path) -> Result<SigningKey, NodeError> {
-    let error = |why: String| NodeError::Key(path.display().to_string(), why);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| error(e.to_string()))?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(error(format!(
-                "mode {mode:03o} lets other users read or change the private key; run chmod 600 {}",
-                path.display()
-            )));
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    SigningKey::from_hex(text.trim()).map_err(|e| error(e.to_string()))
-}
-
-/// Refuses to start against contracts that are not there: each configured address must hold
-/// code on the chain (a wrong chain, a fresh devnet, a typo would otherwise only show when
-/// the first deposit is lost or reverts).
-async fn check_contracts(client: &EthClient, config: &NodeConfig) -> Result<(), NodeError> {
-    use alloy::providers::Provider;
-    let rpc_timeout = client.config().rpc_timeout;
-    for (name, address) in [
-        ("adjudicator", config.adjudicator),
-        ("consensus_app", config.consensus_app),
-        ("virtual_payment_app", config.virtual_payment_app),
-    ] {
-        let code = tokio::time::timeout(rpc_timeout, client.provider().get_code_at(address))
-            .await
-            .map_err(|_| ChainError::Timeout { what: format!("eth_getCode of {address}"), after: rpc_timeout })?
-            .map_err(|e| ChainError::Rpc { operation: "eth_getCode", message: e.to_string() })?;
-        if code.is_empty() {
-            return Err(NodeError::Config(format!(
-                "{name} {address} has no contract code on the chain at {} (chain id {}): deploy the contracts \
-                 with `nitro deploy --chain-url {} --key-file <deployer key>` and copy the addresses it prints \
-                 into the configuration",
-                config.chain_url,
-                client.chain_id(),
-                config.chain_url
-            )));
-        }
-    }
-    Ok(())
+    crate::startup::check_key_file(path).map_err(|why| NodeError::Key(path.display().to_string(), why))?;
+    let text = std::fs::read_to_string(path).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))?;
+    SigningKey::from_hex(text.trim()).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))
 }
 
 struct Waiter {
@@ -161,7 +121,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     health.transport_listening(transport.local_addr());
 
     let client = EthClient::connect(&config.chain_url, &key, ChainConfig::default()).await?;
-    check_contracts(&client, &config).await?;
+    crate::startup::check_contracts(&client, &config).await?;
     health.chain_reachable(None);
     let chain = EthChainService::new(client, config.adjudicator);
     let cursor = match engine.store().meta("chain_cursor")? {
