@@ -1,8 +1,9 @@
 //! `nitro`: protocol tools for Nitro ledger channels (like `cast`, for Nitro), benchmarks,
-//! the demo and the node.
+//! the demo, the node and the deployment of its contracts.
 
 mod bench;
 mod demo;
+mod deploy;
 mod node;
 mod simulate;
 mod tools;
@@ -28,6 +29,9 @@ enum Command {
     Node(node::NodeArgs),
     /// Call a running node's JSON-RPC API.
     Rpc(node::RpcArgs),
+    /// Deploy the NitroAdjudicator, ConsensusApp and VirtualPaymentApp to a chain and print
+    /// their addresses (a TOML snippet for a node's configuration, then JSON on the last line).
+    Deploy(deploy::DeployArgs),
     /// Run the seeded network simulation (loss, duplication, reordering, restarts) over seeds.
     Simulate(simulate::SimulateArgs),
     /// Run the demo.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Node(args) => node::run_node(args),
         Command::Rpc(args) => node::run_rpc(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     match result {
         Ok(serde_json::Value::String(text)) => {

@@ -210,11 +210,14 @@ impl Cluster {
         let keys: Vec<_> = (1..=3).map(|i| dev_key(i).unwrap()).collect();
         let mut nodes = Vec::new();
         for i in 0..3 {
-            std::fs::write(
-                dir.path().join(format!("{}.key", NAMES[i])),
-                format!("0x{}", alloy_primitives::hex::encode(keys[i].to_bytes())),
-            )
-            .unwrap();
+            let key_file = dir.path().join(format!("{}.key", NAMES[i]));
+            std::fs::write(&key_file, format!("0x{}", alloy_primitives::hex::encode(keys[i].to_bytes()))).unwrap();
+            // The node refuses a key file that others may read.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
             let peers: String = (0..3)
                 .filter(|j| *j != i)
                 .map(|j| format!("[[peers]]\naddress = \"{}\"\nat = \"127.0.0.1:{}\"\n", keys[j].address(), ports[j].0))

@@ -40,7 +40,9 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
-    /// Its address (the key its transport handshake must prove).
+    /// Its address (the key its transport handshake must prove); all lower case, all upper
+    /// case, or with a valid EIP-55 checksum.
+    #[serde(with = "nitro_core::json::address")]
     pub address: Address,
     /// Where to dial it.
     pub at: SocketAddr,
@@ -56,17 +58,24 @@ pub struct NodeConfig {
     pub db_path: PathBuf,
     /// Peer-to-peer listen address.
     pub listen: SocketAddr,
-    /// JSON-RPC listen address (loopback only).
+    /// JSON-RPC listen address (loopback only); also serves `GET /health` and `GET /metrics`.
     pub api: SocketAddr,
+    /// An extra listen address serving only `GET /health` and `GET /metrics` (any address,
+    /// for a Prometheus server on another machine); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The API's bearer token (created on first start).
     pub token_file: PathBuf,
     /// JSON-RPC URL of the Ethereum node.
     pub chain_url: String,
-    /// The deployed NitroAdjudicator.
+    /// The deployed NitroAdjudicator (checked for code at start).
+    #[serde(with = "nitro_core::json::address")]
     pub adjudicator: Address,
-    /// The deployed ConsensusApp.
+    /// The deployed ConsensusApp (checked for code at start).
+    #[serde(with = "nitro_core::json::address")]
     pub consensus_app: Address,
-    /// The deployed VirtualPaymentApp.
+    /// The deployed VirtualPaymentApp (checked for code at start).
+    #[serde(with = "nitro_core::json::address")]
     pub virtual_payment_app: Address,
     /// Challenge duration of channels this node opens, in seconds.
     #[serde(default = "default_challenge_duration")]
@@ -76,9 +85,11 @@ pub struct NodeConfig {
     /// (doubling, up to 16 ticks) while nothing progresses.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
-    /// Outbox messages kept per peer (for resending after a restart and for audits).
-    #[serde(default = "default_outbox_kept")]
-    pub outbox_kept_per_peer: usize,
+    /// Deprecated and ignored: the store keeps the most recent 512 outbox messages per peer
+    /// (`engine::OUTBOX_KEPT_PER_PEER`). Still accepted so that old configurations load,
+    /// with a warning ([`NodeConfig::warnings`]).
+    #[serde(default)]
+    pub outbox_kept_per_peer: Option<usize>,
     /// Known peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -180,10 +191,6 @@ fn default_tick_ms() -> u64 {
     500
 }
 
-fn default_outbox_kept() -> usize {
-    512
-}
-
 impl NodeConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -204,6 +211,14 @@ impl NodeConfig {
             return Err(ConfigError::Invalid("tick_ms must be > 0 and challenge_duration < 2^48".into()));
         }
         let policy = &config.policy;
+        if config.challenge_duration == 0 || policy.challenge_duration_min == 0 {
+            let key =
+                if config.challenge_duration == 0 { "challenge_duration" } else { "policy.challenge_duration_min" };
+            return Err(ConfigError::Invalid(format!(
+                "{key} = 0: a challenge would finalize in the block that registers it, before anyone could \
+                 answer a stale state with a later one; use at least an hour (3600, the default minimum)"
+            )));
+        }
         if config.challenge_duration < policy.challenge_duration_min
             || config.challenge_duration > policy.challenge_duration_max
         {
@@ -212,7 +227,40 @@ impl NodeConfig {
                 config.challenge_duration, policy.challenge_duration_min, policy.challenge_duration_max
             )));
         }
+        let mut seen = BTreeSet::new();
+        if let Some(twice) = config.peers.iter().find(|p| !seen.insert(p.address)) {
+            return Err(ConfigError::Invalid(format!(
+                "peer {} is listed twice under [[peers]]; keep one entry per address",
+                twice.address
+            )));
+        }
         policy.to_policy(&config.peers)?;
         Ok(config)
+    }
+
+    /// Refuses a configuration that lists `me`, this node's own address (from its key
+    /// file), as a peer: the node would try to open ledgers with itself.
+    pub fn check_own_address(&self, me: Address) -> Result<(), ConfigError> {
+        match self.peers.iter().find(|p| p.address == me) {
+            Some(p) => Err(ConfigError::Invalid(format!(
+                "[[peers]] lists {me} (at {}), which is this node's own address (the key in {}); remove that entry",
+                p.at,
+                self.key_file.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// What a loaded configuration holds that is accepted but deprecated, one sentence each
+    /// (the node logs them as warnings at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(kept) = self.outbox_kept_per_peer {
+            warnings.push(format!(
+                "outbox_kept_per_peer = {kept} is deprecated and ignored: the store keeps the most recent 512 \
+                 outbox messages per peer; remove the line"
+            ));
+        }
+        warnings
     }
 }

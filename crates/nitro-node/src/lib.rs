@@ -16,9 +16,12 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod health;
 mod local;
+pub mod metrics;
 pub mod node;
 pub mod sim;
+mod startup;
 pub mod store;
 pub mod transport;
 

@@ -16,10 +16,12 @@ use tokio::sync::mpsc;
 use crate::{
     api::{
         self, ApiCall, ApiConfig, ApiRequest, GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary,
-        ObjectiveStarted, ObjectiveStatus, PaymentSent, RpcError, WaitResult,
+        ObjectiveStarted, ObjectiveStatus, Ops, PaymentSent, RpcError, WaitResult,
     },
     config::NodeConfig,
     engine::{Engine, EngineError, Input, Output, Request},
+    health::Health,
+    metrics::{NodeMetrics, PartyGauges, StepKind, GAUGE_REFRESH, UPKEEP_EVERY},
     store::{Store, StoreError},
     transport::{Inbound, Transport, TransportConfig},
 };
@@ -50,8 +52,10 @@ pub enum NodeError {
     Api(String),
 }
 
-/// Reads a private key file (0x-hex).
+/// Reads a private key file (0x-hex). On Unix, a file that group or others may read or
+/// change is refused (with the `chmod` that fixes it).
 pub fn read_key(path: &std::path::Path) -> Result<SigningKey, NodeError> {
+    crate::startup::check_key_file(path).map_err(|why| NodeError::Key(path.display().to_string(), why))?;
     let text = std::fs::read_to_string(path).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))?;
     SigningKey::from_hex(text.trim()).map_err(|e| NodeError::Key(path.display().to_string(), e.to_string()))
 }
@@ -69,6 +73,13 @@ struct Node {
     transport: Transport,
     transactions: mpsc::UnboundedSender<(u64, TransactionRequest)>,
     waiters: Vec<Waiter>,
+    metrics: NodeMetrics,
+    health: Health,
+    /// The highest message id handed to the transport: a lower or equal one is a resend.
+    max_sent_id: u64,
+    /// When the party gauges were last computed, and histograms last folded.
+    gauges_at: Option<Instant>,
+    upkeep_at: Instant,
     me: Address,
     nonce: u64,
     /// Peers from the configuration: the only ones this node opens ledgers with.
@@ -125,8 +136,14 @@ impl ResendTimer {
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let key = read_key(&config.key_file)?;
     let me = key.address();
+    config.check_own_address(me).map_err(|e| NodeError::Config(e.to_string()))?;
+    let health = Health::new();
+    let metrics = NodeMetrics::new(me);
     let party_config = PartyConfig {
         consensus_app: config.consensus_app,
         virtual_payment_app: config.virtual_payment_app,
@@ -136,6 +153,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let policy = config.policy.to_policy(&config.peers).map_err(|e| NodeError::Config(e.to_string()))?;
     let (engine, recovery) = Engine::open_with(store, key.clone(), party_config, policy)?;
     tracing::info!(address = %me, replayed = recovery.replayed, "store opened");
+    health.store_open(me);
 
     let transport_config = TransportConfig { listen: config.listen, ..TransportConfig::default() };
     let (transport, mut inbound) =
@@ -144,8 +162,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         transport.add_peer(peer.address, peer.at);
     }
     tracing::info!(p2p = %transport.local_addr(), "transport listening");
+    health.transport_listening(transport.local_addr());
 
     let client = EthClient::connect(&config.chain_url, &key, ChainConfig::default()).await?;
+    crate::startup::check_contracts(&client, &config).await?;
+    health.chain_reachable(None);
     let chain = EthChainService::new(client, config.adjudicator);
     let cursor = match engine.store().meta("chain_cursor")? {
         Some(c) => c.parse().unwrap_or(0),
@@ -155,16 +176,25 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
-    let api_server = api::serve(api_config, calls_tx).await.map_err(|e| NodeError::Api(e.to_string()))?;
+    let ops = Ops { health: health.clone(), metrics: Some(metrics.clone()) };
+    let api_server =
+        api::serve_with(api_config, calls_tx, ops.clone()).await.map_err(|e| NodeError::Api(e.to_string()))?;
     tracing::info!(api = %api_server.local_addr(), "json-rpc api listening");
+    let ops_server = match config.metrics_listen {
+        Some(listen) => Some(api::serve_ops(listen, ops).await.map_err(|e| NodeError::Api(e.to_string()))?),
+        None => None,
+    };
 
     // One worker submits transactions in order, each confirmed before the next.
     let (tx_queue, mut tx_requests) = mpsc::unbounded_channel::<(u64, TransactionRequest)>();
     let (tx_results_tx, mut tx_results) = mpsc::unbounded_channel::<(u64, Option<ObjectiveId>, Result<(), String>)>();
     let worker_chain = chain.clone();
+    let worker_metrics = metrics.clone();
     let worker = tokio::spawn(async move {
         while let Some((id, request)) = tx_requests.recv().await {
-            let result = worker_chain.submit(&request.transaction).await.map(|_| ()).map_err(|e| e.to_string());
+            let result = worker_chain.submit(&request.transaction).await;
+            worker_metrics.transaction(request.transaction.function_name(), result.as_ref().ok().map(|r| r.gas_used));
+            let result = result.map(|_| ()).map_err(|e| e.to_string());
             if tx_results_tx.send((id, request.objective, result)).is_err() {
                 break;
             }
@@ -177,6 +207,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         transport,
         transactions: tx_queue,
         waiters: Vec::new(),
+        metrics,
+        health,
+        max_sent_id: 0,
+        gauges_at: None,
+        upkeep_at: Instant::now(),
         me,
         nonce: 0,
         peers: config.peers.iter().map(|p| p.address).collect(),
@@ -196,7 +231,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     node.resend.resent(Instant::now());
 
     let mut tick = tokio::time::interval(tick_every);
-    // A loaded node that missed ticks does not catch up with a burst of them.
+    // A loaded node that missed ticks does not catch up with a burst of them (and a stop
+    // request waits for one tick at most, even while every chain request times out).
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor_saved = None;
     tokio::pin!(shutdown);
@@ -204,6 +240,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
             Some(Inbound::Message { from, body, .. }) = inbound.recv() => {
+                node.metrics.message_received();
                 match serde_json::from_value::<Payload>(body) {
                     Ok(payload) => {
                         if let Err(e) = node.step(Input::Message { from, payload }) {
@@ -230,8 +267,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 }
             }
             _ = tick.tick() => {
-                if let Ok(time) = chain.chain_time().await {
-                    node.chain_time = Some(time);
+                // A stop request is not left waiting behind ticks, slow ones (the chain
+                // unreachable, each request retried) included.
+                if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    break Ok(());
+                }
+                match chain.chain_time().await {
+                    Ok(time) => {
+                        node.chain_time = Some(time);
+                        node.health.chain_reachable(None);
+                    }
+                    Err(error) => node.health.chain_unreachable(error),
                 }
                 if let Ok(balance) = chain.client().balance(me).await {
                     node.wallet = Some(balance);
@@ -260,10 +306,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
                 }
                 node.answer_waiters(true);
+                node.refresh_gauges(&chain, watcher.cursor()).await;
             }
         }
     };
+    node.health.stopping();
     worker.abort();
+    if let Some(ops_server) = ops_server {
+        let _ = ops_server.shutdown().await;
+    }
     let _ = api_server.shutdown().await;
     node.transport.shutdown().await;
     result
@@ -290,9 +341,11 @@ impl Node {
         }
     }
 
-    fn send(&self, id: u64, to: Address, payload: &Payload) {
+    fn send(&mut self, id: u64, to: Address, payload: &Payload) {
         match serde_json::to_value(payload) {
             Ok(body) => {
+                self.metrics.message_sent(id <= self.max_sent_id);
+                self.max_sent_id = self.max_sent_id.max(id);
                 if let Err(error) = self.transport.send(to, id, body) {
                     tracing::warn!(%to, %error, "message not queued; the resend timer will repeat it");
                 }
@@ -321,7 +374,11 @@ impl Node {
 
     fn step(&mut self, input: Input) -> Result<Output, EngineError> {
         let tick = matches!(input, Input::Tick { .. });
-        match self.engine.step(input) {
+        let kind = StepKind::of(&input);
+        let started = Instant::now();
+        let stepped = self.engine.step(input);
+        self.metrics.step(kind, started.elapsed());
+        match stepped {
             Ok(output) => {
                 if !tick && !output.events.is_empty() {
                     self.resend.progressed(Instant::now());
@@ -336,6 +393,33 @@ impl Node {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Once per [`GAUGE_REFRESH`] at most: the party gauges, the peers' unacknowledged
+    /// messages, the chain head and the watcher's lag (one `eth_blockNumber`); then marks the
+    /// main loop as turning.
+    async fn refresh_gauges(&mut self, chain: &EthChainService, cursor: u64) {
+        let now = Instant::now();
+        if self.gauges_at.is_none_or(|at| now.duration_since(at) >= GAUGE_REFRESH) {
+            self.gauges_at = Some(now);
+            self.metrics.party(&PartyGauges::of(self.engine.party()));
+            self.metrics.peer_unacked(self.peers.iter().map(|p| self.transport.unacked(*p)).sum());
+            match chain.client().block_number().await {
+                Ok(head) => {
+                    // The cursor is the next block to scan.
+                    let lag = (head + 1).saturating_sub(cursor);
+                    self.metrics.chain(head, lag);
+                    self.health.chain_reachable(Some(head));
+                    self.health.watcher_lag(lag);
+                }
+                Err(error) => self.health.chain_unreachable(error),
+            }
+        }
+        if now.duration_since(self.upkeep_at) >= UPKEEP_EVERY {
+            self.upkeep_at = now;
+            self.metrics.upkeep();
+        }
+        self.health.turned();
     }
 
     /// Handles one API call. Returns an error only when the engine failed fatally.

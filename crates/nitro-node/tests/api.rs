@@ -752,8 +752,14 @@ async fn the_client_talks_to_loopback_only() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let e = ApiClient::new(&format!("http://127.0.0.1:{port}/"), token).unwrap().call("ledger_list", Value::Null).await;
-    assert!(matches!(e, Err(ClientError::Transport { .. })), "{e:?}");
-    assert!(e.unwrap_err().rpc().is_none());
+    match &e {
+        Err(ClientError::Transport { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused),
+        other => panic!("{other:?}"),
+    }
+    let e = e.unwrap_err();
+    assert!(e.rpc().is_none());
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(e.to_string().to_ascii_lowercase().contains("refused"), "{e}");
     let missing = ApiClient::from_token_file("http://127.0.0.1:1/", Path::new("/nonexistent/api.token"));
     assert!(matches!(missing, Err(ClientError::TokenFile { .. })));
 }
@@ -764,4 +770,221 @@ async fn debug_output_does_not_show_the_token() {
     let token = h.server.token().to_owned();
     assert!(!format!("{:?}", h.server).contains(&token));
     assert!(!format!("{:?}", h.client()).contains(&token));
+}
+
+/// A server that answers every request on every connection with `response`, `delay` after
+/// reading it (`None`: never), and counts the connections and the bytes of the requests.
+struct Canned {
+    addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+async fn canned(response: Vec<u8>, delay: Option<Duration>) -> Canned {
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (count, seen) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (response, seen) = (response.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as it declares.
+                let complete = |r: &[u8]| {
+                    let end = r.windows(4).position(|w| w == b"\r\n\r\n")?;
+                    let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))
+                        .flatten()
+                        .unwrap_or(0);
+                    (r.len() >= end + 4 + length).then_some(())
+                };
+                while complete(&request).is_none() {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().unwrap().push(String::from_utf8_lossy(&request).into_owned());
+                match delay {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    Canned { addr, connections, requests }
+}
+
+fn http(status: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+fn canned_client(addr: SocketAddr) -> ApiClient {
+    ApiClient::new(&format!("http://{addr}/"), "t".repeat(40)).unwrap()
+}
+
+#[tokio::test]
+async fn the_client_reads_chunked_answers_and_sends_the_token() {
+    let body = r#"{"jsonrpc":"2.0","result":{"ledgers":[]},"id":1}"#;
+    let (a, b) = body.split_at(10);
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let server = canned(chunked.into_bytes(), Some(Duration::ZERO)).await;
+    let result = canned_client(server.addr).call("ledger_list", Value::Null).await.unwrap();
+    assert_eq!(result, json!({ "ledgers": [] }));
+    let request = server.requests.lock().unwrap()[0].clone();
+    assert!(request.starts_with("POST / HTTP/1.1\r\n"), "{request}");
+    let lower = request.to_ascii_lowercase();
+    assert!(lower.contains(&format!("authorization: bearer {}\r\n", "t".repeat(40))), "{request}");
+    assert!(lower.contains("content-type: application/json\r\n"), "{request}");
+    assert!(request.ends_with(r#"{"id":1,"jsonrpc":"2.0","method":"ledger_list"}"#), "{request}");
+}
+
+#[tokio::test]
+async fn the_client_refuses_answers_over_its_size_limit() {
+    let big = format!(r#"{{"jsonrpc":"2.0","result":"{}","id":1}}"#, "x".repeat(4096));
+    // With a declared length, and chunked (no length known before reading).
+    let declared = canned(http("200 OK", "", &big), Some(Duration::ZERO)).await;
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    let chunked = canned(chunked.into_bytes(), Some(Duration::ZERO)).await;
+    for server in [&declared, &chunked] {
+        let client = canned_client(server.addr).with_max_response_bytes(1024);
+        match client.call("ledger_list", Value::Null).await {
+            Err(ClientError::InvalidResponse(why)) => assert!(why.contains("larger than 1024 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // The same answer under the default limit is fine.
+        let result = canned_client(server.addr).call("ledger_list", Value::Null).await.unwrap();
+        assert_eq!(result.as_str().map(str::len), Some(4096));
+    }
+}
+
+#[tokio::test]
+async fn the_client_reports_answers_that_are_not_json_rpc() {
+    let cases = [
+        (http("502 Bad Gateway", "", "upstream down"), "http 502"),
+        (http("200 OK", "", "<html>"), "not json"),
+        (http("200 OK", "", r#"{"jsonrpc":"2.0","result":1,"id":99}"#), "another call"),
+        (http("200 OK", "", r#"{"jsonrpc":"2.0","id":1}"#), "neither result nor error"),
+    ];
+    for (response, expected) in cases {
+        let server = canned(response, Some(Duration::ZERO)).await;
+        let e = canned_client(server.addr).call("ledger_list", Value::Null).await.unwrap_err();
+        assert!(e.rpc().is_none(), "{e:?}");
+        assert!(e.to_string().to_ascii_lowercase().contains(expected), "{expected}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn the_client_follows_no_redirect() {
+    // A redirect elsewhere must not take the token along: it is an answer like any other.
+    let elsewhere = canned(http("200 OK", "", "{}"), Some(Duration::ZERO)).await;
+    let location = format!("Location: http://{}/\r\n", elsewhere.addr);
+    let server = canned(http("307 Temporary Redirect", &location, ""), Some(Duration::ZERO)).await;
+    let e = canned_client(server.addr).call("ledger_list", Value::Null).await.unwrap_err();
+    assert!(matches!(e, ClientError::Http { status: 307, .. }), "{e:?}");
+    assert_eq!(elsewhere.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_client_gives_up_at_its_timeout_and_waits_longer_for_a_long_poll() {
+    let never = canned(Vec::new(), None).await;
+    let limit = Duration::from_millis(300);
+    let e = canned_client(never.addr).with_timeout(limit).call("ledger_list", Value::Null).await.unwrap_err();
+    assert!(matches!(e, ClientError::Timeout(t) if t == limit), "{e:?}");
+
+    // objectives_wait gets its own timeout_ms on top: an answer after a second still arrives
+    // with a 300 ms client timeout.
+    let answer = http("200 OK", "", r#"{"jsonrpc":"2.0","result":{"done":[],"pending":[]},"id":1}"#);
+    let slow = canned(answer, Some(Duration::from_secs(1))).await;
+    let params = json!({ "objective_ids": [format!("DirectFund-{}", ledger_id_hex())], "timeout_ms": 60_000 });
+    let result = canned_client(slow.addr).with_timeout(limit).call("objectives_wait", params).await.unwrap();
+    assert_eq!(result["done"], json!([]));
+}
+
+#[tokio::test]
+async fn a_body_far_over_the_limit_is_refused_before_it_is_read() {
+    // The server answers 413 as soon as it sees the declared length; the client reports that
+    // answer even though it could not send the whole body.
+    let h = Harness::with_limit(1024).await;
+    let e = rpc_code(h.client().call("ledger_list", json!({ "padding": "x".repeat(8 << 20) })).await);
+    assert_eq!(e.code, RpcError::INVALID_REQUEST);
+    assert!(e.message.contains("1024"), "{}", e.message);
+    assert!(h.seen().is_empty());
+}
+
+async fn get_path(addr: SocketAddr, path: &str) -> Answer {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer_without_the_token() {
+    use nitro_node::{api::Ops, health::Health, metrics::NodeMetrics};
+    let dir = tempfile::tempdir().unwrap();
+    let me: Address = ALICE.parse().unwrap();
+    let ops = Ops { health: Health::new(), metrics: Some(NodeMetrics::new(me)) };
+    let (tx, _rx) = mpsc::channel(1);
+    let server = api::serve_with(ApiConfig::new(loopback(), dir.path().join("t")), tx, ops.clone()).await.unwrap();
+
+    // Not ready until the node says so, with the reason.
+    let answer = get_path(server.local_addr(), "/health").await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(answer.json()["status"], "unavailable");
+    assert!(answer.json()["reason"].as_str().unwrap().starts_with("starting"), "{}", answer.json());
+    ops.health.store_open(me);
+    ops.health.transport_listening("127.0.0.1:9".parse().unwrap());
+    ops.health.chain_reachable(Some(42));
+    ops.health.turned();
+    let answer = get_path(server.local_addr(), "/health").await;
+    assert_eq!(answer.status, 200);
+    let report = answer.json();
+    assert_eq!(report["status"], "ready");
+    assert_eq!(report["address"], ALICE_CHECKSUMMED);
+    assert_eq!(report["chain_head"], 42);
+    assert!(report.get("reason").is_none());
+
+    let metrics = get_path(server.local_addr(), "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(metrics.header("content-type").as_deref(), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(text.contains(&format!("nitro_node_info{{address=\"{ALICE_CHECKSUMMED}\"")), "{text}");
+
+    // GET only; JSON-RPC still needs the token.
+    let post =
+        raw(server.local_addr(), b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(post.await.status, 405);
+    assert_eq!(post_with(server.local_addr(), "", rpc("ledger_list", json!({})).as_bytes()).await.status, 401);
+    server.shutdown().await.unwrap();
+
+    // The plain server has no metrics.
+    let (tx, _rx) = mpsc::channel(1);
+    let plain = api::serve(ApiConfig::new(loopback(), dir.path().join("t")), tx).await.unwrap();
+    assert_eq!(get_path(plain.local_addr(), "/metrics").await.status, 404);
+    assert_eq!(get_path(plain.local_addr(), "/health").await.status, 503);
+    plain.shutdown().await.unwrap();
+
+    // The separate listener serves the two and nothing else, on any address.
+    let separate = api::serve_ops("127.0.0.1:0".parse().unwrap(), ops).await.unwrap();
+    assert_eq!(get_path(separate.local_addr(), "/health").await.status, 200);
+    assert_eq!(get_path(separate.local_addr(), "/metrics").await.status, 200);
+    assert_eq!(post_with(separate.local_addr(), "", rpc("ledger_list", json!({})).as_bytes()).await.status, 404);
+    assert_eq!(get_path(separate.local_addr(), "/").await.status, 404);
+    separate.shutdown().await.unwrap();
 }

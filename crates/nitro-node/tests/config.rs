@@ -1,0 +1,164 @@
+//! Configuration mistakes are clear start-up errors: refused by `NodeConfig::load`, or by
+//! `node::run` before it creates anything (key file permissions, our own address as a peer,
+//! contracts without code on the chain).
+
+mod common;
+
+use std::path::Path;
+
+use common::{config_text, node_dir, Net};
+use nitro_chain::dev_key;
+use nitro_node::config::{ConfigError, NodeConfig};
+use nitro_node::node::{self, NodeError};
+
+/// A configuration that loads, with placeholders for everything chain-related.
+fn base() -> String {
+    "key_file = \"node.key\"\ndb_path = \"node.db\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
+     token_file = \"node.token\"\nchain_url = \"http://127.0.0.1:1\"\n\
+     adjudicator = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n\
+     consensus_app = \"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512\"\n\
+     virtual_payment_app = \"0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0\"\n"
+        .to_owned()
+}
+
+const PEER: &str = "[[peers]]\naddress = \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\nat = \"127.0.0.1:9702\"\n";
+
+fn load(text: &str) -> Result<NodeConfig, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    NodeConfig::load(&path)
+}
+
+fn refused(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_base_configuration_loads_without_warnings() {
+    let config = load(&format!("{}{PEER}", base())).unwrap();
+    assert!(config.warnings().is_empty());
+    assert_eq!(config.metrics_listen, None);
+}
+
+#[test]
+fn outbox_kept_per_peer_is_accepted_with_a_deprecation_warning() {
+    let config = load(&format!("{}outbox_kept_per_peer = 1000\n", base())).unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("outbox_kept_per_peer = 1000 is deprecated and ignored"), "{}", warnings[0]);
+}
+
+#[test]
+fn an_address_with_a_bad_checksum_is_refused_naming_the_key() {
+    // The adjudicator's address with one letter's case flipped.
+    let bad = "0x5FbDB2315678afecb367f032d93F642f64180aA3";
+    for key in ["adjudicator", "consensus_app", "virtual_payment_app"] {
+        let text = base()
+            .lines()
+            .map(|l| if l.starts_with(&format!("{key} =")) { format!("{key} = \"{bad}\"") } else { l.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = refused(&text);
+        assert!(e.contains("EIP-55 checksum") && e.contains(key), "{key}: {e}");
+    }
+    let e = refused(&format!("{}{}", base(), PEER.replace("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", bad)));
+    assert!(e.contains("EIP-55 checksum") && e.contains("address"), "{e}");
+    // Single-case addresses carry no checksum and are fine.
+    let lower =
+        base().replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x5fbdb2315678afecb367f032d93f642f64180aa3");
+    assert!(load(&lower).is_ok());
+    let upper =
+        base().replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x5FBDB2315678AFECB367F032D93F642F64180AA3");
+    assert!(load(&upper).is_ok());
+    assert!(refused(&base().replace("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x5FbDB23")).contains("adjudicator"));
+}
+
+#[test]
+fn a_zero_challenge_duration_is_refused() {
+    let zero = format!("{}challenge_duration = 0\n[policy]\nchallenge_duration_min = 0\n", base());
+    let e = refused(&zero);
+    assert!(e.starts_with("challenge_duration = 0: a challenge would finalize in the block that registers it"), "{e}");
+    let e = refused(&format!("{}[policy]\nchallenge_duration_min = 0\n", base()));
+    assert!(e.starts_with("policy.challenge_duration_min = 0:"), "{e}");
+    // Short but not zero is the policy's business, and allowed if the operator says so.
+    assert!(load(&format!("{}challenge_duration = 60\n[policy]\nchallenge_duration_min = 30\n", base())).is_ok());
+}
+
+#[test]
+fn a_peer_listed_twice_is_refused() {
+    let e = refused(&format!("{}{PEER}{PEER}", base()));
+    assert!(e.contains("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC is listed twice"), "{e}");
+}
+
+#[test]
+fn our_own_address_as_a_peer_is_refused() {
+    let config = load(&format!("{}{PEER}", base())).unwrap();
+    let hub = dev_key(2).unwrap().address();
+    let e = config.check_own_address(hub).unwrap_err().to_string();
+    assert!(e.contains("which is this node's own address") && e.contains("remove that entry"), "{e}");
+    assert!(config.check_own_address(dev_key(1).unwrap().address()).is_ok());
+}
+
+/// Runs the node of `dir`'s configuration; it must fail at start, having created nothing.
+async fn start_fails(dir: &Path) -> NodeError {
+    let config = NodeConfig::load(&dir.join("node.toml")).unwrap();
+    let result = tokio::time::timeout(common::TIMEOUT, node::run(config, std::future::pending())).await;
+    let error = result.expect("the node gives up at start").expect_err("the node refuses to start");
+    for made in ["node.db", "node.token"] {
+        assert!(!dir.join(made).exists(), "{made} was created before the refusal: {error}");
+    }
+    error
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_key_file_others_can_read_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _) = node_dir(1, &base());
+    let key = dir.path().join("node.key");
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = start_fails(dir.path()).await;
+        assert!(matches!(e, NodeError::Key(..)), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains(&format!("mode {mode:03o} lets other users read or change the private key")), "{e}");
+        assert!(e.ends_with(&format!("run chmod 600 {}", key.display())), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn our_own_address_as_a_peer_stops_the_start() {
+    let own = format!("[[peers]]\naddress = \"{}\"\nat = \"127.0.0.1:9702\"\n", dev_key(1).unwrap().address());
+    let (dir, _) = node_dir(1, &format!("{}{own}", base()));
+    let e = start_fails(dir.path()).await;
+    assert!(matches!(e, NodeError::Config(_)) && e.to_string().contains("own address"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contracts_without_code_stop_the_start() {
+    let net = Net::start().await;
+    let good = config_text(&net, 1, &[], false);
+    // An account without code (a wallet) in place of each contract in turn.
+    let wallet = dev_key(5).unwrap().address();
+    for (key, address) in [
+        ("adjudicator", net.contracts.adjudicator),
+        ("consensus_app", net.contracts.consensus_app),
+        ("virtual_payment_app", net.contracts.virtual_payment_app),
+    ] {
+        let text = good.replace(&format!("{key} = \"{address}\""), &format!("{key} = \"{wallet}\""));
+        assert_ne!(text, good);
+        let (dir, _) = node_dir(1, &text);
+        let config = NodeConfig::load(&dir.path().join("node.toml")).unwrap();
+        let result = tokio::time::timeout(common::TIMEOUT, node::run(config, std::future::pending())).await;
+        let e = result.expect("the node gives up at start").expect_err("refused").to_string();
+        let expected =
+            format!("{key} {wallet} has no contract code on the chain at {} (chain id 31337)", net.anvil.endpoint());
+        assert!(e.contains(&expected), "{e}");
+        assert!(e.contains("nitro deploy"), "{e}");
+        assert!(!dir.path().join("node.token").exists(), "the API started");
+    }
+}
