@@ -138,8 +138,9 @@ impl Engine {
     ) -> Result<(Self, Recovery), EngineError> {
         let mut recovery = Recovery::default();
         let rows = store.state()?;
-        let party = if rows.is_empty() && !store.inputs()?.is_empty() {
+        let party = if store.user_version()? < crate::store::SCHEMA_VERSION {
             let (party, replayed) = migrate::replay(&store, key, config, policy)?;
+            migrate::upgrade_outbox(&mut store)?;
             recovery.replayed = replayed;
             let mut engine = Self { party, store, poisoned: false, commits: 0 };
             let mut record = StepRecord { clear_inputs: true, ..StepRecord::default() };
