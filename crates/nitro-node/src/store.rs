@@ -95,6 +95,8 @@ pub struct Store {
     conn: Connection,
     /// The version of an earlier release's store whose input log is still to be replayed.
     pending_upgrade: Option<i64>,
+    /// Steps committed since the store was opened.
+    commits: u64,
 }
 
 /// The schema of version 1 (an input log).
@@ -151,7 +153,7 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { found: version });
         }
-        let mut store = Self { conn, pending_upgrade: None };
+        let mut store = Self { conn, pending_upgrade: None, commits: 0 };
         if version < 1 {
             store.conn.execute_batch(&format!("BEGIN; {V1_SCHEMA} COMMIT;"))?;
             store.conn.execute_batch(&format!("BEGIN; {} COMMIT;", upgrade_sql(1)))?;
@@ -242,7 +244,13 @@ impl Store {
         }
         tx.commit()?;
         self.pending_upgrade = None;
+        self.commits += 1;
         Ok(ids)
+    }
+
+    /// Steps committed (durable transactions, each one fsync) since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// Every state record: (kind, key, body).

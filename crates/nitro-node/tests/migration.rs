@@ -7,33 +7,17 @@
 //! On first open each log is replayed once through today's party, the state is written, the
 //! log dropped; later opens read the state only. The upgraded parties then carry on together.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::U256;
-use nitro_core::{
-    party::{Envelope, ObjectiveId, PartyConfig},
-    SigningKey, U48,
-};
+use common::{config, key, Net};
+use nitro_core::party::ObjectiveId;
 use nitro_node::{
     engine::{Engine, Input, Request},
     store::Store,
 };
-use nitro_testkit::MemoryAdjudicator;
-
-fn key(n: u8) -> SigningKey {
-    let mut b = [0u8; 32];
-    b[31] = n;
-    SigningKey::from_bytes(&b).unwrap()
-}
-
-fn config() -> PartyConfig {
-    PartyConfig {
-        consensus_app: alloy_primitives::Address::repeat_byte(0xca),
-        virtual_payment_app: alloy_primitives::Address::repeat_byte(0xfa),
-        challenge_duration: U48::from(60),
-    }
-}
 
 const NAMES: [&str; 3] = ["alice", "hub", "bob"];
 
@@ -58,36 +42,6 @@ fn user_version(path: &Path) -> i64 {
 
 fn open(path: &Path, i: usize) -> (Engine, nitro_node::engine::Recovery) {
     Engine::open(Store::open(path).unwrap(), key(i as u8 + 1), config()).unwrap()
-}
-
-/// Delivers messages in order, executes transactions on the in-memory adjudicator and feeds
-/// its events to everyone, until all is quiet.
-fn run(engines: &mut [Engine], mut queue: VecDeque<(usize, Envelope)>, chain: &mut MemoryAdjudicator) {
-    let mut rounds = 0;
-    loop {
-        rounds += 1;
-        assert!(rounds < 10_000, "no quiet after 10,000 rounds");
-        let mut events = Vec::new();
-        while let Some((from, e)) = queue.pop_front() {
-            let sender = engines[from].party().address();
-            let to = engines.iter().position(|x| x.party().address() == e.to).unwrap();
-            let out = engines[to].step(Input::Message { from: sender, payload: e.payload }).unwrap();
-            queue.extend(out.messages.into_iter().map(|(_, m)| (to, m)));
-            for (_, t) in out.transactions {
-                events.extend(chain.execute(engines[to].party().address(), &t.transaction).unwrap());
-            }
-        }
-        if events.is_empty() {
-            break;
-        }
-        for ev in events {
-            for (i, engine) in engines.iter_mut().enumerate() {
-                let out = engine.step(Input::Chain(ev.clone())).unwrap();
-                queue.extend(out.messages.into_iter().map(|(_, m)| (i, m)));
-                assert!(out.transactions.is_empty(), "only deposits in this run");
-            }
-        }
-    }
 }
 
 fn upgrades_and_carries_on(version: &str, old_user_version: i64) {
@@ -137,11 +91,12 @@ fn upgrades_and_carries_on(version: &str, old_user_version: i64) {
     }
 
     // The upgraded parties carry on: Bob closes one more channel with 7 wei, at fresh turns.
-    let mut chain = MemoryAdjudicator::new(config().consensus_app, config().virtual_payment_app, 1_000);
-    let out = engines[2].step(Input::Request(Request::VirtualDefund { channel_id: still_open[0] })).unwrap();
+    let mut net = Net::new(engines);
+    let out = net.engines[2].step(Input::Request(Request::VirtualDefund { channel_id: still_open[0] })).unwrap();
     let id = out.started.unwrap();
-    let queue = out.messages.into_iter().map(|(_, m)| (2, m)).collect();
-    run(&mut engines, queue, &mut chain);
+    net.absorb(2, out);
+    net.run();
+    let engines = net.engines;
     for e in &engines {
         assert!(e.party().is_complete(&id));
     }
