@@ -2,10 +2,10 @@
 //! their objectives ask for go out as one batch per ledger, and everything is committed in
 //! one transaction before anything of the group is sent.
 
-mod common;
+mod engines;
 
 use alloy_primitives::{Address, U256};
-use common::{config, key, Net};
+use engines::{config, key, Network};
 use nitro_core::party::ObjectiveId;
 use nitro_node::{
     engine::{Engine, EngineError, Input, Request},
@@ -20,7 +20,7 @@ const FUNDINGS: u64 = 20;
 fn fund_many(grouped: bool) -> (u64, u64) {
     let engines: Vec<Engine> =
         (1..=3).map(|n| Engine::open(Store::in_memory().unwrap(), key(n), config()).unwrap().0).collect();
-    let mut net = Net::new(engines);
+    let mut net = Network::new(engines);
     let [alice, hub, bob] = [0, 1, 2].map(|i| net.engines[i].party().address());
     for (n, other) in [alice, bob].into_iter().enumerate() {
         let out = net.engines[1]

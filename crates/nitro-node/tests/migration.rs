@@ -7,12 +7,12 @@
 //! On first open each log is replayed once through today's party, the state is written, the
 //! log dropped; later opens read the state only. The upgraded parties then carry on together.
 
-mod common;
+mod engines;
 
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::U256;
-use common::{config, key, Net};
+use engines::{config, key, Network};
 use nitro_core::party::ObjectiveId;
 use nitro_node::{
     engine::{Engine, Input, Request},
@@ -91,7 +91,7 @@ fn upgrades_and_carries_on(version: &str, old_user_version: i64) {
     }
 
     // The upgraded parties carry on: Bob closes one more channel with 7 wei, at fresh turns.
-    let mut net = Net::new(engines);
+    let mut net = Network::new(engines);
     let out = net.engines[2].step(Input::Request(Request::VirtualDefund { channel_id: still_open[0] })).unwrap();
     let id = out.started.unwrap();
     net.absorb(2, out);
