@@ -86,10 +86,11 @@ async fn a_batched_state_is_checkpointed_and_each_of_its_guarantees_redeems_alon
     let step = leader.propose_batch(batch).unwrap();
     let [LedgerMessage::Proposal(proposal)] = step.messages.as_slice() else { panic!("one proposal: {step:?}") };
     assert_eq!(proposal.proposals.len(), 3);
-    follower.receive_proposal(proposal).unwrap();
+    let received = follower.receive_proposal(proposal).unwrap();
+    assert!(received.messages.is_empty(), "nothing to send before deciding");
     let step = follower.countersign_all().unwrap();
     let [countersignature] = step.messages.as_slice() else { panic!("one countersignature") };
-    leader.receive(countersignature).unwrap();
+    let _ = leader.receive(countersignature).unwrap();
     let batched = leader.consensus_state();
     assert_eq!(batched, follower.consensus_state());
     assert_eq!(batched.state().turn_num, U48::from(2));
