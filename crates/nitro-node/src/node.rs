@@ -453,6 +453,10 @@ impl Node {
                 call.respond(answer);
                 return Ok(());
             }
+            ApiRequest::VirtualGet { channel_id } => {
+                call.respond(virtual_summary(self.engine.party(), channel_id));
+                return Ok(());
+            }
             ApiRequest::LedgerList => {
                 let party = self.engine.party();
                 call.respond(Ok(LedgerList { ledgers: party.ledgers().map(|l| summary(party, l)).collect() }));
@@ -644,6 +648,47 @@ impl Node {
         }
         self.waiters = still;
     }
+}
+
+/// A virtual channel the party funds, is paid in, or routes (while it holds its funding).
+fn virtual_summary(party: &Party, channel_id: nitro_core::ChannelId) -> Result<crate::api::VirtualSummary, RpcError> {
+    use crate::api::{VirtualRole, VirtualStatus, VirtualSummary};
+    use nitro_core::party::Objective;
+    let Some(Objective::VirtualFund(v)) = party.objective(&ObjectiveId::VirtualFund(channel_id)) else {
+        return Err(RpcError::refused(format!("unknown virtual channel {channel_id}")));
+    };
+    let channel = v.channel();
+    let participants = &channel.prefund.participants;
+    let (payer, payee) = match (participants.first(), participants.last()) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => return Err(RpcError::refused(format!("virtual channel {channel_id} has no participants"))),
+    };
+    let me = party.address();
+    let role = if me == payer {
+        VirtualRole::Payer
+    } else if me == payee {
+        VirtualRole::Payee
+    } else {
+        VirtualRole::Intermediary
+    };
+    let closing = [ObjectiveId::VirtualDefund(channel_id), ObjectiveId::ForceClose(channel_id)]
+        .iter()
+        .any(|id| party.objective(id).is_some());
+    let status = match (party.is_complete(&ObjectiveId::VirtualFund(channel_id)), closing) {
+        (_, true) => VirtualStatus::Closing,
+        (true, false) => VirtualStatus::Open,
+        (false, false) => VirtualStatus::Funding,
+    };
+    Ok(VirtualSummary {
+        channel_id,
+        role,
+        status,
+        payer,
+        payee,
+        asset: channel.asset,
+        amount: channel.amounts[0],
+        paid: party.paid(&channel_id),
+    })
 }
 
 /// How many archived objectives `objective_list` includes at most.
