@@ -155,11 +155,21 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     tracing::info!(address = %me, replayed = recovery.replayed, "store opened");
     health.store_open(me);
 
-    let transport_config = TransportConfig { listen: config.listen, ..TransportConfig::default() };
+    let transport_config = TransportConfig {
+        listen: config.listen,
+        max_unknown_peers: config.unknown_peers(),
+        ..TransportConfig::default()
+    };
     let (transport, mut inbound) =
         Transport::bind(key.clone(), transport_config).await.map_err(|e| NodeError::Transport(e.to_string()))?;
     for peer in &config.peers {
         transport.add_peer(peer.address, peer.at);
+    }
+    // Counterparties of our ledgers (a hub's customers) are known peers, never evicted.
+    for ledger in engine.party().ledgers() {
+        for p in ledger.consensus_state().state().participants.iter().filter(|p| **p != me) {
+            transport.allow_peer(*p);
+        }
     }
     tracing::info!(p2p = %transport.local_addr(), "transport listening");
     health.transport_listening(transport.local_addr());
@@ -363,6 +373,11 @@ impl Node {
         }
         for event in &output.events {
             tracing::debug!(?event, "event");
+            if let nitro_core::party::PartyEvent::LedgerOpened { state } = event {
+                for p in state.state().participants.iter().filter(|p| **p != self.me) {
+                    self.transport.allow_peer(*p);
+                }
+            }
         }
         for id in &output.completed {
             tracing::info!(objective = %id, "objective completed");
