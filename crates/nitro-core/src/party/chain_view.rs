@@ -1,8 +1,14 @@
 //! What a party knows of the chain, from the adjudicator's events: holdings, conclusions,
 //! registered challenges, the highest turn recorded, and chain time. Objectives read it to
 //! decide when a channel is funded, challenged or finalized, and with which outcome.
+//!
+//! Events arrive once they are final at the configured depth; a reorg deeper than that is
+//! reported as a [`ChainEvent::Retracted`](crate::chain::ChainEvent::Retracted), which
+//! [`ChainView::retract`] undoes: holdings and the turn record go back to the values re-read
+//! at the last shared block, conclusions and challenges registered in the blocks taken back
+//! are forgotten, and a challenge cleared in them is registered again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use alloy_primitives::B256;
 
@@ -30,8 +36,12 @@ pub struct RegisteredChallenge {
 pub(crate) struct ChainView {
     holdings: HashMap<ChannelId, U256>,
     holdings_block: HashMap<ChannelId, u64>,
-    concluded: HashSet<ChannelId>,
+    /// Concluded channels, with the block of the conclusion.
+    concluded: HashMap<ChannelId, u64>,
     challenges: HashMap<ChannelId, RegisteredChallenge>,
+    /// The latest challenge a checkpoint cleared, per channel, with the block that cleared it:
+    /// what a retraction of that block registers again.
+    cleared: HashMap<ChannelId, (RegisteredChallenge, u64)>,
     records: HashMap<ChannelId, TurnNum>,
     /// Outcomes of final states this party knows (signed or received), by channel: what a
     /// channel concluded with, once a `Concluded` event names it.
@@ -65,11 +75,12 @@ impl ChainView {
 
     /// Whether the channel was concluded with a final state.
     pub fn is_concluded(&self, channel: &ChannelId) -> bool {
-        self.concluded.contains(channel)
+        self.concluded.contains_key(channel)
     }
 
-    pub fn conclude(&mut self, channel: ChannelId, at: u64) {
-        self.concluded.insert(channel);
+    /// Records a `Concluded` in `block`, finalized at chain time `at`.
+    pub fn conclude(&mut self, channel: ChannelId, block: u64, at: u64) {
+        self.concluded.entry(channel).or_insert(block);
         self.advance(at);
     }
 
@@ -105,10 +116,42 @@ impl ChainView {
         self.challenges.insert(channel, registered);
     }
 
-    /// Records a checkpoint (which clears a running challenge) at `turn`.
-    pub fn checkpointed(&mut self, channel: ChannelId, turn: TurnNum) {
+    /// Records a checkpoint in `block` (which clears a running challenge) at `turn`.
+    pub fn checkpointed(&mut self, channel: ChannelId, turn: TurnNum, block: u64) {
         self.raise_record(channel, turn);
-        self.challenges.remove(&channel);
+        if let Some(cleared) = self.challenges.remove(&channel) {
+            self.cleared.insert(channel, (cleared, block));
+        }
+    }
+
+    /// Undoes every event of `channel` reported from block `from_block` on (a reorg took those
+    /// blocks back): holdings and the turn record become the values re-read at `at_block`
+    /// (the last block both chains share); a conclusion or a challenge registered from
+    /// `from_block` on is forgotten; a challenge cleared from `from_block` on runs again. The
+    /// new chain's events follow and apply as usual. Chain time does not go back.
+    pub fn retract(&mut self, channel: ChannelId, from_block: u64, at_block: u64, re_read: ReRead) {
+        self.holdings.insert(channel, re_read.held);
+        self.holdings_block.insert(channel, at_block);
+        if self.concluded.get(&channel).is_some_and(|b| *b >= from_block) {
+            self.concluded.remove(&channel);
+        }
+        if self.challenges.get(&channel).is_some_and(|c| c.block_number >= from_block) {
+            self.challenges.remove(&channel);
+        }
+        if let Some((challenge, cleared_at)) = self.cleared.get(&channel) {
+            if *cleared_at >= from_block {
+                if challenge.block_number < from_block && !self.challenges.contains_key(&channel) {
+                    self.challenges.insert(channel, challenge.clone());
+                }
+                self.cleared.remove(&channel);
+            }
+        }
+        if re_read.finalizes_at == 0 {
+            // Open at the shared block: nothing registered there can still run.
+            self.challenges.remove(&channel);
+            self.concluded.remove(&channel);
+        }
+        self.records.insert(channel, re_read.turn_num_record);
     }
 
     fn raise_record(&mut self, channel: ChannelId, turn: TurnNum) {
@@ -135,7 +178,7 @@ impl ChainView {
     /// (zero after a conclusion) and the outcome. `None` while it is not finalized, or when it
     /// concluded with a final state this party does not know.
     pub fn finalized(&self, channel: &ChannelId) -> Option<(B256, Exit)> {
-        if self.concluded.contains(channel) {
+        if self.concluded.contains_key(channel) {
             return self.final_outcomes.get(channel).map(|o| (B256::ZERO, o.clone()));
         }
         let c = self.challenges.get(channel)?;
@@ -144,6 +187,65 @@ impl ChainView {
 
     /// Whether the chain has finalized `channel` (whatever the outcome).
     pub fn is_finalized(&self, channel: &ChannelId) -> bool {
-        self.concluded.contains(channel) || self.challenges.get(channel).is_some_and(|c| c.finalizes_at <= self.now)
+        self.concluded.contains_key(channel) || self.challenges.get(channel).is_some_and(|c| c.finalizes_at <= self.now)
+    }
+}
+
+/// What a retraction re-read from the chain at the last block both chains share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReRead {
+    /// The channel's holdings.
+    pub held: U256,
+    /// The adjudicator's turn number record.
+    pub turn_num_record: TurnNum,
+    /// The channel's finalization time (0: open).
+    pub finalizes_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::fixtures::ledger_state;
+    use crate::U48;
+
+    fn submitted(turn: u64) -> SubmittedState {
+        SubmittedState { variable_part: ledger_state(turn, false, false).variable_part(), signatures: vec![] }
+    }
+
+    #[test]
+    fn a_retraction_undoes_what_the_blocks_taken_back_did() {
+        let fixed = ledger_state(0, false, false).fixed_part();
+        let id = ChannelId::repeat_byte(1);
+        let mut view = ChainView::default();
+        view.observe_holdings(id, 10, U256::from(5), true);
+        view.observe_holdings(id, 12, U256::from(12), true);
+        view.register_challenge(id, &fixed, &submitted(2), 1_000, 13);
+        view.checkpointed(id, U48::from(4), 14);
+        assert!(view.challenge(&id).is_none());
+        assert_eq!(view.record(&id), U48::from(4));
+
+        // Blocks 14 on are taken back: the checkpoint is void, the challenge runs again.
+        let re_read = ReRead { held: U256::from(12), turn_num_record: U48::from(2), finalizes_at: 1_000 };
+        view.retract(id, 14, 13, re_read);
+        assert_eq!(view.challenge(&id).map(|c| c.turn), Some(U48::from(2)));
+        assert_eq!(view.record(&id), U48::from(2));
+        assert_eq!(view.holdings(&id), U256::from(12));
+
+        // Blocks 12 on: the second deposit and the challenge are void too.
+        let re_read = ReRead { held: U256::from(5), turn_num_record: U48::ZERO, finalizes_at: 0 };
+        view.retract(id, 12, 11, re_read);
+        assert!(view.challenge(&id).is_none());
+        assert_eq!(view.holdings(&id), U256::from(5));
+        // The new chain's events apply again, even at the blocks of the void ones.
+        view.observe_holdings(id, 12, U256::from(12), true);
+        assert_eq!(view.holdings(&id), U256::from(12));
+
+        view.conclude(id, 20, 2_000);
+        assert!(view.is_concluded(&id));
+        view.retract(id, 21, 20, ReRead { held: U256::ZERO, turn_num_record: U48::ZERO, finalizes_at: 2_000 });
+        assert!(view.is_concluded(&id), "concluded before the blocks taken back");
+        view.retract(id, 20, 19, ReRead { held: U256::from(12), turn_num_record: U48::ZERO, finalizes_at: 0 });
+        assert!(!view.is_concluded(&id));
+        assert_eq!(view.now(), 2_000, "chain time does not go back");
     }
 }

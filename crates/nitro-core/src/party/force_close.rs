@@ -92,6 +92,9 @@ pub struct ForceClose {
     payout_failures: u32,
     /// Virtual channels this ledger's guarantees wait for.
     targets: Vec<ChannelId>,
+    /// The tracked outcome before each payout event applied to it, with the event's block:
+    /// what a retraction of that block restores (bounded: the oldest are dropped).
+    history: Vec<(u64, Exit)>,
     done: bool,
     failure: Option<String>,
 }
@@ -111,6 +114,7 @@ impl ForceClose {
             hold: false,
             payout_failures: 0,
             targets: Vec::new(),
+            history: Vec::new(),
             done: false,
             failure: None,
         }
@@ -268,10 +272,12 @@ impl ForceClose {
             | ChainEvent::Concluded { .. }
             | ChainEvent::ChallengeCleared { .. }
             | ChainEvent::Checkpointed { .. } => self.submitted = false,
-            ChainEvent::Reclaimed { .. } => {
+            ChainEvent::Retracted { from_block, .. } => self.retract(*from_block, chain),
+            ChainEvent::Reclaimed { block_number, .. } => {
                 if self.pending == Some(PayoutStep::Reclaim) {
                     self.pending = None;
                 }
+                self.remember(*block_number);
                 let Some(payout) = &mut self.payout else { return };
                 let reclaimed = first_guarantee(&payout.outcome).and_then(|(index, target)| {
                     let (_, target_outcome) = chain.finalized(&target)?;
@@ -286,10 +292,11 @@ impl ForceClose {
                     }
                 }
             }
-            ChainEvent::AllocationUpdated { initial_holdings, final_holdings, .. } => {
+            ChainEvent::AllocationUpdated { initial_holdings, final_holdings, block_number, .. } => {
                 if self.pending == Some(PayoutStep::Transfer) {
                     self.pending = None;
                 }
+                self.remember(*block_number);
                 match &mut self.payout {
                     Some(payout) => {
                         let indices = transfer_indices(&payout.outcome);
@@ -304,6 +311,42 @@ impl ForceClose {
                 }
             }
             ChainEvent::Deposited { .. } => {}
+        }
+    }
+}
+
+/// Payout events whose prior outcome is kept for retractions.
+const MAX_HISTORY: usize = 64;
+
+impl ForceClose {
+    /// Keeps the tracked outcome as it is before a payout event of `block` changes it.
+    fn remember(&mut self, block: u64) {
+        if let Some(payout) = &self.payout {
+            if self.history.len() >= MAX_HISTORY {
+                self.history.remove(0);
+            }
+            self.history.push((block, payout.outcome.clone()));
+        }
+    }
+
+    /// A reorg took back the blocks from `from_block` on: the tracked outcome goes back to
+    /// what it was before the first payout event of those blocks; a finalization taken back
+    /// is pursued again, and the payout recomputed once the channel is finalized again.
+    fn retract(&mut self, from_block: u64, chain: &ChainView) {
+        self.submitted = false;
+        self.pending = None;
+        self.hold = false;
+        if let Some(at) = self.history.iter().position(|(block, _)| *block >= from_block) {
+            let (_, outcome) = self.history[at].clone();
+            self.history.truncate(at);
+            if let Some(payout) = &mut self.payout {
+                payout.outcome = outcome;
+            }
+        }
+        if !chain.is_finalized(&self.channel_id) {
+            self.payout = None;
+            self.history.clear();
+            self.targets.clear();
         }
     }
 }
