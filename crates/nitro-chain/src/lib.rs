@@ -9,7 +9,8 @@
 //!   `@statechannels/nitro-protocol` (installed by `npm ci` at the repository root), and their
 //!   deployment.
 //! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
-//! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor.
+//! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor, reporting blocks final at the
+//!   depth and retracting what a deeper reorg takes back.
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
 //!
 //! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
@@ -23,6 +24,7 @@ pub mod anvil;
 pub mod bindings;
 mod client;
 mod contracts;
+mod depth;
 mod error;
 mod locate;
 mod service;
@@ -31,6 +33,7 @@ mod watcher;
 pub use anvil::{dev_key, Anvil, AnvilBuilder, ANVIL_CHAIN_ID, DEV_PRIVATE_KEYS};
 pub use client::{ChainConfig, EthClient, TxReceipt};
 pub use contracts::{Artifact, Artifacts, Contracts};
+pub use depth::{default_confirmations, UNKNOWN_CHAIN_CONFIRMATIONS};
 pub use error::{AnvilError, ArtifactError, ChainError};
 pub use service::{ChainService, EthChainService};
-pub use watcher::{EventWatcher, WatcherConfig};
+pub use watcher::{EventWatcher, WatcherConfig, WatcherState};
