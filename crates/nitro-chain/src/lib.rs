@@ -11,6 +11,8 @@
 //! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
 //! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor, reporting blocks final at the
 //!   depth and retracting what a deeper reorg takes back.
+//! - [`proxy::RpcProxy`]: a fault-injecting JSON-RPC proxy for tests (lost answers, delays,
+//!   5xx, outages).
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
 //!
 //! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
@@ -27,6 +29,7 @@ mod contracts;
 mod depth;
 mod error;
 mod locate;
+pub mod proxy;
 mod service;
 mod watcher;
 
