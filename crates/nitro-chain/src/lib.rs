@@ -9,6 +9,9 @@
 //!   `@statechannels/nitro-protocol` (installed by `npm ci` at the repository root), and their
 //!   deployment.
 //! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
+//! - [`TxManager`]: lands the transactions objectives need — retried, re-priced at the same
+//!   nonce, pushed harder as a deadline nears, confirmed only when still canonical at the
+//!   configured depth ([`default_confirmations`]).
 //! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor, reporting blocks final at the
 //!   depth and retracting what a deeper reorg takes back.
 //! - [`proxy::RpcProxy`]: a fault-injecting JSON-RPC proxy for tests (lost answers, delays,
@@ -29,6 +32,7 @@ mod contracts;
 mod depth;
 mod error;
 mod locate;
+pub mod manager;
 pub mod proxy;
 mod service;
 mod watcher;
@@ -38,5 +42,6 @@ pub use client::{ChainConfig, EthClient, TxReceipt};
 pub use contracts::{Artifact, Artifacts, Contracts};
 pub use depth::{default_confirmations, UNKNOWN_CHAIN_CONFIRMATIONS};
 pub use error::{AnvilError, ArtifactError, ChainError};
+pub use manager::{TxEvent, TxManager, TxManagerConfig, TxManagerStats, TxOutcome};
 pub use service::{ChainService, EthChainService};
 pub use watcher::{EventWatcher, WatcherConfig, WatcherState};
