@@ -22,4 +22,4 @@ pub mod sim;
 pub mod store;
 pub mod transport;
 
-pub use local::{LocalNetwork, MessageFilter, NetworkError, Participant, Stats};
+pub use local::{LocalChainSettings, LocalNetwork, MessageFilter, NetworkError, Participant, Stats};

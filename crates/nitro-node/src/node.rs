@@ -4,9 +4,12 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, EventWatcher};
+use nitro_chain::{
+    ChainConfig, ChainError, ChainService, EthChainService, EthClient, EventWatcher, TxEvent, TxManager, TxOutcome,
+    WatcherConfig, WatcherState,
+};
 use nitro_core::{
-    party::{ObjectiveId, Party, PartyConfig, Payload, TransactionRequest, WaitingFor},
+    party::{ObjectiveId, Party, PartyConfig, PartyEvent, Payload, TransactionRequest, WaitingFor},
     ConsensusChannel, SigningKey, U48,
 };
 use serde_json::{json, Value};
@@ -67,7 +70,11 @@ struct Waiter {
 struct Node {
     engine: Engine,
     transport: Transport,
-    transactions: mpsc::UnboundedSender<(u64, TransactionRequest)>,
+    /// Lands the transactions the party asks for.
+    transactions: TxManager,
+    /// Transactions handed to the manager and not settled, by id: cancelled once the party no
+    /// longer needs them.
+    outstanding: std::collections::BTreeMap<u64, TransactionRequest>,
     waiters: Vec<Waiter>,
     me: Address,
     nonce: u64,
@@ -146,36 +153,27 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     tracing::info!(p2p = %transport.local_addr(), "transport listening");
 
     let client = EthClient::connect(&config.chain_url, &key, ChainConfig::default()).await?;
+    let confirmations = config.chain.confirmations_on(client.chain_id());
+    let client = client.with_config(ChainConfig { confirmations, ..ChainConfig::default() });
+    tracing::info!(chain_id = client.chain_id(), confirmations, "chain connected");
     let chain = EthChainService::new(client, config.adjudicator);
-    let cursor = match engine.store().meta("chain_cursor")? {
-        Some(c) => c.parse().unwrap_or(0),
-        None => chain.client().block_number().await?,
-    };
-    let mut watcher: EventWatcher = chain.watcher(cursor);
+    let mut watcher = open_watcher(&chain, &engine, &config).await?;
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
     let api_server = api::serve(api_config, calls_tx).await.map_err(|e| NodeError::Api(e.to_string()))?;
     tracing::info!(api = %api_server.local_addr(), "json-rpc api listening");
 
-    // One worker submits transactions in order, each confirmed before the next.
-    let (tx_queue, mut tx_requests) = mpsc::unbounded_channel::<(u64, TransactionRequest)>();
-    let (tx_results_tx, mut tx_results) = mpsc::unbounded_channel::<(u64, Option<ObjectiveId>, Result<(), String>)>();
-    let worker_chain = chain.clone();
-    let worker = tokio::spawn(async move {
-        while let Some((id, request)) = tx_requests.recv().await {
-            let result = worker_chain.submit(&request.transaction).await.map(|_| ()).map_err(|e| e.to_string());
-            if tx_results_tx.send((id, request.objective, result)).is_err() {
-                break;
-            }
-        }
-    });
+    // The transaction manager owns each transaction until it is confirmed at depth, failed for
+    // good, or no longer needed; several are in flight at once.
+    let (transactions, mut tx_events) = TxManager::spawn(chain.clone(), config.chain.manager());
 
     let tick_every = Duration::from_millis(config.tick_ms);
     let mut node = Node {
         engine,
         transport,
-        transactions: tx_queue,
+        transactions,
+        outstanding: std::collections::BTreeMap::new(),
         waiters: Vec::new(),
         me,
         nonce: 0,
@@ -187,10 +185,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
     }
-    // Unsettled transactions are not resubmitted blindly (a deposit into a channel concluded
-    // since would be lost): each objective resubmits what it still needs on its timer.
-    for (id, _) in recovery.transactions {
-        node.engine.store().transaction_done(id)?;
+    // Unsettled transactions go to the manager again if the party still needs them (a deposit
+    // is sent only on holdings that are exactly its expectedHeld at depth, so one into a
+    // channel concluded since is refused, not lost); the others are settled.
+    for (id, request) in recovery.transactions {
+        if node.engine.party().needs(&request) {
+            node.submit(id, request);
+        } else {
+            node.engine.store().transaction_done(id)?;
+        }
     }
     node.step(node.tick_input())?;
     node.resend.resent(Instant::now());
@@ -198,7 +201,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let mut tick = tokio::time::interval(tick_every);
     // A loaded node that missed ticks does not catch up with a burst of them.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cursor_saved = None;
+    let mut watcher_saved = None;
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -218,15 +221,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     break Err(e.into());
                 }
             }
-            Some((id, objective, result)) = tx_results.recv() => {
-                node.engine.store().transaction_done(id)?;
-                if let Err(error) = result {
-                    tracing::warn!(id, %error, "transaction failed");
-                    if let Some(objective) = objective {
-                        if let Err(e) = node.step(Input::TransactionFailed { objective }) {
-                            if node.fatal(&e) { break Err(e.into()); }
-                        }
-                    }
+            Some(event) = tx_events.recv() => {
+                if let Err(e) = node.settled(event) {
+                    break Err(e.into());
                 }
             }
             _ = tick.tick() => {
@@ -242,19 +239,24 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     }
                     node.resend.resent(Instant::now());
                 }
+                node.cancel_unneeded()?;
                 match watcher.poll().await {
                     Ok(events) => {
                         let mut failed = None;
                         for event in events {
+                            if event.retracted_from().is_some() {
+                                tracing::warn!(?event, "a reorg took back reported chain events; undoing them");
+                            }
                             if let Err(e) = node.step(Input::Chain(event)) {
                                 if node.fatal(&e) { failed = Some(e); break; }
                             }
                         }
                         if let Some(e) = failed { break Err(e.into()); }
-                        // A durable write only when the cursor moved.
-                        if cursor_saved != Some(watcher.cursor()) {
-                            node.engine.store().set_meta("chain_cursor", &watcher.cursor().to_string())?;
-                            cursor_saved = Some(watcher.cursor());
+                        // A durable write only when the watcher's state moved.
+                        if watcher_saved.as_ref() != Some(watcher.state()) {
+                            let state = serde_json::to_string(watcher.state()).map_err(EngineError::Encode)?;
+                            node.engine.store().set_meta(WATCHER_STATE, &state)?;
+                            watcher_saved = Some(watcher.state().clone());
                         }
                     }
                     Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
@@ -263,13 +265,98 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             }
         }
     };
-    worker.abort();
+    node.transactions.shutdown();
     let _ = api_server.shutdown().await;
     node.transport.shutdown().await;
     result
 }
 
+/// The store's meta key of the watcher's state (cursor and reorg records).
+const WATCHER_STATE: &str = "chain_watcher";
+
+/// The event watcher, resuming from its stored state (or the cursor older versions stored),
+/// at the configured depth.
+async fn open_watcher(
+    chain: &EthChainService,
+    engine: &Engine,
+    config: &NodeConfig,
+) -> Result<EventWatcher, NodeError> {
+    let store = engine.store();
+    let state = match store.meta(WATCHER_STATE)? {
+        Some(json) => serde_json::from_str::<WatcherState>(&json)
+            .map_err(|e| NodeError::Config(format!("stored chain watcher state: {e}")))?,
+        None => {
+            let cursor = match store.meta("chain_cursor")? {
+                Some(c) => c.parse().unwrap_or(0),
+                None => chain.client().block_number().await?,
+            };
+            WatcherState { cursor, ..WatcherState::default() }
+        }
+    };
+    let watcher_config = WatcherConfig {
+        confirmations: chain.client().config().confirmations,
+        reorg_window: config.chain.reorg_window,
+        ..WatcherConfig::default()
+    };
+    Ok(chain.watcher(state.cursor).with_config(watcher_config).with_state(state))
+}
+
 impl Node {
+    /// Hands a transaction to the manager and remembers it until it is settled.
+    fn submit(&mut self, id: u64, request: TransactionRequest) {
+        if let Err(error) = self.transactions.submit(id, request.transaction.clone(), request.deadline) {
+            tracing::error!(id, %error, "transaction not handed to the manager");
+            return;
+        }
+        self.outstanding.insert(id, request);
+    }
+
+    /// A transaction ended: settled in the store; a failure is told to its objective (which
+    /// asks again on its timer if it still needs it).
+    fn settled(&mut self, event: TxEvent) -> Result<(), EngineError> {
+        let failed = match &event.outcome {
+            TxOutcome::Confirmed(receipt) => {
+                tracing::info!(tx = %receipt.tx_hash, block = receipt.block_number, ids = ?event.ids, "transaction confirmed");
+                false
+            }
+            TxOutcome::Cancelled(_) => false,
+            TxOutcome::Reverted { receipt, reason } => {
+                tracing::warn!(tx = %receipt.tx_hash, ?reason, ids = ?event.ids, "transaction reverted on chain");
+                true
+            }
+            TxOutcome::Failed(error) => {
+                tracing::warn!(%error, ids = ?event.ids, "transaction failed");
+                true
+            }
+        };
+        for id in event.ids {
+            self.engine.store().transaction_done(id)?;
+            let Some(request) = self.outstanding.remove(&id) else { continue };
+            if let (true, Some(objective)) = (failed, request.objective) {
+                if let Err(e) = self.step(Input::TransactionFailed { objective }) {
+                    if self.fatal(&e) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels what the party no longer needs (its objective ended, its challenge was answered
+    /// or expired): not sent, or replaced by a no-op at its nonce.
+    fn cancel_unneeded(&mut self) -> Result<(), EngineError> {
+        let party = self.engine.party();
+        let unneeded: Vec<u64> =
+            self.outstanding.iter().filter(|(_, request)| !party.needs(request)).map(|(id, _)| *id).collect();
+        for id in unneeded {
+            let _ = self.transactions.cancel(id);
+            self.outstanding.remove(&id);
+            self.engine.store().transaction_done(id)?;
+        }
+        Ok(())
+    }
+
     /// A timer tick carrying the wall clock and the chain's clock.
     fn tick_input(&self) -> Input {
         let unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -306,10 +393,13 @@ impl Node {
             self.send(*id, envelope.to, &envelope.payload);
         }
         for (id, request) in &output.transactions {
-            let _ = self.transactions.send((*id, request.clone()));
+            self.submit(*id, request.clone());
         }
         for event in &output.events {
-            tracing::debug!(?event, "event");
+            match event {
+                PartyEvent::ChainReorg { .. } => tracing::warn!(?event, "event"),
+                _ => tracing::debug!(?event, "event"),
+            }
         }
         for id in &output.completed {
             tracing::info!(objective = %id, "objective completed");
