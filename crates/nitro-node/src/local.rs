@@ -121,6 +121,8 @@ pub struct LocalNetwork {
     next_transaction: u64,
     outcomes: Vec<UnboundedReceiver<TxEvent>>,
     resend_every: Duration,
+    /// When the parties' timers last ran (kept across runs, so that short runs still tick).
+    last_tick: Instant,
     observer: Option<Observer>,
     filter: Option<MessageFilter>,
     /// Parties gone for good: they receive, send, tick and submit nothing.
@@ -187,6 +189,7 @@ impl LocalNetwork {
             next_transaction: 0,
             outcomes,
             resend_every: Duration::from_millis(300),
+            last_tick: Instant::now(),
             observer: None,
             filter: None,
             gone: Vec::new(),
@@ -388,6 +391,14 @@ impl LocalNetwork {
         }
     }
 
+    /// Waits (up to `timeout`) until every present party's manager has reported every
+    /// transaction it holds, so that fees and deposits are counted in full. Returns whether
+    /// they all did.
+    pub async fn settle_in_flight_within(&mut self, timeout: Duration) -> bool {
+        self.settle_in_flight(Instant::now() + timeout).await;
+        (0..self.participants.len()).all(|i| self.is_gone(i) || self.participants[i].transactions.stats().tracked == 0)
+    }
+
     /// Waits (until `deadline` at most) for every present party's manager to have reported
     /// every transaction it holds, so that fees and deposits are counted in full.
     async fn settle_in_flight(&mut self, deadline: Instant) {
@@ -438,7 +449,6 @@ impl LocalNetwork {
         done: impl Fn(&[Participant]) -> bool,
     ) -> Result<(), NetworkError> {
         let start = Instant::now();
-        let mut last_resend = Instant::now();
         loop {
             let delivered = self.deliver_messages();
             let submitted = self.settle_transactions();
@@ -451,8 +461,8 @@ impl LocalNetwork {
                 return Err(NetworkError::Timeout { elapsed: start.elapsed(), report: self.report() });
             }
             if !(delivered || submitted || observed) {
-                if last_resend.elapsed() >= self.resend_every {
-                    last_resend = Instant::now();
+                if self.last_tick.elapsed() >= self.resend_every {
+                    self.last_tick = Instant::now();
                     let chain_time = match self.participants.first() {
                         Some(p) => p.chain.chain_time().await.ok(),
                         None => None,
@@ -469,6 +479,14 @@ impl LocalNetwork {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+        }
+    }
+
+    /// Runs for `duration` (messages, transactions, chain events, timers), whatever happens.
+    pub async fn run_for(&mut self, duration: Duration) -> Result<(), NetworkError> {
+        match self.run_until(duration, |_| false).await {
+            Err(NetworkError::Timeout { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -79,7 +79,7 @@ impl Worker {
             }
             return; // else it cannot be outbid within the cap: whatever lands ends it
         }
-        if tx.resend {
+        if tx.resend && !tx.reprice {
             if Instant::now() >= tx.retry_at {
                 Counters::add(&self.counters.rebroadcast);
                 self.send_newest(tx, head).await;

@@ -318,7 +318,9 @@ impl Worker {
             }
             Some(e) if e.is_underpriced() => {
                 tracing::debug!(error = %e, "the node wants a higher price; re-pricing");
+                // These bytes will not do: a new price, not the same bytes again.
                 tx.reprice = true;
+                tx.resend = false;
                 if tx.last_sent.is_none() {
                     // Nothing of this nonce is in the pool: price it again from scratch.
                     tx.last_sent = Some((Instant::now(), head.number));
