@@ -28,8 +28,11 @@ use crate::{
     AllocationType, ChannelId, ConsensusChannel, Exit, SignedState, SignedTurn,
 };
 
-/// Timer ticks to wait for a submitted transaction to show on chain before asking again.
-const TRANSACTION_PATIENCE: u32 = 20;
+/// Chain time (seconds of block timestamps) to wait for the finalizing transaction to show on
+/// chain, final at the configured depth, before asking for it again. The transaction manager
+/// lands what it was given (and joins an identical request while it is in flight), so this is a
+/// backstop for a request lost on the way to it; chain time, so that a slow chain is not hurried.
+const FINALIZE_PATIENCE_SECS: u64 = 180;
 
 /// Failed payout transactions tolerated before the objective gives up with a reason.
 const MAX_PAYOUT_FAILURES: u32 = 20;
@@ -82,7 +85,8 @@ pub struct ForceClose {
     signed: Option<SignedTurn>,
     /// The finalizing transaction is asked for and not yet seen on chain.
     submitted: bool,
-    waited: u32,
+    /// Chain time at which the last transaction was asked for.
+    requested_at: u64,
     failed: bool,
     payout: Option<Payout>,
     pending: Option<PayoutStep>,
@@ -107,7 +111,7 @@ impl ForceClose {
             plan,
             signed,
             submitted: false,
-            waited: 0,
+            requested_at: 0,
             failed: false,
             payout: None,
             pending: None,
@@ -138,7 +142,7 @@ impl ForceClose {
 
     fn request(&mut self, ctx: &mut Ctx<'_>, transaction: ChainTransaction, deadline: Option<u64>) {
         ctx.effects.transactions.push(TransactionRequest { objective: Some(self.id()), transaction, deadline });
-        self.waited = 0;
+        self.requested_at = ctx.chain.now();
     }
 
     /// Submits the finalizing transaction if nothing as good is on chain yet.
@@ -414,17 +418,12 @@ impl Crank for ForceClose {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let _ = ctx;
         self.hold = false;
-        if self.submitted {
-            self.waited = self.waited.saturating_add(1);
-        }
-        // Ours failed, or has not shown on chain for a while: ask again (a duplicate
-        // challenge or conclusion reverts harmlessly).
-        if self.failed || self.waited > TRANSACTION_PATIENCE {
+        // Ours failed, or has not shown on chain for a while (chain time): ask again.
+        let patience_over = ctx.chain.now() >= self.requested_at.saturating_add(FINALIZE_PATIENCE_SECS);
+        if self.failed || (self.submitted && patience_over) {
             self.failed = false;
             self.submitted = false;
-            self.waited = 0;
         }
     }
 
