@@ -257,3 +257,28 @@ async fn a_call_reverting_at_estimation_fails_with_its_reason_and_sends_nothing(
     }
     assert_eq!(chain.nonce(3).await, before, "nothing sent");
 }
+
+#[tokio::test]
+async fn a_mined_transaction_whose_receipt_lags_the_nonce_is_never_reported_dropped() {
+    let chain = Chain::start().await;
+    let app = chain.contracts.consensus_app;
+    // Like a load balancer whose receipt backend lags its state backend: for 3 s no receipt is
+    // visible although the account's nonce has moved past the transaction.
+    let proxy = RpcProxy::start(chain.anvil.port()).await.unwrap();
+    let hidden_until = std::time::Instant::now() + Duration::from_secs(3);
+    proxy.set_rule(move |call| match call.method {
+        "eth_getTransactionReceipt" if std::time::Instant::now() < hidden_until => {
+            Fault::Answer(serde_json::Value::Null)
+        }
+        _ => Fault::Forward,
+    });
+    let (txm, mut events) = manager(&chain, &proxy.url(), 3, 1, quick()).await;
+    let before = chain.nonce(3).await;
+    let id = channel(app, 14);
+    txm.submit(1, deposit(id, U256::ZERO, milli(2)), None).unwrap();
+    let event = next(&mut events).await;
+    confirmed(&event);
+    assert!(std::time::Instant::now() >= hidden_until, "confirmed only once the receipt showed");
+    assert_eq!(chain.nonce(3).await, before + 1);
+    assert_eq!(chain.holdings(id).await, milli(2));
+}
