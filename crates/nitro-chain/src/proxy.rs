@@ -59,8 +59,8 @@ struct Shared {
     counts: Mutex<HashMap<String, u64>>,
 }
 
-/// The proxy; it runs until dropped... or rather until the runtime that started it stops
-/// (its tasks are spawned on it).
+/// The proxy (a handle: clones share it). It serves until the tokio runtime that started it
+/// stops, which for a test is the end of the test.
 #[derive(Clone)]
 pub struct RpcProxy {
     port: u16,
