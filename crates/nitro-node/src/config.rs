@@ -88,6 +88,10 @@ pub struct NodeConfig {
     /// Confirmations, reorg detection and how transactions are landed (defaults: `docs/node.md`).
     #[serde(default)]
     pub chain: ChainSettings,
+    /// The confirmation depth, as a top-level key: the same as `[chain] confirmations` (set one
+    /// or the other, not both with different values).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
 }
 
 /// The `[chain]` section: how deep a block must be before the node acts on it, and how the
@@ -312,6 +316,15 @@ impl NodeConfig {
             )));
         }
         policy.to_policy(&config.peers)?;
+        match (config.confirmations, config.chain.confirmations) {
+            (Some(top), Some(section)) if top != section => {
+                return Err(ConfigError::Invalid(format!(
+                    "confirmations = {top} and [chain] confirmations = {section} disagree: set one"
+                )));
+            }
+            (Some(top), _) => config.chain.confirmations = Some(top),
+            _ => {}
+        }
         config.chain.check()?;
         Ok(config)
     }
@@ -339,6 +352,8 @@ mod tests {
         let config = load("[chain]\nconfirmations = 3\nmax_fee_gwei = 100\n").unwrap();
         assert_eq!(config.chain.confirmations_on(1), 3, "configured: whatever the chain");
         assert_eq!(config.chain.manager().max_fee_per_gas, 100_000_000_000);
+        assert_eq!(load("confirmations = 3\n").unwrap().chain.confirmations_on(1), 3, "top-level shorthand");
+        assert!(load("confirmations = 3\n[chain]\nconfirmations = 4\n").is_err(), "two values");
         let defaults = load("").unwrap();
         assert_eq!(defaults.chain.confirmations_on(1), 12, "mainnet");
         assert_eq!(defaults.chain.confirmations_on(31_337), 1, "anvil");
