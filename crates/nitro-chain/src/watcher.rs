@@ -226,8 +226,13 @@ impl EventWatcher {
     /// with events above the newest kept block that still is, and the cursor back there.
     async fn retract_reorged(&mut self) -> Result<Vec<ChainEvent>, ChainError> {
         let Some(&(tip, tip_hash)) = self.state.blocks.last() else { return Ok(Vec::new()) };
-        if self.block_hash(tip).await? == Some(tip_hash) {
-            return Ok(Vec::new());
+        match self.block_hash(tip).await? {
+            Some(hash) if hash == tip_hash => return Ok(Vec::new()),
+            // The node is below the last block scanned: a backend that lags (common behind a
+            // load balancer), or a reorg to a shorter branch, which shows once the chain grows
+            // past it again. Nothing is retracted on a node's lag.
+            None => return Ok(Vec::new()),
+            Some(_) => {}
         }
         let mut shared = None;
         for &(block, hash) in self.state.blocks.iter().rev().skip(1) {

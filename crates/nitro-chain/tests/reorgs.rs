@@ -154,3 +154,28 @@ async fn loop_poll(watcher: &mut EventWatcher, wanted: impl Fn(&ChainEvent) -> b
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_node_lagging_behind_the_last_scanned_block_retracts_nothing() {
+    let chain = Chain::start().await;
+    let id = channel(chain.contracts.consensus_app, 4);
+    let service = chain.service(1).await;
+    let proxy = nitro_chain::proxy::RpcProxy::start(chain.anvil.port()).await.unwrap();
+    let watched = chain.service_at(&proxy.url(), 1, ChainConfig::default()).await;
+    let mut watcher = watcher_at_depth(&watched, chain.block_number().await, id, 1);
+    service.deposit(id, ETH, U256::ZERO, milli(5)).await.unwrap();
+    loop_poll(&mut watcher, |e| matches!(e, ChainEvent::Deposited { .. })).await;
+    // A backend three blocks behind answers: it does not have the last block scanned.
+    let head = chain.block_number().await;
+    proxy.set_rule(move |call| match call.method {
+        "eth_blockNumber" => nitro_chain::proxy::Fault::Answer(serde_json::json!(format!("{:#x}", head - 3))),
+        "eth_getBlockByNumber" => nitro_chain::proxy::Fault::Answer(serde_json::Value::Null),
+        _ => nitro_chain::proxy::Fault::Forward,
+    });
+    for _ in 0..3 {
+        assert!(watcher.poll().await.unwrap().is_empty());
+    }
+    proxy.clear_rule();
+    assert!(watcher.poll().await.unwrap().is_empty());
+    assert_eq!(watcher.reorgs(), 0, "a lag is not a reorg");
+}
