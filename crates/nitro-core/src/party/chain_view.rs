@@ -130,6 +130,14 @@ impl ChainView {
     /// `from_block` on is forgotten; a challenge cleared from `from_block` on runs again. The
     /// new chain's events follow and apply as usual. Chain time does not go back.
     pub fn retract(&mut self, channel: ChannelId, from_block: u64, at_block: u64, re_read: ReRead) {
+        let known = self.holdings.contains_key(&channel)
+            || self.concluded.contains_key(&channel)
+            || self.challenges.contains_key(&channel)
+            || self.cleared.contains_key(&channel)
+            || self.records.contains_key(&channel);
+        if !known {
+            return; // nothing of it was ever recorded here
+        }
         self.holdings.insert(channel, re_read.held);
         self.holdings_block.insert(channel, at_block);
         if self.concluded.get(&channel).is_some_and(|b| *b >= from_block) {

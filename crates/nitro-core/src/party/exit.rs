@@ -205,6 +205,9 @@ impl Party {
             ChainEvent::Retracted { from_block, block_number, held, turn_num_record, finalizes_at, .. } => {
                 let re_read = ReRead { held: *held, turn_num_record: *turn_num_record, finalizes_at: *finalizes_at };
                 self.chain.retract(channel, *from_block, *block_number, re_read);
+                if self.fixed_part(&channel).is_none() {
+                    return effects; // not a channel of ours
+                }
                 effects.events.push(PartyEvent::ChainReorg { channel_id: channel, from_block: *from_block });
                 // A challenge that runs again after its clearing was taken back is answered
                 // again, as when it was first registered.
