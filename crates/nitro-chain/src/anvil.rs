@@ -257,31 +257,59 @@ impl Anvil {
     /// Moves the chain's clock forward by `seconds` and mines a block with the new time
     /// (`evm_increaseTime` + `evm_mine`), e.g. to let a challenge finalize.
     pub async fn advance_time(&self, seconds: u64) -> Result<(), ChainError> {
-        let provider = self.provider()?;
-        provider
-            .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
-            .await
-            .map_err(|e| ChainError::from_rpc("evm_increaseTime", "evm_increaseTime", e))?;
+        self.rpc("evm_increaseTime", serde_json::json!([seconds])).await?;
         self.mine().await
     }
 
     /// Turns automining (a block per transaction, the default) off or on
     /// (`evm_setAutomine`); with it off, blocks come from [`Anvil::mine`].
     pub async fn set_automine(&self, on: bool) -> Result<(), ChainError> {
-        self.provider()?
-            .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (on,))
-            .await
-            .map_err(|e| ChainError::from_rpc("evm_setAutomine", "evm_setAutomine", e))?;
-        Ok(())
+        self.rpc("evm_setAutomine", serde_json::json!([on])).await.map(|_| ())
     }
 
     /// Mines one block (`evm_mine`).
     pub async fn mine(&self) -> Result<(), ChainError> {
+        self.rpc("evm_mine", serde_json::json!([])).await.map(|_| ())
+    }
+
+    async fn rpc(&self, method: &'static str, params: serde_json::Value) -> Result<serde_json::Value, ChainError> {
         self.provider()?
-            .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+            .raw_request::<serde_json::Value, serde_json::Value>(method.into(), params)
             .await
-            .map_err(|e| ChainError::from_rpc("evm_mine", "evm_mine", e))?;
-        Ok(())
+            .map_err(|e| ChainError::from_rpc(method, method, e))
+    }
+
+    /// Takes the latest `depth` blocks back and mines as many new, empty ones in their place
+    /// (`anvil_reorg`): the transactions of the blocks taken back are gone, from the chain and
+    /// from the pool — as after a reorg on a real chain to a branch that did not include them.
+    pub async fn reorg(&self, depth: u64) -> Result<(), ChainError> {
+        self.rpc("anvil_reorg", serde_json::json!([depth, []])).await.map(|_| ())
+    }
+
+    /// Records the chain's state (`evm_snapshot`); [`Anvil::revert`] goes back to it.
+    pub async fn snapshot(&self) -> Result<String, ChainError> {
+        let id = self.rpc("evm_snapshot", serde_json::json!([])).await?;
+        Ok(id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string()))
+    }
+
+    /// Goes back to a snapshot (`evm_revert`): the blocks mined since are gone; the next ones
+    /// are a new branch at the same heights.
+    pub async fn revert(&self, snapshot: &str) -> Result<bool, ChainError> {
+        let reverted = self.rpc("evm_revert", serde_json::json!([snapshot])).await?;
+        Ok(reverted.as_bool().unwrap_or(false))
+    }
+
+    /// Sets the next block's base fee, in wei per gas (`anvil_setNextBlockBaseFeePerGas`): a fee
+    /// spike. Later blocks move from it by the EIP-1559 rule (at most 12.5% per block).
+    pub async fn set_next_block_base_fee(&self, wei: u128) -> Result<(), ChainError> {
+        let value = format!("{wei:#x}");
+        self.rpc("anvil_setNextBlockBaseFeePerGas", serde_json::json!([value])).await.map(|_| ())
+    }
+
+    /// Mines a block every `seconds` from now on (`evm_setIntervalMining`; 0: stop), on top of
+    /// automining if it is on.
+    pub async fn set_interval_mining(&self, seconds: u64) -> Result<(), ChainError> {
+        self.rpc("evm_setIntervalMining", serde_json::json!([seconds])).await.map(|_| ())
     }
 }
 

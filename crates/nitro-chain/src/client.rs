@@ -13,14 +13,20 @@ use alloy::{
 };
 use alloy_primitives::{Address, Bytes, B256, U256};
 use nitro_core::SigningKey;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{sleep, timeout};
 
 use crate::{contracts::Artifact, ChainError};
+
+mod receipts;
+pub(crate) use receipts::{mined_in, Depth};
 
 /// Timing and retry settings of an [`EthClient`].
 #[derive(Clone, Debug)]
 pub struct ChainConfig {
-    /// Blocks a receipt must be buried under (1 = mined; anvil automines, so 1 is enough).
+    /// The confirmation depth: a receipt counts once its block has `confirmations - 1` blocks
+    /// on top and is still canonical then (1 = as soon as mined). Defaults per chain:
+    /// [`default_confirmations`](crate::default_confirmations); this struct's default, 1, is
+    /// anvil's.
     pub confirmations: u64,
     /// How often to poll for receipts, confirmations and holdings.
     pub poll_interval: Duration,
@@ -86,9 +92,6 @@ impl TxReceipt {
         alloy::primitives::U256::from(self.gas_used) * alloy::primitives::U256::from(self.effective_gas_price)
     }
 }
-
-/// How often [`EthClient::wait_for_receipt`] looks for what was mined at a nonce that moved on.
-const SEARCH_EVERY: Duration = Duration::from_secs(1);
 
 /// An account (a private key) on a JSON-RPC node.
 ///
@@ -184,6 +187,63 @@ impl EthClient {
         &self.config
     }
 
+    /// The same account with other settings (one send lock for both).
+    pub fn with_config(mut self, config: ChainConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The account's nonce: the count of its mined transactions, or with `pending`, of those
+    /// the node also holds ready in its pool.
+    pub async fn nonce(&self, pending: bool) -> Result<u64, ChainError> {
+        with_retries(&self.config, "eth_getTransactionCount", "", || {
+            let count = self.provider.get_transaction_count(self.address);
+            if pending {
+                count.pending()
+            } else {
+                count.latest()
+            }
+        })
+        .await
+    }
+
+    /// `eth_call` of `input` on `to` on the state after block `block`.
+    pub async fn call_at(
+        &self,
+        function: &'static str,
+        to: Address,
+        input: Bytes,
+        block: u64,
+    ) -> Result<Bytes, ChainError> {
+        let request = TransactionRequest::default().with_from(self.address).with_to(to).with_input(input);
+        with_retries(&self.config, "eth_call", function, || {
+            self.provider.call(request.clone()).block(BlockId::number(block))
+        })
+        .await
+    }
+
+    /// Why a call mined in `block` reverted: replayed on that block's state, then on its
+    /// parent's (an earlier transaction of the block may have changed what it saw).
+    pub(crate) async fn revert_reason(
+        &self,
+        function: &'static str,
+        request: &TransactionRequest,
+        block: u64,
+    ) -> Option<String> {
+        let request = request.clone().with_from(self.address);
+        for at in [block, block.saturating_sub(1)] {
+            if let Err(ChainError::Reverted { reason: Some(r), .. }) =
+                with_retries(&self.config, "eth_call", function, || {
+                    self.provider.call(request.clone()).block(BlockId::number(at))
+                })
+                .await
+            {
+                return Some(r);
+            }
+        }
+        None
+    }
+
     /// The underlying alloy provider (no fillers, no signer).
     pub fn provider(&self) -> &RootProvider {
         &self.provider
@@ -241,6 +301,43 @@ impl EthClient {
         self.send(function, request).await
     }
 
+    /// The gas a call needs, as the node estimates it plus [`ChainConfig::gas_margin_percent`].
+    /// Estimation executes the call: a revert surfaces here, with its reason.
+    pub(crate) async fn estimate_gas(
+        &self,
+        function: &'static str,
+        request: &TransactionRequest,
+    ) -> Result<u64, ChainError> {
+        let request = request.clone().with_from(self.address).with_chain_id(self.chain_id);
+        let gas =
+            with_retries(&self.config, "eth_estimateGas", function, || self.provider.estimate_gas(request.clone()))
+                .await?;
+        Ok(gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100))
+    }
+
+    /// Signs `request` from this account with `nonce`, `gas` and the EIP-1559 fees
+    /// `(max_fee_per_gas, max_priority_fee_per_gas)`: its hash and raw bytes.
+    pub(crate) async fn sign(
+        &self,
+        request: &TransactionRequest,
+        nonce: u64,
+        gas: u64,
+        (max_fee_per_gas, max_priority_fee_per_gas): (u128, u128),
+    ) -> Result<(B256, Bytes), ChainError> {
+        let envelope = request
+            .clone()
+            .with_from(self.address)
+            .with_chain_id(self.chain_id)
+            .with_nonce(nonce)
+            .with_gas_limit(gas)
+            .with_max_fee_per_gas(max_fee_per_gas)
+            .with_max_priority_fee_per_gas(max_priority_fee_per_gas)
+            .build(&self.wallet)
+            .await
+            .map_err(|e| ChainError::Signing(e.to_string()))?;
+        Ok((*envelope.tx_hash(), Bytes::from(envelope.encoded_2718())))
+    }
+
     async fn send(&self, function: &'static str, request: TransactionRequest) -> Result<TxReceipt, ChainError> {
         let config = &self.config;
         let provider = &self.provider;
@@ -272,30 +369,30 @@ impl EthClient {
         // mined above it.
         let sent_above = self.block_number().await?;
         self.send_raw(function, &raw).await?;
-        let receipt = self.wait_for_receipt(tx_hash, nonce, sent_above).await?;
-        let block_number = receipt.block_number.ok_or(ChainError::Rpc {
-            operation: "eth_getTransactionReceipt",
-            message: "receipt without a block number".into(),
-        })?;
+        let mut reorgs = 0;
+        let (receipt, block_number) = loop {
+            let receipt = self.wait_for_receipt(tx_hash, nonce, sent_above).await?;
+            let (block_number, block_hash) = mined_in(&receipt)?;
+            if self.wait_for_confirmations(tx_hash, block_number, block_hash).await? {
+                break (receipt, block_number);
+            }
+            // A reorg took it out of the chain (and, on many nodes, out of the pool): the same
+            // signed bytes again, at the same nonce, so that it cannot land twice.
+            reorgs += 1;
+            if reorgs > MAX_REORGS {
+                return Err(ChainError::Timeout {
+                    what: format!("transaction {tx_hash} to stay in the chain ({reorgs} reorgs took it out)"),
+                    after: self.config.receipt_timeout,
+                });
+            }
+            self.send_raw(function, &raw).await?;
+        };
         if !receipt.status() {
             // Estimation passed, so the state changed before the transaction ran (most often an
-            // earlier transaction of the same block): replay on the block's state for the reason,
-            // then on its parent's.
-            let mut reason = None;
-            for block in [block_number, block_number.saturating_sub(1)] {
-                if let Err(ChainError::Reverted { reason: Some(r), .. }) =
-                    with_retries(config, "eth_call", function, || {
-                        provider.call(request.clone()).block(BlockId::number(block))
-                    })
-                    .await
-                {
-                    reason = Some(r);
-                    break;
-                }
-            }
+            // earlier transaction of the same block).
+            let reason = self.revert_reason(function, &request, block_number).await;
             return Err(ChainError::Reverted { function, reason, tx_hash: Some(tx_hash) });
         }
-        self.wait_for_confirmations(block_number).await?;
         Ok(TxReceipt {
             tx_hash,
             block_number,
@@ -337,135 +434,8 @@ impl EthClient {
             delay = (delay * 2).min(config.max_backoff);
         }
     }
-
-    /// Polls for the receipt of `tx_hash` (sent with `nonce` when the chain was at block
-    /// `sent_above`).
-    ///
-    /// - Not mined within [`ChainConfig::receipt_timeout`]: [`ChainError::Timeout`].
-    /// - The account's nonce moved past ours without a receipt: that alone proves nothing (the
-    ///   node may store the receipt after the state, or another backend behind the same URL
-    ///   answered). We look for the transaction mined at our nonce: if it is another one, ours
-    ///   is [`ChainError::Dropped`] at once; otherwise we keep polling for our receipt, up to
-    ///   [`ChainConfig::dropped_after`] after the nonce moved — then `Dropped` (or `Timeout`
-    ///   when ours was seen mined but its receipt never became visible).
-    async fn wait_for_receipt(
-        &self,
-        tx_hash: B256,
-        nonce: u64,
-        sent_above: u64,
-    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
-        let deadline = Instant::now() + self.config.receipt_timeout;
-        // When the nonce was first seen past ours, and what mined at our nonce (once known).
-        let mut nonce_moved_at: Option<Instant> = None;
-        let mut mined_at_nonce: Option<B256> = None;
-        let mut last_search: Option<Instant> = None;
-        loop {
-            match with_retries(&self.config, "eth_getTransactionReceipt", "", || {
-                self.provider.get_transaction_receipt(tx_hash)
-            })
-            .await
-            {
-                Ok(Some(receipt)) => return Ok(receipt),
-                Ok(None) if nonce_moved_at.is_none() => {
-                    match with_retries(&self.config, "eth_getTransactionCount", "", || {
-                        self.provider.get_transaction_count(self.address).latest()
-                    })
-                    .await
-                    {
-                        Ok(mined) if mined > nonce => nonce_moved_at = Some(Instant::now()),
-                        Ok(_) => {}
-                        Err(e) if e.is_transient() => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) if e.is_transient() => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(moved_at) = nonce_moved_at {
-                // Best effort, at most once a second: a node without the history (or a lagging
-                // backend) leaves the question open for a later try.
-                if mined_at_nonce.is_none() && last_search.is_none_or(|at| at.elapsed() >= SEARCH_EVERY) {
-                    last_search = Some(Instant::now());
-                    mined_at_nonce = self.mined_at_nonce(nonce, sent_above).await.ok().flatten();
-                }
-                match mined_at_nonce {
-                    Some(other) if other != tx_hash => {
-                        return Err(ChainError::Dropped { tx_hash, replaced_by: Some(other) });
-                    }
-                    Some(_) if moved_at.elapsed() >= self.config.dropped_after => {
-                        return Err(ChainError::Timeout {
-                            what: format!("the receipt of transaction {tx_hash}, which is mined"),
-                            after: self.config.dropped_after,
-                        });
-                    }
-                    None if moved_at.elapsed() >= self.config.dropped_after => {
-                        return Err(ChainError::Dropped { tx_hash, replaced_by: None });
-                    }
-                    _ => {}
-                }
-            } else if Instant::now() >= deadline {
-                return Err(ChainError::Timeout {
-                    what: format!("transaction {tx_hash} to be mined"),
-                    after: self.config.receipt_timeout,
-                });
-            }
-            sleep(self.config.poll_interval).await;
-        }
-    }
-
-    /// The hash of the transaction of ours mined with `nonce`, searched above block
-    /// `sent_above` (the account's nonce at each block, by bisection, then that one block);
-    /// `None` when it cannot be found (yet).
-    async fn mined_at_nonce(&self, nonce: u64, sent_above: u64) -> Result<Option<B256>, ChainError> {
-        let nonce_at = |block: u64| {
-            with_retries(&self.config, "eth_getTransactionCount", "", move || {
-                self.provider.get_transaction_count(self.address).block_id(BlockId::number(block))
-            })
-        };
-        let (mut low, mut high) = (sent_above, self.block_number().await?);
-        if high <= low || nonce_at(high).await? <= nonce {
-            return Ok(None);
-        }
-        if nonce_at(low).await? > nonce {
-            return Ok(None); // mined before we sent: not ours to find here
-        }
-        // Invariant: the nonce at `low` is ours or less, at `high` past ours.
-        while high - low > 1 {
-            let middle = low + (high - low) / 2;
-            if nonce_at(middle).await? > nonce {
-                high = middle;
-            } else {
-                low = middle;
-            }
-        }
-        let block = with_retries(&self.config, "eth_getBlockByNumber", "", || {
-            self.provider.get_block_by_number(BlockNumberOrTag::Number(high)).full()
-        })
-        .await?;
-        let Some(block) = block else { return Ok(None) };
-        let found = block
-            .transactions
-            .txns()
-            .find(|tx| tx.inner.signer() == self.address && alloy::consensus::Transaction::nonce(*tx) == nonce)
-            .map(|tx| *tx.inner.tx_hash());
-        Ok(found)
-    }
-
-    async fn wait_for_confirmations(&self, block_number: u64) -> Result<(), ChainError> {
-        let wanted = block_number.saturating_add(self.config.confirmations.saturating_sub(1));
-        let deadline = Instant::now() + self.config.receipt_timeout;
-        loop {
-            if self.block_number().await? >= wanted {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ChainError::Timeout {
-                    what: format!("{} confirmations of block {block_number}", self.config.confirmations),
-                    after: self.config.receipt_timeout,
-                });
-            }
-            sleep(self.config.poll_interval).await;
-        }
-    }
 }
+
+/// How many times a reorg may take one transaction out of the chain before
+/// [`EthClient::transact`] gives up waiting for it.
+const MAX_REORGS: u32 = 8;

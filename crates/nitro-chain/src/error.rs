@@ -143,6 +143,28 @@ impl ChainError {
     }
 }
 
+impl ChainError {
+    /// Whether a node refused `eth_sendRawTransaction` for its price: below the block's base
+    /// fee, or a replacement that does not raise both fees enough (geth, reth, erigon, anvil,
+    /// Besu and Nethermind wordings). Re-pricing cures it.
+    pub(crate) fn is_underpriced(&self) -> bool {
+        let Self::Rpc { message, .. } = self else { return false };
+        let message = message.to_ascii_lowercase();
+        [
+            "underpriced",
+            "less than block base fee",
+            "fee cap less than",
+            "feecap",
+            "fee too low",
+            "gas price too low",
+            "max fee per gas less than",
+            "feetoolow",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
+    }
+}
+
 /// The reason of a revert: the message of `require(…, message)` / `revert(message)`, else
 /// alloy's rendering of a panic code or custom error.
 fn revert_reason(data: &[u8]) -> Option<String> {
@@ -252,6 +274,16 @@ mod tests {
         for other in ["insufficient funds for gas * price + value", "replacement transaction underpriced"] {
             assert!(!rpc(other).is_already_known() && !rpc(other).is_nonce_too_low(), "{other}");
         }
+        for price in [
+            "replacement transaction underpriced",
+            "transaction underpriced",
+            "max fee per gas less than block base fee",
+            "FeeCapTooLow",
+            "fee cap less than block base fee",
+        ] {
+            assert!(rpc(price).is_underpriced(), "{price}");
+        }
+        assert!(!rpc("insufficient funds for gas * price + value").is_underpriced());
         let unreachable =
             ChainError::Unreachable { operation: "eth_sendRawTransaction", message: "already known".into() };
         assert!(!unreachable.is_already_known(), "only a node's answer counts");

@@ -9,7 +9,13 @@
 //!   `@statechannels/nitro-protocol` (installed by `npm ci` at the repository root), and their
 //!   deployment.
 //! - [`EthClient`]: an account on a node; [`EthChainService`]: the [`ChainService`] on top.
-//! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor.
+//! - [`TxManager`]: lands the transactions objectives need — retried, re-priced at the same
+//!   nonce, pushed harder as a deadline nears, confirmed only when still canonical at the
+//!   configured depth ([`default_confirmations`]).
+//! - [`EventWatcher`]: `eth_getLogs` polling from a block cursor, reporting blocks final at the
+//!   depth and retracting what a deeper reorg takes back.
+//! - [`proxy::RpcProxy`]: a fault-injecting JSON-RPC proxy for tests (lost answers, delays,
+//!   5xx, outages).
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
 //!
 //! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
@@ -23,14 +29,19 @@ pub mod anvil;
 pub mod bindings;
 mod client;
 mod contracts;
+mod depth;
 mod error;
 mod locate;
+pub mod manager;
+pub mod proxy;
 mod service;
 mod watcher;
 
 pub use anvil::{dev_key, Anvil, AnvilBuilder, ANVIL_CHAIN_ID, DEV_PRIVATE_KEYS};
 pub use client::{ChainConfig, EthClient, TxReceipt};
 pub use contracts::{Artifact, Artifacts, Contracts};
+pub use depth::{default_confirmations, UNKNOWN_CHAIN_CONFIRMATIONS};
 pub use error::{AnvilError, ArtifactError, ChainError};
+pub use manager::{TxEvent, TxManager, TxManagerConfig, TxManagerStats, TxOutcome};
 pub use service::{ChainService, EthChainService};
-pub use watcher::{EventWatcher, WatcherConfig};
+pub use watcher::{EventWatcher, WatcherConfig, WatcherState};

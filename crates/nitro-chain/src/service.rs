@@ -91,6 +91,49 @@ impl EthChainService {
         }
     }
 
+    /// What the adjudicator held of `asset` for `channel_id` after block `block`.
+    pub async fn holdings_at(&self, asset: Address, channel_id: ChannelId, block: u64) -> Result<U256, ChainError> {
+        let input = INitroAdjudicator::holdingsCall { asset, channelId: channel_id }.abi_encode();
+        let output = self.client.call_at("holdings", self.adjudicator, Bytes::from(input), block).await?;
+        INitroAdjudicator::holdingsCall::abi_decode_returns(&output)
+            .map_err(|e| ChainError::Decode { what: "holdings", message: e.to_string() })
+    }
+
+    /// `statusOf(channelId)` after block `block`.
+    pub async fn status_at(&self, channel_id: ChannelId, block: u64) -> Result<ChannelStatus, ChainError> {
+        let input = INitroAdjudicator::statusOfCall { channelId: channel_id }.abi_encode();
+        let output = self.client.call_at("statusOf", self.adjudicator, Bytes::from(input), block).await?;
+        let word: B256 = INitroAdjudicator::statusOfCall::abi_decode_returns(&output)
+            .map_err(|e| ChainError::Decode { what: "statusOf", message: e.to_string() })?;
+        Ok(ChannelStatus::from_word(word))
+    }
+
+    /// Whether `tx` may be sent now, the chain's head being `head`: `true` for anything but a
+    /// deposit; for a deposit, whether the channel holds exactly its `expected_held` both now
+    /// and at the confirmation depth (`head - confirmations + 1`): never a deposit on top of
+    /// holdings a reorg can take back. `false`: not yet (an earlier deposit is not mined, or
+    /// not deep enough); [`ChainError::UnexpectedHoldings`]: never (more is held than
+    /// expected).
+    pub async fn deposit_ready(&self, tx: &ChainTransaction, head: u64) -> Result<bool, ChainError> {
+        let ChainTransaction::Deposit { channel_id, asset, expected_held, .. } = tx else { return Ok(true) };
+        let latest = self.holdings(*asset, *channel_id).await?;
+        let depth = self.client.config().confirmations.max(1);
+        let confirmed = match head.checked_sub(depth - 1) {
+            Some(block) => self.holdings_at(*asset, *channel_id, block).await?,
+            None => U256::ZERO,
+        };
+        let actual = latest.max(confirmed);
+        if actual > *expected_held {
+            return Err(ChainError::UnexpectedHoldings {
+                channel_id: *channel_id,
+                asset: *asset,
+                expected: *expected_held,
+                actual,
+            });
+        }
+        Ok(latest == *expected_held && confirmed == *expected_held)
+    }
+
     /// `unpackStatus(channelId)`, decoded by the contract (the same as [`ChainService::status_of`],
     /// which unpacks `statusOf` locally).
     pub async fn unpack_status(&self, channel_id: ChannelId) -> Result<ChannelStatus, ChainError> {
@@ -113,6 +156,18 @@ impl ChainService for EthChainService {
                     expected: *expected_held,
                     actual,
                 });
+            }
+            // Held now; also deep enough that a reorg cannot take the deposits before ours back.
+            let config = self.client.config();
+            let deadline = Instant::now() + config.deposit_timeout;
+            while !self.deposit_ready(tx, self.client.block_number().await?).await? {
+                if Instant::now() >= deadline {
+                    return Err(ChainError::Timeout {
+                        what: format!("the holdings of {channel_id} to be {} deep", config.confirmations),
+                        after: config.deposit_timeout,
+                    });
+                }
+                sleep(config.poll_interval).await;
             }
         }
         let input = Bytes::from(bindings::calldata(tx));

@@ -101,6 +101,109 @@ pub struct NodeConfig {
     /// What this node agrees to for its peers (defaults: `docs/node.md`).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Confirmations, reorg detection and how transactions are landed (defaults: `docs/node.md`).
+    #[serde(default)]
+    pub chain: ChainSettings,
+    /// The confirmation depth, as a top-level key: the same as `[chain] confirmations` (set one
+    /// or the other, not both with different values).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
+}
+
+/// The `[chain]` section: how deep a block must be before the node acts on it, and how the
+/// transaction manager lands transactions.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainSettings {
+    /// Confirmation depth: deposits, conclusions and challenges are acted on, and receipts
+    /// counted, once their block has this many blocks including itself and is still canonical.
+    /// Default: by chain id (mainnet 12, OP Mainnet/Base 10, Arbitrum 20, Polygon 64, anvil 1,
+    /// any other 12).
+    pub confirmations: Option<u64>,
+    /// Blocks below the latest scanned one whose hashes are kept to detect deeper reorgs.
+    pub reorg_window: u64,
+    /// How often the transaction manager looks at its transactions, milliseconds.
+    pub poll_ms: u64,
+    /// A transaction not mined after this many blocks is re-priced at the same nonce.
+    pub bump_after_blocks: u64,
+    /// … or after this many seconds, whatever the blocks.
+    pub bump_after_secs: u64,
+    /// Least raise of both fees of a replacement, percent (nodes refuse less than 10).
+    pub bump_percent: u64,
+    /// Highest max fee per gas of a transaction without a deadline, gwei.
+    pub max_fee_gwei: u64,
+    /// Highest max fee per gas of an answer to a challenge, gwei.
+    pub deadline_max_fee_gwei: u64,
+    /// An answer to a challenge unmined this close to its deadline (chain seconds) is priced
+    /// hardest and raises an alarm.
+    pub alarm_margin_secs: u64,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self {
+            confirmations: None,
+            reorg_window: 128,
+            poll_ms: 1_000,
+            bump_after_blocks: 3,
+            bump_after_secs: 60,
+            bump_percent: 25,
+            max_fee_gwei: 500,
+            deadline_max_fee_gwei: 5_000,
+            alarm_margin_secs: 600,
+        }
+    }
+}
+
+impl ChainSettings {
+    /// Checks the ranges.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |what: String| Err(ConfigError::Invalid(format!("chain.{what}")));
+        if let Some(depth) = self.confirmations {
+            if depth == 0 || depth > self.reorg_window {
+                return invalid(format!(
+                    "confirmations ({depth}) must be at least 1 and at most reorg_window ({})",
+                    self.reorg_window
+                ));
+            }
+        }
+        if self.reorg_window == 0 || self.reorg_window > 100_000 {
+            return invalid(format!("reorg_window ({}) must be within 1..=100000", self.reorg_window));
+        }
+        if self.poll_ms == 0 || self.bump_after_blocks == 0 || self.bump_after_secs == 0 {
+            return invalid("poll_ms, bump_after_blocks and bump_after_secs must be > 0".into());
+        }
+        if !(10..=1_000).contains(&self.bump_percent) {
+            return invalid(format!("bump_percent ({}) must be within 10..=1000", self.bump_percent));
+        }
+        if self.max_fee_gwei == 0 || self.deadline_max_fee_gwei < self.max_fee_gwei {
+            return invalid(format!(
+                "max_fee_gwei ({}) must be > 0 and deadline_max_fee_gwei ({}) at least as high",
+                self.max_fee_gwei, self.deadline_max_fee_gwei
+            ));
+        }
+        Ok(())
+    }
+
+    /// The depth on the chain with `chain_id`: the configured one, else the chain's default.
+    pub fn confirmations_on(&self, chain_id: u64) -> u64 {
+        self.confirmations.unwrap_or_else(|| nitro_chain::default_confirmations(chain_id))
+    }
+
+    /// The transaction manager's settings.
+    pub fn manager(&self) -> nitro_chain::TxManagerConfig {
+        const GWEI: u128 = 1_000_000_000;
+        nitro_chain::TxManagerConfig {
+            poll_interval: std::time::Duration::from_millis(self.poll_ms),
+            bump_after_blocks: self.bump_after_blocks,
+            bump_after: std::time::Duration::from_secs(self.bump_after_secs),
+            bump_percent: self.bump_percent,
+            max_fee_per_gas: u128::from(self.max_fee_gwei) * GWEI,
+            deadline_max_fee_per_gas: u128::from(self.deadline_max_fee_gwei) * GWEI,
+            alarm_margin_secs: self.alarm_margin_secs,
+            ..nitro_chain::TxManagerConfig::default()
+        }
+    }
 }
 
 /// Who may open a ledger with this node.
@@ -251,6 +354,16 @@ impl NodeConfig {
             )));
         }
         policy.to_policy(&config.peers)?;
+        match (config.confirmations, config.chain.confirmations) {
+            (Some(top), Some(section)) if top != section => {
+                return Err(ConfigError::Invalid(format!(
+                    "confirmations = {top} and [chain] confirmations = {section} disagree: set one"
+                )));
+            }
+            (Some(top), _) => config.chain.confirmations = Some(top),
+            _ => {}
+        }
+        config.chain.check()?;
         Ok(config)
     }
 
@@ -278,5 +391,40 @@ impl NodeConfig {
             ));
         }
         warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|error| ConfigError::Read { path: PathBuf::new(), error })?;
+        let path = dir.path().join("node.toml");
+        let text = format!(
+            "key_file = \"k\"\ndb_path = \"d\"\nlisten = \"127.0.0.1:1\"\napi = \"127.0.0.1:2\"\ntoken_file = \"t\"\n\
+             chain_url = \"http://127.0.0.1:8545\"\nadjudicator = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n\
+             consensus_app = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n\
+             virtual_payment_app = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n{extra}"
+        );
+        std::fs::write(&path, text).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn the_chain_section_sets_the_depth_and_defaults_it_per_chain() {
+        let config = load("[chain]\nconfirmations = 3\nmax_fee_gwei = 100\n").unwrap();
+        assert_eq!(config.chain.confirmations_on(1), 3, "configured: whatever the chain");
+        assert_eq!(config.chain.manager().max_fee_per_gas, 100_000_000_000);
+        assert_eq!(load("confirmations = 3\n").unwrap().chain.confirmations_on(1), 3, "top-level shorthand");
+        assert!(load("confirmations = 3\n[chain]\nconfirmations = 4\n").is_err(), "two values");
+        let defaults = load("").unwrap();
+        assert_eq!(defaults.chain.confirmations_on(1), 12, "mainnet");
+        assert_eq!(defaults.chain.confirmations_on(31_337), 1, "anvil");
+        for bad in
+            ["confirmations = 0", "confirmations = 500", "bump_percent = 5", "deadline_max_fee_gwei = 1", "unknown = 1"]
+        {
+            assert!(load(&format!("[chain]\n{bad}\n")).is_err(), "{bad}");
+        }
     }
 }

@@ -25,4 +25,4 @@ mod startup;
 pub mod store;
 pub mod transport;
 
-pub use local::{LocalNetwork, MessageFilter, NetworkError, Participant, Stats};
+pub use local::{LocalChainSettings, LocalNetwork, MessageFilter, NetworkError, Participant, Stats};

@@ -1,16 +1,20 @@
 //! Several parties in one process, on one chain.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient, EventWatcher};
+use nitro_chain::{
+    ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient, EventWatcher, TxEvent, TxManager,
+    TxManagerConfig, TxOutcome, WatcherConfig,
+};
 use nitro_core::{
     chain::ChainTransaction,
-    party::{Clock, Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent},
+    party::{Clock, Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent, TransactionRequest},
     ConsensusChannel, LedgerEvent, SigningKey,
 };
 use thiserror::Error;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Why a run stopped.
 #[derive(Debug, Error)]
@@ -44,6 +48,8 @@ pub struct Participant {
     pub party: Party,
     /// Its account on the chain.
     pub chain: EthChainService,
+    /// Lands its transactions.
+    pub transactions: TxManager,
     /// Wei it paid in transaction fees.
     pub fees_paid: U256,
     /// Wei it deposited into channels.
@@ -71,10 +77,38 @@ pub struct Stats {
     pub guarantees_released: u64,
     /// Stale challenges answered with a checkpoint.
     pub challenges_answered: u64,
+    /// Retractions of reported chain events (reorgs deeper than the depth).
+    pub retractions: u64,
+    /// Transactions cancelled because their objective no longer needed them.
+    pub cancelled_transactions: u64,
 }
 
-/// Parties in one process: messages between them are delivered in order, transactions go to
-/// the chain one at a time, and confirmed events are fed back to every party.
+/// How the parties of a [`LocalNetwork`] use the chain.
+#[derive(Clone, Debug)]
+pub struct LocalChainSettings {
+    /// The confirmation depth (`None`: the chain's default, 1 on anvil).
+    pub confirmations: Option<u64>,
+    /// The transaction managers' settings.
+    pub manager: TxManagerConfig,
+    /// The accounts' client settings (`confirmations` is replaced by the depth).
+    pub client: ChainConfig,
+}
+
+impl Default for LocalChainSettings {
+    fn default() -> Self {
+        let manager = TxManagerConfig {
+            poll_interval: Duration::from_millis(100),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            ..TxManagerConfig::default()
+        };
+        Self { confirmations: None, manager, client: ChainConfig::default() }
+    }
+}
+
+/// Parties in one process: messages between them are delivered in order, each party's
+/// transactions go to its own [`TxManager`] (several in flight, each landed at the
+/// confirmation depth), and events final at that depth are fed back to every party.
 pub struct LocalNetwork {
     /// The parties.
     pub participants: Vec<Participant>,
@@ -82,8 +116,13 @@ pub struct LocalNetwork {
     pub stats: Stats,
     watcher: EventWatcher,
     messages: VecDeque<(usize, Envelope)>,
-    transactions: VecDeque<(usize, nitro_core::party::TransactionRequest)>,
+    /// Transactions handed to a party's manager and not settled: (party, request) by id.
+    transactions: BTreeMap<u64, (usize, TransactionRequest)>,
+    next_transaction: u64,
+    outcomes: Vec<UnboundedReceiver<TxEvent>>,
     resend_every: Duration,
+    /// When the parties' timers last ran (kept across runs, so that short runs still tick).
+    last_tick: Instant,
     observer: Option<Observer>,
     filter: Option<MessageFilter>,
     /// Parties gone for good: they receive, send, tick and submit nothing.
@@ -97,20 +136,40 @@ pub type Observer = Box<dyn FnMut(&str, &PartyEvent) + Send>;
 pub type MessageFilter = Box<dyn Fn(usize, &Envelope) -> bool + Send>;
 
 impl LocalNetwork {
-    /// Connects one account per `(name, key)` to the node at `url` and the deployed `contracts`.
+    /// Connects one account per `(name, key)` to the node at `url` and the deployed `contracts`,
+    /// at the chain's default confirmation depth (1 on anvil).
     pub async fn connect(
         url: &str,
         contracts: &Contracts,
         parties: Vec<(String, SigningKey)>,
         config: PartyConfig,
     ) -> Result<Self, NetworkError> {
+        Self::connect_with(url, contracts, parties, config, LocalChainSettings::default()).await
+    }
+
+    /// Like [`LocalNetwork::connect`], with the given chain settings.
+    pub async fn connect_with(
+        url: &str,
+        contracts: &Contracts,
+        parties: Vec<(String, SigningKey)>,
+        config: PartyConfig,
+        settings: LocalChainSettings,
+    ) -> Result<Self, NetworkError> {
         let mut participants = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut depth = settings.confirmations.unwrap_or(1);
         for (name, key) in parties {
-            let client = EthClient::connect(url, &key, ChainConfig::default()).await?;
+            let client = EthClient::connect(url, &key, settings.client.clone()).await?;
+            depth = settings.confirmations.unwrap_or_else(|| nitro_chain::default_confirmations(client.chain_id()));
+            let client = client.with_config(ChainConfig { confirmations: depth, ..settings.client.clone() });
+            let chain = EthChainService::new(client, contracts.adjudicator);
+            let (transactions, events) = TxManager::spawn(chain.clone(), settings.manager.clone());
+            outcomes.push(events);
             participants.push(Participant {
                 name,
                 party: Party::new(key, config.clone()),
-                chain: EthChainService::new(client, contracts.adjudicator),
+                chain,
+                transactions,
                 fees_paid: U256::ZERO,
                 deposited: U256::ZERO,
             });
@@ -119,14 +178,18 @@ impl LocalNetwork {
             Some(p) => p.chain.client().block_number().await?,
             None => 0,
         };
-        let watcher = EventWatcher::connect(url, contracts.adjudicator, from_block)?;
+        let watcher_config = WatcherConfig { confirmations: depth, ..WatcherConfig::default() };
+        let watcher = EventWatcher::connect(url, contracts.adjudicator, from_block)?.with_config(watcher_config);
         Ok(Self {
             participants,
             stats: Stats::default(),
             watcher,
             messages: VecDeque::new(),
-            transactions: VecDeque::new(),
+            transactions: BTreeMap::new(),
+            next_transaction: 0,
+            outcomes,
             resend_every: Duration::from_millis(300),
+            last_tick: Instant::now(),
             observer: None,
             filter: None,
             gone: Vec::new(),
@@ -151,7 +214,8 @@ impl LocalNetwork {
         }
         self.gone[i] = true;
         self.messages.retain(|(from, _)| *from != i);
-        self.transactions.retain(|(from, _)| *from != i);
+        self.transactions.retain(|_, (from, _)| *from != i);
+        self.participants[i].transactions.shutdown();
     }
 
     fn is_gone(&self, i: usize) -> bool {
@@ -218,7 +282,17 @@ impl LocalNetwork {
             }
         }
         self.messages.extend(effects.messages.into_iter().map(|m| (i, m)));
-        self.transactions.extend(effects.transactions.into_iter().map(|t| (i, t)));
+        for request in effects.transactions {
+            let id = self.next_transaction;
+            self.next_transaction += 1;
+            let manager = &self.participants[i].transactions;
+            match manager.submit(id, request.transaction.clone(), request.deadline) {
+                Ok(()) => {
+                    self.transactions.insert(id, (i, request));
+                }
+                Err(error) => tracing::warn!(%error, "transaction not handed to the manager"),
+            }
+        }
     }
 
     /// Delivers every queued message (and what they cause), in order.
@@ -249,31 +323,100 @@ impl LocalNetwork {
         any
     }
 
-    /// Submits queued transactions, one at a time, each confirmed before the next.
-    async fn submit_transactions(&mut self) -> bool {
+    /// Takes what the transaction managers report: fees and deposits counted, failures told
+    /// to the objectives that asked (they ask again on their timers if still needed).
+    fn settle_transactions(&mut self) -> bool {
         let mut any = false;
-        while let Some((i, request)) = self.transactions.pop_front() {
-            any = true;
-            let participant = &mut self.participants[i];
-            match participant.chain.submit(&request.transaction).await {
-                Ok(receipt) => {
-                    self.stats.transactions += 1;
-                    participant.fees_paid += receipt.fee();
-                    if let ChainTransaction::Deposit { amount, .. } = &request.transaction {
-                        participant.deposited += *amount;
-                    }
-                }
-                Err(error) => {
-                    self.stats.failed_transactions += 1;
-                    tracing::debug!(party = %participant.name, %error, "transaction failed");
-                    if let Some(id) = request.objective {
-                        let effects = participant.party.transaction_failed(id);
-                        self.absorb(i, effects);
-                    }
-                }
+        for i in 0..self.outcomes.len() {
+            while let Ok(event) = self.outcomes[i].try_recv() {
+                any = true;
+                self.settle(i, event);
             }
         }
         any
+    }
+
+    fn settle(&mut self, i: usize, event: TxEvent) {
+        let participant = &mut self.participants[i];
+        let failed = match &event.outcome {
+            TxOutcome::Confirmed(receipt) => {
+                self.stats.transactions += 1;
+                participant.fees_paid += receipt.fee();
+                if let Some(ChainTransaction::Deposit { amount, .. }) = &event.transaction {
+                    participant.deposited += *amount;
+                }
+                false
+            }
+            TxOutcome::Reverted { receipt, reason } => {
+                participant.fees_paid += receipt.fee();
+                self.stats.failed_transactions += 1;
+                tracing::debug!(party = %participant.name, ?reason, "transaction reverted on chain");
+                true
+            }
+            TxOutcome::Cancelled(receipt) => {
+                if let Some(receipt) = receipt {
+                    participant.fees_paid += receipt.fee();
+                }
+                false
+            }
+            TxOutcome::Failed(error) => {
+                self.stats.failed_transactions += 1;
+                tracing::debug!(party = %participant.name, %error, "transaction failed");
+                true
+            }
+        };
+        for id in event.ids {
+            let Some((_, request)) = self.transactions.remove(&id) else { continue };
+            if let (true, Some(objective)) = (failed, request.objective) {
+                if !self.is_gone(i) {
+                    let effects = self.participants[i].party.transaction_failed(objective);
+                    self.absorb(i, effects);
+                }
+            }
+        }
+    }
+
+    /// Cancels the transactions whose party no longer needs them.
+    fn cancel_unneeded(&mut self) {
+        let unneeded: Vec<(u64, usize)> = self
+            .transactions
+            .iter()
+            .filter(|(_, (i, request))| !self.participants[*i].party.needs(request))
+            .map(|(id, (i, _))| (*id, *i))
+            .collect();
+        for (id, i) in unneeded {
+            let _ = self.participants[i].transactions.cancel(id);
+            self.transactions.remove(&id);
+            self.stats.cancelled_transactions += 1;
+        }
+    }
+
+    /// Waits (up to `timeout`) until every present party's manager has reported every
+    /// transaction it holds, so that fees and deposits are counted in full. Returns whether
+    /// they all did.
+    pub async fn settle_in_flight_within(&mut self, timeout: Duration) -> bool {
+        self.settle_in_flight(Instant::now() + timeout).await;
+        (0..self.participants.len()).all(|i| self.is_gone(i) || self.participants[i].transactions.stats().tracked == 0)
+    }
+
+    /// Waits (until `deadline` at most) for every present party's manager to have reported
+    /// every transaction it holds, so that fees and deposits are counted in full.
+    async fn settle_in_flight(&mut self, deadline: Instant) {
+        loop {
+            self.settle_transactions();
+            let busy = (0..self.participants.len())
+                .any(|i| !self.is_gone(i) && self.participants[i].transactions.stats().tracked > 0);
+            if !busy || Instant::now() >= deadline {
+                self.settle_transactions();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Transactions handed to a manager and not settled.
+    pub fn transactions_in_flight(&self) -> usize {
+        self.transactions.len()
     }
 
     /// Feeds newly confirmed adjudicator events to every party.
@@ -287,6 +430,9 @@ impl LocalNetwork {
         };
         for event in &events {
             self.stats.chain_events += 1;
+            if event.retracted_from().is_some() {
+                self.stats.retractions += 1;
+            }
             for i in (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect::<Vec<_>>() {
                 let effects = self.participants[i].party.handle_chain_event(event);
                 self.absorb(i, effects);
@@ -303,20 +449,20 @@ impl LocalNetwork {
         done: impl Fn(&[Participant]) -> bool,
     ) -> Result<(), NetworkError> {
         let start = Instant::now();
-        let mut last_resend = Instant::now();
         loop {
             let delivered = self.deliver_messages();
-            let submitted = self.submit_transactions().await;
+            let submitted = self.settle_transactions();
             let observed = self.deliver_chain_events().await?;
             if done(&self.participants) {
+                self.settle_in_flight(start + timeout).await;
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 return Err(NetworkError::Timeout { elapsed: start.elapsed(), report: self.report() });
             }
             if !(delivered || submitted || observed) {
-                if last_resend.elapsed() >= self.resend_every {
-                    last_resend = Instant::now();
+                if self.last_tick.elapsed() >= self.resend_every {
+                    self.last_tick = Instant::now();
                     let chain_time = match self.participants.first() {
                         Some(p) => p.chain.chain_time().await.ok(),
                         None => None,
@@ -328,10 +474,19 @@ impl LocalNetwork {
                         let effects = self.participants[i].party.tick(clock);
                         self.absorb(i, effects);
                     }
+                    self.cancel_unneeded();
                 } else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+        }
+    }
+
+    /// Runs for `duration` (messages, transactions, chain events, timers), whatever happens.
+    pub async fn run_for(&mut self, duration: Duration) -> Result<(), NetworkError> {
+        match self.run_until(duration, |_| false).await {
+            Err(NetworkError::Timeout { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -4,14 +4,18 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, EventWatcher};
+use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, TxManager};
 use nitro_core::{
-    party::{ObjectiveId, Party, PartyConfig, Payload, TransactionRequest, WaitingFor},
+    party::{ObjectiveId, Party, PartyConfig, PartyEvent, Payload, TransactionRequest, WaitingFor},
     ConsensusChannel, SigningKey, U48,
 };
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+mod chain;
+
+use chain::{open_watcher, WATCHER_STATE};
 
 use crate::{
     api::{
@@ -71,7 +75,11 @@ struct Waiter {
 struct Node {
     engine: Engine,
     transport: Transport,
-    transactions: mpsc::UnboundedSender<(u64, TransactionRequest)>,
+    /// Lands the transactions the party asks for.
+    transactions: TxManager,
+    /// Transactions handed to the manager and not settled, by id: cancelled once the party no
+    /// longer needs them.
+    outstanding: std::collections::BTreeMap<u64, TransactionRequest>,
     waiters: Vec<Waiter>,
     metrics: NodeMetrics,
     health: Health,
@@ -177,12 +185,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let client = EthClient::connect(&config.chain_url, &key, ChainConfig::default()).await?;
     crate::startup::check_contracts(&client, &config).await?;
     health.chain_reachable(None);
+    let confirmations = config.chain.confirmations_on(client.chain_id());
+    let client = client.with_config(ChainConfig { confirmations, ..ChainConfig::default() });
+    tracing::info!(chain_id = client.chain_id(), confirmations, "chain connected");
     let chain = EthChainService::new(client, config.adjudicator);
-    let cursor = match engine.store().meta("chain_cursor")? {
-        Some(c) => c.parse().unwrap_or(0),
-        None => chain.client().block_number().await?,
-    };
-    let mut watcher: EventWatcher = chain.watcher(cursor);
+    let stored = chain::stored_watcher(&engine)?;
+    let mut watcher = open_watcher(&chain, stored, &config).await?;
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
@@ -195,27 +203,16 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         None => None,
     };
 
-    // One worker submits transactions in order, each confirmed before the next.
-    let (tx_queue, mut tx_requests) = mpsc::unbounded_channel::<(u64, TransactionRequest)>();
-    let (tx_results_tx, mut tx_results) = mpsc::unbounded_channel::<(u64, Option<ObjectiveId>, Result<(), String>)>();
-    let worker_chain = chain.clone();
-    let worker_metrics = metrics.clone();
-    let worker = tokio::spawn(async move {
-        while let Some((id, request)) = tx_requests.recv().await {
-            let result = worker_chain.submit(&request.transaction).await;
-            worker_metrics.transaction(request.transaction.function_name(), result.as_ref().ok().map(|r| r.gas_used));
-            let result = result.map(|_| ()).map_err(|e| e.to_string());
-            if tx_results_tx.send((id, request.objective, result)).is_err() {
-                break;
-            }
-        }
-    });
+    // The transaction manager owns each transaction until it is confirmed at depth, failed for
+    // good, or no longer needed; several are in flight at once.
+    let (transactions, mut tx_events) = TxManager::spawn(chain.clone(), config.chain.manager());
 
     let tick_every = Duration::from_millis(config.tick_ms);
     let mut node = Node {
         engine,
         transport,
-        transactions: tx_queue,
+        transactions,
+        outstanding: std::collections::BTreeMap::new(),
         waiters: Vec::new(),
         metrics,
         health,
@@ -232,10 +229,15 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
     }
-    // Unsettled transactions are not resubmitted blindly (a deposit into a channel concluded
-    // since would be lost): each objective resubmits what it still needs on its timer.
-    for (id, _) in recovery.transactions {
-        node.engine.store().transaction_done(id)?;
+    // Unsettled transactions go to the manager again if the party still needs them (a deposit
+    // is sent only on holdings that are exactly its expectedHeld at depth, so one into a
+    // channel concluded since is refused, not lost); the others are settled.
+    for (id, request) in recovery.transactions {
+        if node.engine.party().needs(&request) {
+            node.submit(id, request);
+        } else {
+            node.engine.store().transaction_done(id)?;
+        }
     }
     node.step(node.tick_input())?;
     node.resend.resent(Instant::now());
@@ -244,7 +246,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     // A loaded node that missed ticks does not catch up with a burst of them (and a stop
     // request waits for one tick at most, even while every chain request times out).
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut cursor_saved = None;
+    let mut watcher_saved = None;
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -265,15 +267,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     break Err(e.into());
                 }
             }
-            Some((id, objective, result)) = tx_results.recv() => {
-                node.engine.store().transaction_done(id)?;
-                if let Err(error) = result {
-                    tracing::warn!(id, %error, "transaction failed");
-                    if let Some(objective) = objective {
-                        if let Err(e) = node.step(Input::TransactionFailed { objective }) {
-                            if node.fatal(&e) { break Err(e.into()); }
-                        }
-                    }
+            Some(event) = tx_events.recv() => {
+                if let Err(e) = node.settled(event) {
+                    break Err(e.into());
                 }
             }
             _ = tick.tick() => {
@@ -298,19 +294,24 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     }
                     node.resend.resent(Instant::now());
                 }
+                node.cancel_unneeded()?;
                 match watcher.poll().await {
                     Ok(events) => {
                         let mut failed = None;
                         for event in events {
+                            if event.retracted_from().is_some() {
+                                tracing::warn!(?event, "a reorg took back reported chain events; undoing them");
+                            }
                             if let Err(e) = node.step(Input::Chain(event)) {
                                 if node.fatal(&e) { failed = Some(e); break; }
                             }
                         }
                         if let Some(e) = failed { break Err(e.into()); }
-                        // A durable write only when the cursor moved.
-                        if cursor_saved != Some(watcher.cursor()) {
-                            node.engine.store().set_meta("chain_cursor", &watcher.cursor().to_string())?;
-                            cursor_saved = Some(watcher.cursor());
+                        // A durable write only when the watcher's state moved.
+                        if watcher_saved.as_ref() != Some(watcher.state()) {
+                            let state = serde_json::to_string(watcher.state()).map_err(EngineError::Encode)?;
+                            node.engine.store().set_meta(WATCHER_STATE, &state)?;
+                            watcher_saved = Some(watcher.state().clone());
                         }
                     }
                     Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
@@ -321,7 +322,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         }
     };
     node.health.stopping();
-    worker.abort();
+    node.transactions.shutdown();
     if let Some(ops_server) = ops_server {
         let _ = ops_server.shutdown().await;
     }
@@ -369,14 +370,18 @@ impl Node {
             self.send(*id, envelope.to, &envelope.payload);
         }
         for (id, request) in &output.transactions {
-            let _ = self.transactions.send((*id, request.clone()));
+            self.submit(*id, request.clone());
         }
         for event in &output.events {
-            tracing::debug!(?event, "event");
-            if let nitro_core::party::PartyEvent::LedgerOpened { state } = event {
-                for p in state.state().participants.iter().filter(|p| **p != self.me) {
-                    self.transport.allow_peer(*p);
+            match event {
+                PartyEvent::ChainReorg { .. } => tracing::warn!(?event, "event"),
+                PartyEvent::LedgerOpened { state } => {
+                    tracing::debug!(?event, "event");
+                    for p in state.state().participants.iter().filter(|p| **p != self.me) {
+                        self.transport.allow_peer(*p);
+                    }
                 }
+                _ => tracing::debug!(?event, "event"),
             }
         }
         for id in &output.completed {

@@ -10,7 +10,7 @@ use nitro_core::{
     party::{Objective, ObjectiveId, PartyConfig, PartyError, Payload},
     ChannelId, ConsensusChannel, LedgerOutcome, Proposal, SignedState, U48,
 };
-use nitro_node::LocalNetwork;
+use nitro_node::{LocalChainSettings, LocalNetwork};
 
 const CHALLENGE_DURATION: u64 = 600;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,7 +39,10 @@ impl Setup {
         };
         let parties =
             ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        let net = LocalNetwork::connect(&anvil.endpoint(), &contracts, parties, config).await.unwrap();
+        // Depth 1: an automining anvil makes a block only for a transaction, so deeper waits
+        // would never end; these tests are not about reorgs (chain_safety.rs is).
+        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
+        let net = LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, settings).await.unwrap();
         Self { anvil, net }
     }
 

@@ -11,7 +11,7 @@ use nitro_core::{
     party::{Objective, ObjectiveId, PartyConfig, Payload},
     ChannelId, LedgerMessage, U48,
 };
-use nitro_node::{LocalNetwork, NetworkError};
+use nitro_node::{LocalChainSettings, LocalNetwork, NetworkError};
 
 const CHALLENGE_DURATION: u64 = 60;
 const STEP: Duration = Duration::from_secs(3);
@@ -41,7 +41,10 @@ impl Setup {
         };
         let parties =
             ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        let net = LocalNetwork::connect(&anvil.endpoint(), &contracts, parties, config).await.unwrap();
+        // Depth 1: an automining anvil makes a block only for a transaction, so deeper waits
+        // would never end; these tests are not about reorgs (chain_safety.rs is).
+        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
+        let net = LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, settings).await.unwrap();
         Self { anvil, net, ledgers: Vec::new() }
     }
 

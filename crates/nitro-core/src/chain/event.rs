@@ -133,6 +133,31 @@ pub enum ChainEvent {
         #[serde(with = "crate::json::uint256")]
         asset_index: U256,
     },
+    /// Not an adjudicator event: a reorg took back blocks from which events of this channel
+    /// were reported. Every event of the channel reported from `from_block` on is void (the
+    /// new chain's events follow, reported again); the channel's holdings, turn number record
+    /// and finalization time were re-read at `block_number`, the last block both chains share
+    /// (`from_block - 1`), and replace what the void events had set.
+    Retracted {
+        /// The channel.
+        #[serde(with = "crate::json::bytes32")]
+        channel_id: ChannelId,
+        /// The first block taken back.
+        from_block: u64,
+        /// The block the values below were read at (`from_block - 1`).
+        block_number: u64,
+        /// The asset of `held`.
+        #[serde(with = "crate::json::address")]
+        asset: Address,
+        /// What the channel held of `asset` at `block_number`.
+        #[serde(with = "crate::json::uint256")]
+        held: U256,
+        /// The turn number the adjudicator recorded at `block_number`.
+        #[serde(with = "crate::json::uint48")]
+        turn_num_record: TurnNum,
+        /// The channel's finalization time at `block_number` (0: open, no challenge).
+        finalizes_at: u64,
+    },
 }
 
 impl ChainEvent {
@@ -145,7 +170,8 @@ impl ChainEvent {
             | Self::ChallengeRegistered { channel_id, .. }
             | Self::ChallengeCleared { channel_id, .. }
             | Self::Checkpointed { channel_id, .. }
-            | Self::Reclaimed { channel_id, .. } => *channel_id,
+            | Self::Reclaimed { channel_id, .. }
+            | Self::Retracted { channel_id, .. } => *channel_id,
         }
     }
 
@@ -158,7 +184,16 @@ impl ChainEvent {
             | Self::ChallengeRegistered { block_number, .. }
             | Self::ChallengeCleared { block_number, .. }
             | Self::Checkpointed { block_number, .. }
-            | Self::Reclaimed { block_number, .. } => *block_number,
+            | Self::Reclaimed { block_number, .. }
+            | Self::Retracted { block_number, .. } => *block_number,
+        }
+    }
+
+    /// For a `Retracted`: the first block taken back. `None` for every other event.
+    pub fn retracted_from(&self) -> Option<u64> {
+        match self {
+            Self::Retracted { from_block, .. } => Some(*from_block),
+            _ => None,
         }
     }
 
@@ -195,6 +230,27 @@ mod tests {
         assert_eq!(event.challenge_is_stale(U48::from(5)), Some(true));
         assert_eq!(event.challenge_is_stale(U48::from(4)), Some(false));
         assert_eq!(event.block_number(), 3);
+    }
+
+    #[test]
+    fn a_retraction_is_serializable_and_names_its_channel_and_blocks() {
+        let event = ChainEvent::Retracted {
+            channel_id: B256::repeat_byte(7),
+            from_block: 12,
+            block_number: 11,
+            asset: Address::ZERO,
+            held: U256::from(5),
+            turn_num_record: U48::from(3),
+            finalizes_at: 0,
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains(r#""kind":"retracted""#), "{json}");
+        assert_eq!(serde_json::from_str::<ChainEvent>(&json).unwrap(), event);
+        assert_eq!(
+            (event.channel_id(), event.block_number(), event.retracted_from()),
+            (B256::repeat_byte(7), 11, Some(12))
+        );
+        assert_eq!(event.challenge_is_stale(U48::from(9)), None);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //!
 //! Kept per channel ([`ChannelChain`]), so that a store writes only the channels an event
 //! touched, and forgets a channel's record once the channel is closed.
+//!
+//! Events arrive once they are final at the configured depth; a reorg deeper than that is
+//! reported as a [`ChainEvent::Retracted`](crate::chain::ChainEvent::Retracted), which
+//! [`ChainView::retract`] undoes: holdings and the turn record go back to the values re-read
+//! at the last shared block, conclusions and challenges registered in the blocks taken back
+//! are forgotten, and a challenge cleared in them is registered again.
 
 use std::collections::HashMap;
 
@@ -36,10 +42,13 @@ pub struct ChannelChain {
     pub holdings: U256,
     /// The block of the latest holdings report.
     pub holdings_block: Option<u64>,
-    /// Concluded with a final state.
-    pub concluded: bool,
+    /// Concluded with a final state: the block of the conclusion.
+    pub concluded: Option<u64>,
     /// The running (or expired) challenge; cleared by a checkpoint.
     pub challenge: Option<RegisteredChallenge>,
+    /// The latest challenge a checkpoint cleared, with the block that cleared it: what a
+    /// retraction of that block registers again.
+    pub cleared: Option<(RegisteredChallenge, u64)>,
     /// The highest turn recorded.
     pub record: TurnNum,
     /// The outcome of a final state this party knows (signed or received): what the channel
@@ -107,11 +116,12 @@ impl ChainView {
 
     /// Whether the channel was concluded with a final state.
     pub fn is_concluded(&self, channel: &ChannelId) -> bool {
-        self.get(channel).is_some_and(|c| c.concluded)
+        self.get(channel).is_some_and(|c| c.concluded.is_some())
     }
 
-    pub fn conclude(&mut self, channel: ChannelId, at: u64) {
-        self.entry(channel).concluded = true;
+    /// Records a `Concluded` in `block`, finalized at chain time `at`.
+    pub fn conclude(&mut self, channel: ChannelId, block: u64, at: u64) {
+        self.entry(channel).concluded.get_or_insert(block);
         self.advance(at);
     }
 
@@ -148,11 +158,47 @@ impl ChainView {
         c.challenge = Some(registered);
     }
 
-    /// Records a checkpoint (which clears a running challenge) at `turn`.
-    pub fn checkpointed(&mut self, channel: ChannelId, turn: TurnNum) {
+    /// Records a checkpoint in `block` (which clears a running challenge) at `turn`.
+    pub fn checkpointed(&mut self, channel: ChannelId, turn: TurnNum, block: u64) {
         let c = self.entry(channel);
         c.record = c.record.max(turn);
-        c.challenge = None;
+        if let Some(cleared) = c.challenge.take() {
+            c.cleared = Some((cleared, block));
+        }
+    }
+
+    /// Undoes every event of `channel` reported from block `from_block` on (a reorg took those
+    /// blocks back): holdings and the turn record become the values re-read at `at_block`
+    /// (the last block both chains share); a conclusion or a challenge registered from
+    /// `from_block` on is forgotten; a challenge cleared from `from_block` on runs again. The
+    /// new chain's events follow and apply as usual. Chain time does not go back.
+    pub fn retract(&mut self, channel: ChannelId, from_block: u64, at_block: u64, re_read: ReRead) {
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return; // nothing of it was ever recorded here
+        };
+        c.holdings = re_read.held;
+        c.holdings_block = Some(at_block);
+        if c.concluded.is_some_and(|b| b >= from_block) {
+            c.concluded = None;
+        }
+        if c.challenge.as_ref().is_some_and(|ch| ch.block_number >= from_block) {
+            c.challenge = None;
+        }
+        if let Some((challenge, cleared_at)) = c.cleared.take() {
+            if cleared_at >= from_block {
+                if challenge.block_number < from_block && c.challenge.is_none() {
+                    c.challenge = Some(challenge);
+                }
+            } else {
+                c.cleared = Some((challenge, cleared_at));
+            }
+        }
+        if re_read.finalizes_at == 0 {
+            // Open at the shared block: nothing registered there can still run.
+            c.challenge = None;
+            c.concluded = None;
+        }
+        c.record = re_read.turn_num_record;
     }
 
     /// The highest turn the chain recorded for `channel` (zero when none).
@@ -175,7 +221,7 @@ impl ChainView {
     /// concluded with a final state this party does not know.
     pub fn finalized(&self, channel: &ChannelId) -> Option<(B256, Exit)> {
         let c = self.get(channel)?;
-        if c.concluded {
+        if c.concluded.is_some() {
             return c.final_outcome.clone().map(|o| (B256::ZERO, o));
         }
         let ch = c.challenge.as_ref()?;
@@ -184,7 +230,67 @@ impl ChainView {
 
     /// Whether the chain has finalized `channel` (whatever the outcome).
     pub fn is_finalized(&self, channel: &ChannelId) -> bool {
-        self.get(channel)
-            .is_some_and(|c| c.concluded || c.challenge.as_ref().is_some_and(|ch| ch.finalizes_at <= self.now))
+        self.get(channel).is_some_and(|c| {
+            c.concluded.is_some() || c.challenge.as_ref().is_some_and(|ch| ch.finalizes_at <= self.now)
+        })
+    }
+}
+
+/// What a retraction re-read from the chain at the last block both chains share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReRead {
+    /// The channel's holdings.
+    pub held: U256,
+    /// The adjudicator's turn number record.
+    pub turn_num_record: TurnNum,
+    /// The channel's finalization time (0: open).
+    pub finalizes_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::fixtures::ledger_state;
+    use crate::U48;
+
+    fn submitted(turn: u64) -> SubmittedState {
+        SubmittedState { variable_part: ledger_state(turn, false, false).variable_part(), signatures: vec![] }
+    }
+
+    #[test]
+    fn a_retraction_undoes_what_the_blocks_taken_back_did() {
+        let fixed = ledger_state(0, false, false).fixed_part();
+        let id = ChannelId::repeat_byte(1);
+        let mut view = ChainView::default();
+        view.observe_holdings(id, 10, U256::from(5), true);
+        view.observe_holdings(id, 12, U256::from(12), true);
+        view.register_challenge(id, &fixed, &submitted(2), 1_000, 13);
+        view.checkpointed(id, U48::from(4), 14);
+        assert!(view.challenge(&id).is_none());
+        assert_eq!(view.record(&id), U48::from(4));
+
+        // Blocks 14 on are taken back: the checkpoint is void, the challenge runs again.
+        let re_read = ReRead { held: U256::from(12), turn_num_record: U48::from(2), finalizes_at: 1_000 };
+        view.retract(id, 14, 13, re_read);
+        assert_eq!(view.challenge(&id).map(|c| c.turn), Some(U48::from(2)));
+        assert_eq!(view.record(&id), U48::from(2));
+        assert_eq!(view.holdings(&id), U256::from(12));
+
+        // Blocks 12 on: the second deposit and the challenge are void too.
+        let re_read = ReRead { held: U256::from(5), turn_num_record: U48::ZERO, finalizes_at: 0 };
+        view.retract(id, 12, 11, re_read);
+        assert!(view.challenge(&id).is_none());
+        assert_eq!(view.holdings(&id), U256::from(5));
+        // The new chain's events apply again, even at the blocks of the void ones.
+        view.observe_holdings(id, 12, U256::from(12), true);
+        assert_eq!(view.holdings(&id), U256::from(12));
+
+        view.conclude(id, 20, 2_000);
+        assert!(view.is_concluded(&id));
+        view.retract(id, 21, 20, ReRead { held: U256::ZERO, turn_num_record: U48::ZERO, finalizes_at: 2_000 });
+        assert!(view.is_concluded(&id), "concluded before the blocks taken back");
+        view.retract(id, 20, 19, ReRead { held: U256::from(12), turn_num_record: U48::ZERO, finalizes_at: 0 });
+        assert!(!view.is_concluded(&id));
+        assert_eq!(view.now(), 2_000, "chain time does not go back");
     }
 }

@@ -3,11 +3,15 @@
 //! signed by both → `concludeAndTransferAllAssets` → holdings reach zero.
 
 use super::{
+    chain_view::ChainView,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
     ObjectiveId, PartyError, TransactionRequest, WaitingFor,
 };
-use crate::{chain::ChainTransaction, ChannelId, ConsensusChannel, SignedState, State, TurnNum};
+use crate::{
+    chain::{ChainEvent, ChainTransaction},
+    ChannelId, ConsensusChannel, SignedState, State, TurnNum,
+};
 
 /// The DirectDefund objective of one party.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,12 +20,17 @@ pub struct DirectDefund {
     final_round: SignatureRound,
     submitted: bool,
     failed: bool,
-    /// Timer ticks since the final state was complete without the ledger concluding.
-    waited: u32,
+    /// Chain time (block timestamp) since which the final state is complete without the ledger
+    /// concluding, or at which our conclusion was last asked for again.
+    since: Option<u64>,
 }
 
-/// Ticks a follower waits for the leader's conclusion before submitting its own.
-const FOLLOWER_PATIENCE: u32 = 10;
+/// Chain time (seconds of block timestamps) a follower waits for the leader's conclusion
+/// before submitting its own, and anyone waits for a conclusion asked for before asking again.
+/// The leader's transaction manager lands (and re-prices) what it sends; the follower steps in
+/// only when the leader is gone. Measured in chain time, not timer ticks: on a chain with 12 s
+/// blocks, ten ticks of half a second are less than one block.
+pub(crate) const CONCLUDE_PATIENCE_SECS: u64 = 120;
 
 impl DirectDefund {
     /// The final state both must sign to close `ledger`: its consensus outcome, final, at a
@@ -43,7 +52,7 @@ impl DirectDefund {
             final_round: SignatureRound::new(Self::final_state_at(ledger, turn)),
             submitted: false,
             failed: false,
-            waited: 0,
+            since: None,
         })
     }
 
@@ -166,19 +175,34 @@ impl Crank for DirectDefund {
     }
 
     /// On a timer: send our signature again; submit the conclusion again if ours failed, or
-    /// — as follower — if the leader's has not come after a while.
+    /// — as follower — if the leader's has not concluded the channel after
+    /// [`CONCLUDE_PATIENCE_SECS`] of chain time.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         ctx.effects.messages.extend(self.final_round.resend(ctx.me, self.id()));
         if !self.final_round.is_complete() || ctx.chain.is_concluded(&self.channel_id) {
             return;
         }
-        self.waited = self.waited.saturating_add(1);
+        let now = ctx.chain.now();
+        let since = *self.since.get_or_insert(now);
         // Ours failed; or the leader's (or ours, never sent after a crash) has not concluded
-        // the channel after a while. A conclusion of a concluded channel reverts, harmlessly.
-        if self.failed || self.waited > FOLLOWER_PATIENCE {
+        // the channel for a while. A conclusion of a concluded channel reverts at estimation,
+        // before anything is sent.
+        if self.failed || now >= since.saturating_add(CONCLUDE_PATIENCE_SECS) {
             self.failed = false;
-            self.waited = 0;
+            self.since = Some(now);
             self.submit(ctx);
+        }
+    }
+
+    /// A reorg took back the conclusion: it is asked for again (by the leader at once, by the
+    /// follower after its patience, counted anew).
+    fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
+        if event.channel_id() == self.channel_id
+            && event.retracted_from().is_some()
+            && !chain.is_concluded(&self.channel_id)
+        {
+            self.submitted = false;
+            self.since = None;
         }
     }
 

@@ -2,12 +2,14 @@
 //! postfund (turn 1) signed by both → a [`ConsensusChannel`] at turn 1.
 
 use super::{
+    chain_view::ChainView,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
     ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
 };
 use crate::{
-    chain::ChainTransaction, destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
+    chain::{ChainEvent, ChainTransaction},
+    destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
 };
 
 /// The DirectFund objective of one party.
@@ -21,14 +23,18 @@ pub struct DirectFund {
     postfund: SignatureRound,
     deposit_submitted: bool,
     deposit_failed: bool,
-    /// Timer ticks since our deposit was submitted.
-    waited: u32,
+    /// Chain time (block timestamp) when our deposit was last asked for.
+    submitted_at: u64,
     /// Why the objective stopped (cancelled, declined, taken over by a ForceClose).
     failure: Option<String>,
 }
 
-/// Ticks to wait for our submitted deposit to show up on chain before submitting it again.
-const DEPOSIT_PATIENCE: u32 = 20;
+/// Chain time (seconds of block timestamps) to wait for our deposit to show up on chain,
+/// final at the configured depth, before asking for it again. The transaction manager lands
+/// what it was given (retrying, re-pricing, and merging an identical request while the first is
+/// in flight), so this is only a backstop for a request lost on the way to it; measured in chain
+/// time so that a slow chain, not a fast timer, decides.
+pub(crate) const DEPOSIT_PATIENCE_SECS: u64 = 180;
 
 impl DirectFund {
     /// The objective for the ledger whose prefund state is `prefund` (turn 0, a ledger outcome
@@ -64,7 +70,7 @@ impl DirectFund {
             postfund: SignatureRound::new(postfund),
             deposit_submitted: false,
             deposit_failed: false,
-            waited: 0,
+            submitted_at: 0,
             failure: None,
         })
     }
@@ -102,6 +108,13 @@ impl DirectFund {
     fn total(&self) -> U256 {
         self.amounts[0].saturating_add(self.amounts[1])
     }
+
+    /// What the channel holds when our deposit is due (the deposits before ours), and once it
+    /// is made.
+    fn my_range(&self) -> (U256, U256) {
+        let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+        (before, before.saturating_add(self.amounts[self.my_index]))
+    }
 }
 
 impl Crank for DirectFund {
@@ -123,23 +136,37 @@ impl Crank for DirectFund {
         self.deposit_failed = true;
     }
 
-    /// On a timer: our signatures again, and our deposit allowed again if it failed or if it
-    /// has not shown up on chain for a while (it may never have been sent: a crash between
-    /// the store and the chain). A second deposit cannot double-fund: it carries the holdings
-    /// seen now as `expectedHeld`, so at most one of two copies can execute.
+    /// On a timer: our signatures again, and our deposit allowed again (asked for by the crank
+    /// that follows every tick) if it failed, or if it has not shown up on chain after
+    /// [`DEPOSIT_PATIENCE_SECS`] of chain time (it may never have reached the chain: a crash
+    /// between the store and the transaction manager). A second deposit cannot double-fund: it
+    /// carries the holdings seen now as `expectedHeld`, so at most one of two copies can
+    /// execute.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         if self.failure.is_some() {
             return;
         }
         ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
         ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
-        if self.deposit_submitted {
-            self.waited = self.waited.saturating_add(1);
-        }
-        if self.deposit_failed || self.waited > DEPOSIT_PATIENCE {
+        let patience_over = ctx.chain.now() >= self.submitted_at.saturating_add(DEPOSIT_PATIENCE_SECS);
+        if self.deposit_failed || (self.deposit_submitted && patience_over) {
             self.deposit_failed = false;
             self.deposit_submitted = false;
-            self.waited = 0;
+        }
+    }
+
+    /// A reorg took back blocks of this channel: if what the chain holds now leaves our
+    /// deposit due again (it was in the blocks taken back, or the deposits before it were), it
+    /// is asked for again as soon as it is our turn (with the holdings seen then as
+    /// `expectedHeld`, so that it cannot double-fund).
+    fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
+        if event.channel_id() != self.channel_id || event.retracted_from().is_none() || self.failure.is_some() {
+            return;
+        }
+        let (_, mine_until) = self.my_range();
+        if !self.postfund.signed_by(self.my_index) && chain.holdings(&self.channel_id) < mine_until {
+            self.deposit_submitted = false;
+            self.deposit_failed = false;
         }
     }
 
@@ -154,8 +181,7 @@ impl Crank for DirectFund {
         }
         let held = ctx.chain.holdings(&self.channel_id);
         if held < self.total() {
-            let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
-            let mine_until = before.saturating_add(self.amounts[self.my_index]);
+            let (before, mine_until) = self.my_range();
             if !self.deposit_submitted && held >= before && held < mine_until {
                 ctx.effects.transactions.push(TransactionRequest {
                     objective: Some(id),
@@ -168,6 +194,7 @@ impl Crank for DirectFund {
                     deadline: None,
                 });
                 self.deposit_submitted = true;
+                self.submitted_at = ctx.chain.now();
             }
             return Ok(false);
         }

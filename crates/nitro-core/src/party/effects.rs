@@ -112,6 +112,15 @@ pub enum PartyEvent {
         #[serde(with = "json::bytes32")]
         channel_id: ChannelId,
     },
+    /// A reorg deeper than the configured depth took back blocks with events of this channel:
+    /// what they did is undone (holdings re-read), the new chain's events follow.
+    ChainReorg {
+        /// The channel.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+        /// The first block taken back.
+        from_block: u64,
+    },
     /// A channel is going to chain but this party cannot follow it there.
     ExitRefused {
         /// The channel.

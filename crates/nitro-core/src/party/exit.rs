@@ -4,8 +4,8 @@
 //! answer is on chain or the challenge expired.
 
 use super::{
-    force_close::Plan, objective::Crank, Effects, Entry, ForceClose, Objective, ObjectiveId, Party, PartyError,
-    PartyEvent, TransactionRequest,
+    chain_view::ReRead, force_close::Plan, objective::Crank, Effects, Entry, ForceClose, Objective, ObjectiveId, Party,
+    PartyError, PartyEvent, TransactionRequest,
 };
 use crate::{
     chain::{ChainEvent, ChainTransaction},
@@ -171,7 +171,9 @@ impl Party {
         }
     }
 
-    /// Takes an adjudicator event (from a watcher that only reports confirmed blocks).
+    /// Takes an adjudicator event (from a watcher that only reports blocks final at its
+    /// configured depth), or a retraction of earlier events (a deeper reorg took their blocks
+    /// back: what they did is undone, see [`ChainEvent::Retracted`]).
     ///
     /// A challenge against one of our ledgers with a state older than our consensus state is
     /// answered with a checkpoint, again and again until the chain records it or the challenge
@@ -188,18 +190,35 @@ impl Party {
             ChainEvent::AllocationUpdated { final_holdings, block_number, .. } => {
                 self.chain.observe_holdings(channel, *block_number, *final_holdings, false);
             }
-            ChainEvent::Concluded { finalizes_at, .. } => self.chain.conclude(channel, *finalizes_at),
+            ChainEvent::Concluded { finalizes_at, block_number, .. } => {
+                self.chain.conclude(channel, *block_number, *finalizes_at)
+            }
             ChainEvent::ChallengeRegistered { candidate, finalizes_at, block_number, .. } => {
                 if let Some(fixed) = self.fixed_part(&channel) {
                     self.chain.register_challenge(channel, &fixed, candidate, *finalizes_at, *block_number);
                     self.respond_to_challenge(channel, candidate.turn_num(), *finalizes_at, &mut effects);
                 }
             }
-            ChainEvent::ChallengeCleared { new_turn_num_record, .. }
-            | ChainEvent::Checkpointed { new_turn_num_record, .. } => {
-                self.chain.checkpointed(channel, *new_turn_num_record);
+            ChainEvent::ChallengeCleared { new_turn_num_record, block_number, .. }
+            | ChainEvent::Checkpointed { new_turn_num_record, block_number, .. } => {
+                self.chain.checkpointed(channel, *new_turn_num_record, *block_number);
             }
             ChainEvent::Reclaimed { .. } => {}
+            ChainEvent::Retracted { from_block, block_number, held, turn_num_record, finalizes_at, .. } => {
+                let re_read = ReRead { held: *held, turn_num_record: *turn_num_record, finalizes_at: *finalizes_at };
+                self.chain.retract(channel, *from_block, *block_number, re_read);
+                if self.fixed_part(&channel).is_none() {
+                    return effects; // not a channel of ours
+                }
+                effects.events.push(PartyEvent::ChainReorg { channel_id: channel, from_block: *from_block });
+                // A challenge that runs again after its clearing was taken back is answered
+                // again, as when it was first registered.
+                if let Some(c) = self.chain.challenge(&channel).cloned() {
+                    if !self.defences.contains_key(&channel) {
+                        self.respond_to_challenge(channel, c.turn, c.finalizes_at, &mut effects);
+                    }
+                }
+            }
         }
         let mut seen = Vec::new();
         for (id, entry) in self.objectives.iter_mut().filter(|(_, e)| !e.done) {
@@ -270,6 +289,20 @@ impl Party {
             if d.waited > DEFENCE_PATIENCE {
                 d.submitted = false;
             }
+        }
+    }
+
+    /// Whether a transaction this party asked for is still needed: its objective still runs
+    /// (not complete, not failed), or — for an answer to a stale challenge — the challenge
+    /// still waits for exactly this answer before it expires. A transaction manager stops
+    /// landing what is no longer needed (and takes its nonce back with a no-op if it was sent).
+    pub fn needs(&self, request: &TransactionRequest) -> bool {
+        match request.objective {
+            Some(id) => self.objectives.get(&id).is_some_and(|e| !e.done && e.objective.failure().is_none()),
+            None => self
+                .defences
+                .get(&request.transaction.channel_id())
+                .is_some_and(|d| d.transaction == request.transaction),
         }
     }
 

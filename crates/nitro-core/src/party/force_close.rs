@@ -28,8 +28,11 @@ use crate::{
     AllocationType, ChannelId, ConsensusChannel, Exit, SignedState, SignedTurn,
 };
 
-/// Timer ticks to wait for a submitted transaction to show on chain before asking again.
-const TRANSACTION_PATIENCE: u32 = 20;
+/// Chain time (seconds of block timestamps) to wait for the finalizing transaction to show on
+/// chain, final at the configured depth, before asking for it again. The transaction manager
+/// lands what it was given (and joins an identical request while it is in flight), so this is a
+/// backstop for a request lost on the way to it; chain time, so that a slow chain is not hurried.
+const FINALIZE_PATIENCE_SECS: u64 = 180;
 
 /// Failed payout transactions tolerated before the objective gives up with a reason.
 const MAX_PAYOUT_FAILURES: u32 = 20;
@@ -82,7 +85,8 @@ pub struct ForceClose {
     signed: Option<SignedTurn>,
     /// The finalizing transaction is asked for and not yet seen on chain.
     submitted: bool,
-    waited: u32,
+    /// Chain time at which the last transaction was asked for.
+    requested_at: u64,
     failed: bool,
     payout: Option<Payout>,
     pending: Option<PayoutStep>,
@@ -92,6 +96,9 @@ pub struct ForceClose {
     payout_failures: u32,
     /// Virtual channels this ledger's guarantees wait for.
     targets: Vec<ChannelId>,
+    /// The tracked outcome before each payout event applied to it, with the event's block:
+    /// what a retraction of that block restores (bounded: the oldest are dropped).
+    history: Vec<(u64, Exit)>,
     done: bool,
     failure: Option<String>,
 }
@@ -104,13 +111,14 @@ impl ForceClose {
             plan,
             signed,
             submitted: false,
-            waited: 0,
+            requested_at: 0,
             failed: false,
             payout: None,
             pending: None,
             hold: false,
             payout_failures: 0,
             targets: Vec::new(),
+            history: Vec::new(),
             done: false,
             failure: None,
         }
@@ -134,7 +142,7 @@ impl ForceClose {
 
     fn request(&mut self, ctx: &mut Ctx<'_>, transaction: ChainTransaction, deadline: Option<u64>) {
         ctx.effects.transactions.push(TransactionRequest { objective: Some(self.id()), transaction, deadline });
-        self.waited = 0;
+        self.requested_at = ctx.chain.now();
     }
 
     /// Submits the finalizing transaction if nothing as good is on chain yet.
@@ -268,10 +276,12 @@ impl ForceClose {
             | ChainEvent::Concluded { .. }
             | ChainEvent::ChallengeCleared { .. }
             | ChainEvent::Checkpointed { .. } => self.submitted = false,
-            ChainEvent::Reclaimed { .. } => {
+            ChainEvent::Retracted { from_block, .. } => self.retract(*from_block, chain),
+            ChainEvent::Reclaimed { block_number, .. } => {
                 if self.pending == Some(PayoutStep::Reclaim) {
                     self.pending = None;
                 }
+                self.remember(*block_number);
                 let Some(payout) = &mut self.payout else { return };
                 let reclaimed = first_guarantee(&payout.outcome).and_then(|(index, target)| {
                     let (_, target_outcome) = chain.finalized(&target)?;
@@ -286,10 +296,11 @@ impl ForceClose {
                     }
                 }
             }
-            ChainEvent::AllocationUpdated { initial_holdings, final_holdings, .. } => {
+            ChainEvent::AllocationUpdated { initial_holdings, final_holdings, block_number, .. } => {
                 if self.pending == Some(PayoutStep::Transfer) {
                     self.pending = None;
                 }
+                self.remember(*block_number);
                 match &mut self.payout {
                     Some(payout) => {
                         let indices = transfer_indices(&payout.outcome);
@@ -304,6 +315,42 @@ impl ForceClose {
                 }
             }
             ChainEvent::Deposited { .. } => {}
+        }
+    }
+}
+
+/// Payout events whose prior outcome is kept for retractions.
+const MAX_HISTORY: usize = 64;
+
+impl ForceClose {
+    /// Keeps the tracked outcome as it is before a payout event of `block` changes it.
+    fn remember(&mut self, block: u64) {
+        if let Some(payout) = &self.payout {
+            if self.history.len() >= MAX_HISTORY {
+                self.history.remove(0);
+            }
+            self.history.push((block, payout.outcome.clone()));
+        }
+    }
+
+    /// A reorg took back the blocks from `from_block` on: the tracked outcome goes back to
+    /// what it was before the first payout event of those blocks; a finalization taken back
+    /// is pursued again, and the payout recomputed once the channel is finalized again.
+    fn retract(&mut self, from_block: u64, chain: &ChainView) {
+        self.submitted = false;
+        self.pending = None;
+        self.hold = false;
+        if let Some(at) = self.history.iter().position(|(block, _)| *block >= from_block) {
+            let (_, outcome) = self.history[at].clone();
+            self.history.truncate(at);
+            if let Some(payout) = &mut self.payout {
+                payout.outcome = outcome;
+            }
+        }
+        if !chain.is_finalized(&self.channel_id) {
+            self.payout = None;
+            self.history.clear();
+            self.targets.clear();
         }
     }
 }
@@ -371,17 +418,12 @@ impl Crank for ForceClose {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let _ = ctx;
         self.hold = false;
-        if self.submitted {
-            self.waited = self.waited.saturating_add(1);
-        }
-        // Ours failed, or has not shown on chain for a while: ask again (a duplicate
-        // challenge or conclusion reverts harmlessly).
-        if self.failed || self.waited > TRANSACTION_PATIENCE {
+        // Ours failed, or has not shown on chain for a while (chain time): ask again.
+        let patience_over = ctx.chain.now() >= self.requested_at.saturating_add(FINALIZE_PATIENCE_SECS);
+        if self.failed || (self.submitted && patience_over) {
             self.failed = false;
             self.submitted = false;
-            self.waited = 0;
         }
     }
 

@@ -470,7 +470,9 @@ impl Party {
                 PartyEvent::ObjectiveStarted { id }
                 | PartyEvent::ObjectiveCompleted { id }
                 | PartyEvent::ObjectiveFailed { id, .. } => StateKey::Objective(*id),
-                PartyEvent::PaymentReceived { channel_id, .. } => StateKey::Channel(*channel_id),
+                PartyEvent::PaymentReceived { channel_id, .. } | PartyEvent::ChainReorg { channel_id, .. } => {
+                    StateKey::Channel(*channel_id)
+                }
                 PartyEvent::ChallengeAnswered { .. }
                 | PartyEvent::ChallengeExpired { .. }
                 | PartyEvent::ExitRefused { .. } => StateKey::Party,
