@@ -4,7 +4,7 @@
 use super::{
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
 };
 use crate::{
     chain::ChainTransaction, destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
@@ -123,16 +123,14 @@ impl Crank for DirectFund {
         self.deposit_failed = true;
     }
 
-    /// On a timer: our signatures again, and our deposit allowed again if it failed or if it
-    /// has not shown up on chain for a while (it may never have been sent: a crash between
-    /// the store and the chain). A second deposit cannot double-fund: it carries the holdings
-    /// seen now as `expectedHeld`, so at most one of two copies can execute.
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+    /// On a timer: our deposit allowed again if it failed or if it has not shown up on chain
+    /// for a while (it may never have been sent: a crash between the store and the chain). A
+    /// second deposit cannot double-fund: it carries the holdings seen now as `expectedHeld`,
+    /// so at most one of two copies can execute.
+    fn on_timer(&mut self, _: &mut Ctx<'_>) {
         if self.failure.is_some() {
             return;
         }
-        ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
-        ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
         if self.deposit_submitted {
             self.waited = self.waited.saturating_add(1);
         }
@@ -141,6 +139,16 @@ impl Crank for DirectFund {
             self.deposit_submitted = false;
             self.waited = 0;
         }
+    }
+
+    /// Our signatures on the prefund and postfund, to whoever lacks them.
+    fn resync(&self, me: crate::Address) -> Vec<Envelope> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        let mut out = self.prefund.resend(me, self.id());
+        out.extend(self.postfund.resend(me, self.id()));
+        out
     }
 
     fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {

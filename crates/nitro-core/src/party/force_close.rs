@@ -370,8 +370,7 @@ impl Crank for ForceClose {
         Ok(done)
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let _ = ctx;
+    fn on_timer(&mut self, _: &mut Ctx<'_>) {
         self.hold = false;
         if self.submitted {
             self.waited = self.waited.saturating_add(1);
