@@ -95,13 +95,21 @@ pub enum StepKind {
     Chain,
     /// A failed transaction.
     TransactionFailed,
+    /// A peer reconnected (the party resyncs it).
+    PeerConnected,
     /// A timer tick.
     Tick,
 }
 
 impl StepKind {
-    const ALL: [StepKind; 5] =
-        [StepKind::Request, StepKind::Message, StepKind::Chain, StepKind::TransactionFailed, StepKind::Tick];
+    const ALL: [StepKind; 6] = [
+        StepKind::Request,
+        StepKind::Message,
+        StepKind::Chain,
+        StepKind::TransactionFailed,
+        StepKind::PeerConnected,
+        StepKind::Tick,
+    ];
 
     /// The kind of `input`.
     pub fn of(input: &Input) -> Self {
@@ -110,6 +118,7 @@ impl StepKind {
             Input::Message { .. } => StepKind::Message,
             Input::Chain(_) => StepKind::Chain,
             Input::TransactionFailed { .. } => StepKind::TransactionFailed,
+            Input::PeerConnected { .. } => StepKind::PeerConnected,
             Input::Tick { .. } => StepKind::Tick,
         }
     }
@@ -120,6 +129,7 @@ impl StepKind {
             StepKind::Message => "message",
             StepKind::Chain => "chain",
             StepKind::TransactionFailed => "transaction_failed",
+            StepKind::PeerConnected => "peer_connected",
             StepKind::Tick => "tick",
         }
     }
@@ -188,7 +198,7 @@ struct Inner {
     peer_unacked: Gauge,
     chain_head: Gauge,
     watcher_lag: Gauge,
-    steps: [Histogram; 5],
+    steps: [Histogram; 6],
     /// Per adjudicator function: sent, failed, gas used.
     transactions: Vec<(&'static str, [Counter; 3])>,
 }

@@ -164,6 +164,7 @@ fn every_kind_of_input_survives_the_log() {
         Input::Chain(ChainEvent::Concluded { channel_id: Default::default(), block_number: 9, finalizes_at: 10 }),
         Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()) },
         Input::tick(),
+        Input::PeerConnected { peer: key(3).address() },
         Input::Request(Request::ForceClose { channel_id: Default::default() }),
         Input::Request(Request::Cancel { objective: ObjectiveId::VirtualFund(Default::default()) }),
     ];
