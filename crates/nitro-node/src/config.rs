@@ -80,9 +80,10 @@ pub struct NodeConfig {
     /// Challenge duration of channels this node opens, in seconds.
     #[serde(default = "default_challenge_duration")]
     pub challenge_duration: u64,
-    /// The node's timer, in milliseconds: chain polling and answering waiters every tick;
-    /// resending what peers may lack once nothing progressed for a tick, then backing off
-    /// (doubling, up to 16 ticks) while nothing progresses.
+    /// The node's timer, in milliseconds: every tick polls the chain, answers waiters and
+    /// ticks the party (chain time, transaction retries, force closes of silent
+    /// counterparties). Nothing is re-sent on the timer: the transport delivers, and a peer
+    /// is resynced when its session is established.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     /// Deprecated and ignored: the store keeps the most recent 512 outbox messages per peer

@@ -1,16 +1,25 @@
-//! Several parties in one process, on one chain.
+//! Several parties in one process, on one chain: each an [`Engine`] over its own SQLite store
+//! (in memory, or files in a directory), driven exactly as the node drives it. Requests,
+//! messages, chain events, failed transactions, reconnections and timer ticks all reach a
+//! party as engine [`Input`]s, each step durable before anything it produced leaves.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
 use nitro_chain::{ChainConfig, ChainError, ChainService, Contracts, EthChainService, EthClient, EventWatcher};
 use nitro_core::{
     chain::ChainTransaction,
-    party::{Clock, Effects, Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent},
+    party::{Envelope, ObjectiveId, Party, PartyConfig, PartyError, PartyEvent, TransactionRequest},
     ConsensusChannel, LedgerEvent, SigningKey,
 };
 use thiserror::Error;
+
+use crate::{
+    engine::{Engine, EngineError, Input, Output, Request},
+    store::{Store, StoreError},
+};
 
 /// Why a run stopped.
 #[derive(Debug, Error)]
@@ -22,6 +31,28 @@ pub enum NetworkError {
         party: String,
         /// Why.
         error: Box<PartyError>,
+    },
+    /// A party's engine or store failed (the step did not happen).
+    #[error("{party}: {error}")]
+    Engine {
+        /// Whose.
+        party: String,
+        /// What failed.
+        error: Box<EngineError>,
+    },
+    /// A request that starts an objective started none.
+    #[error("{party}: the request started no objective")]
+    NoObjective {
+        /// Who was asked.
+        party: String,
+    },
+    /// The directory for the stores could not be made.
+    #[error("store directory {path}: {error}")]
+    StoreDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
     },
     /// The chain failed in a way retries did not cure.
     #[error(transparent)]
@@ -36,12 +67,23 @@ pub enum NetworkError {
     },
 }
 
+/// Where the participants' stores live.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Stores {
+    /// SQLite in memory (fast; gone with the process).
+    #[default]
+    InMemory,
+    /// One SQLite file per participant, `<directory>/<name>.db` (durable: a later run opens
+    /// them again).
+    Directory(PathBuf),
+}
+
 /// One party of the network, with its account on the chain.
 pub struct Participant {
     /// A name for people ("alice", "hub", …).
     pub name: String,
-    /// The sans-IO party.
-    pub party: Party,
+    /// The party and its store.
+    pub engine: Engine,
     /// Its account on the chain.
     pub chain: EthChainService,
     /// Wei it paid in transaction fees.
@@ -50,15 +92,24 @@ pub struct Participant {
     pub deposited: U256,
 }
 
+impl Participant {
+    /// The party (read-only: it changes only through engine inputs).
+    pub fn party(&self) -> &Party {
+        self.engine.party()
+    }
+}
+
 /// Counters of a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Messages delivered between parties.
     pub messages: u64,
-    /// Messages lost to the filter.
+    /// Messages lost to the filter, or sent to a party gone.
     pub lost_messages: u64,
     /// Messages a party refused (duplicates of settled rounds, stale branches).
     pub refused_messages: u64,
+    /// Connections that came back after a loss (both ends resynced).
+    pub reconnections: u64,
     /// Transactions confirmed.
     pub transactions: u64,
     /// Transactions that failed (reverted or refused before sending).
@@ -74,7 +125,9 @@ pub struct Stats {
 }
 
 /// Parties in one process: messages between them are delivered in order, transactions go to
-/// the chain one at a time, and confirmed events are fed back to every party.
+/// the chain one at a time (each confirmed before the next), and confirmed events are fed
+/// back to every party. A message the filter loses breaks its connection: at the next tick
+/// both ends get [`Input::PeerConnected`] and resync, as with the real transport.
 pub struct LocalNetwork {
     /// The parties.
     pub participants: Vec<Participant>,
@@ -82,12 +135,15 @@ pub struct LocalNetwork {
     pub stats: Stats,
     watcher: EventWatcher,
     messages: VecDeque<(usize, Envelope)>,
-    transactions: VecDeque<(usize, nitro_core::party::TransactionRequest)>,
-    resend_every: Duration,
+    /// (party, transaction id in its store, the request).
+    transactions: VecDeque<(usize, u64, TransactionRequest)>,
+    tick_every: Duration,
     observer: Option<Observer>,
     filter: Option<MessageFilter>,
     /// Parties gone for good: they receive, send, tick and submit nothing.
     gone: Vec<bool>,
+    /// Connections a lost message broke (the lower index first).
+    broken: BTreeSet<(usize, usize)>,
 }
 
 /// Sees every event a party persists, with the party's name.
@@ -97,19 +153,42 @@ pub type Observer = Box<dyn FnMut(&str, &PartyEvent) + Send>;
 pub type MessageFilter = Box<dyn Fn(usize, &Envelope) -> bool + Send>;
 
 impl LocalNetwork {
-    /// Connects one account per `(name, key)` to the node at `url` and the deployed `contracts`.
+    /// Connects one account per `(name, key)` to the node at `url` and the deployed
+    /// `contracts`, each party on a store in memory.
     pub async fn connect(
         url: &str,
         contracts: &Contracts,
         parties: Vec<(String, SigningKey)>,
         config: PartyConfig,
     ) -> Result<Self, NetworkError> {
+        Self::connect_with(url, contracts, parties, config, &Stores::InMemory).await
+    }
+
+    /// Like [`LocalNetwork::connect`], with the stores in `stores`. Stores that hold a party
+    /// already are opened as after a restart: its recent outbox is delivered again and its
+    /// unsettled transactions are left to its objectives' timers.
+    pub async fn connect_with(
+        url: &str,
+        contracts: &Contracts,
+        parties: Vec<(String, SigningKey)>,
+        config: PartyConfig,
+        stores: &Stores,
+    ) -> Result<Self, NetworkError> {
         let mut participants = Vec::new();
+        let mut messages = VecDeque::new();
         for (name, key) in parties {
+            let store = open_store(stores, &name)?;
+            let engine_error = |error: EngineError| NetworkError::Engine { party: name.clone(), error: Box::new(error) };
+            let (engine, recovery) = Engine::open(store, key.clone(), config.clone()).map_err(engine_error)?;
+            for (id, _) in &recovery.transactions {
+                engine.store().transaction_done(*id).map_err(|e| engine_error(EngineError::Store(e)))?;
+            }
+            let i = participants.len();
+            messages.extend(recovery.messages.into_iter().map(|(_, envelope)| (i, envelope)));
             let client = EthClient::connect(url, &key, ChainConfig::default()).await?;
             participants.push(Participant {
                 name,
-                party: Party::new(key, config.clone()),
+                engine,
                 chain: EthChainService::new(client, contracts.adjudicator),
                 fees_paid: U256::ZERO,
                 deposited: U256::ZERO,
@@ -120,16 +199,18 @@ impl LocalNetwork {
             None => 0,
         };
         let watcher = EventWatcher::connect(url, contracts.adjudicator, from_block)?;
+        let gone = vec![false; participants.len()];
         Ok(Self {
             participants,
             stats: Stats::default(),
             watcher,
-            messages: VecDeque::new(),
+            messages,
             transactions: VecDeque::new(),
-            resend_every: Duration::from_millis(300),
+            tick_every: Duration::from_millis(300),
             observer: None,
             filter: None,
-            gone: Vec::new(),
+            gone,
+            broken: BTreeSet::new(),
         })
     }
 
@@ -139,71 +220,96 @@ impl LocalNetwork {
     }
 
     /// Loses every message `filter` refuses (a party gone silent, a partition), until the
-    /// filter is removed with `None`.
+    /// filter is removed with `None`. A lost message breaks its connection: both ends resync
+    /// at the next tick (and the filter judges what they send again).
     pub fn set_filter(&mut self, filter: Option<MessageFilter>) {
         self.filter = filter;
     }
 
     /// Party `i` is gone for good from now on: it receives, sends, ticks and submits nothing.
     pub fn vanish(&mut self, i: usize) {
-        if self.gone.len() < self.participants.len() {
-            self.gone.resize(self.participants.len(), false);
+        if let Some(gone) = self.gone.get_mut(i) {
+            *gone = true;
         }
-        self.gone[i] = true;
         self.messages.retain(|(from, _)| *from != i);
-        self.transactions.retain(|(from, _)| *from != i);
+        self.transactions.retain(|(from, _, _)| *from != i);
     }
 
     fn is_gone(&self, i: usize) -> bool {
         self.gone.get(i).copied().unwrap_or(false)
     }
 
+    fn present(&self) -> Vec<usize> {
+        (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect()
+    }
+
     /// Index of the party with `address`.
     pub fn index_of(&self, address: Address) -> Option<usize> {
-        self.participants.iter().position(|p| p.party.address() == address)
+        self.participants.iter().position(|p| p.party().address() == address)
     }
 
     /// Address of party `i`.
     pub fn address(&self, i: usize) -> Address {
-        self.participants[i].party.address()
+        self.participants[i].party().address()
     }
 
-    /// Makes a request of party `i` (open a ledger, fund a virtual channel, …).
-    pub fn request<T>(
-        &mut self,
-        i: usize,
-        f: impl FnOnce(&mut Party) -> Result<(T, Effects), PartyError>,
-    ) -> Result<T, NetworkError> {
-        let (value, effects) = f(&mut self.participants[i].party).map_err(|error| NetworkError::Party {
-            party: self.participants[i].name.clone(),
-            error: Box::new(error),
-        })?;
-        self.absorb(i, effects);
-        Ok(value)
+    /// Makes a request of party `i` (open a ledger, fund a virtual channel, pay, …); returns
+    /// the objective it started, if any.
+    pub fn request(&mut self, i: usize, request: Request) -> Result<Option<ObjectiveId>, NetworkError> {
+        let party = self.participants[i].name.clone();
+        match self.participants[i].engine.step(Input::Request(request)) {
+            Ok(output) => {
+                let started = output.started;
+                self.absorb(i, output);
+                Ok(started)
+            }
+            Err(EngineError::Party(error)) => Err(NetworkError::Party { party, error: Box::new(error) }),
+            Err(EngineError::Declined { error, output }) => {
+                self.absorb(i, *output);
+                Err(NetworkError::Party { party, error: Box::new(error) })
+            }
+            Err(error) => Err(NetworkError::Engine { party, error: Box::new(error) }),
+        }
     }
 
-    /// Like [`LocalNetwork::request`], for requests that only produce effects.
-    pub fn request_effects(
-        &mut self,
-        i: usize,
-        f: impl FnOnce(&mut Party) -> Result<Effects, PartyError>,
-    ) -> Result<(), NetworkError> {
-        self.request(i, |p| f(p).map(|e| ((), e)))
+    /// Like [`LocalNetwork::request`], for requests that start an objective.
+    pub fn start(&mut self, i: usize, request: Request) -> Result<ObjectiveId, NetworkError> {
+        self.request(i, request)?.ok_or_else(|| NetworkError::NoObjective { party: self.participants[i].name.clone() })
     }
 
-    fn absorb(&mut self, i: usize, effects: Effects) {
+    /// Steps party `i` with an input that is not a request: a refusal changes nothing (and
+    /// is counted for messages); a store failure stops the run.
+    fn step(&mut self, i: usize, input: Input) -> Result<(), NetworkError> {
+        let is_message = matches!(input, Input::Message { .. });
+        match self.participants[i].engine.step(input) {
+            Ok(output) => self.absorb(i, output),
+            Err(EngineError::Party(error)) => {
+                if is_message {
+                    self.stats.refused_messages += 1;
+                }
+                tracing::debug!(party = %self.participants[i].name, %error, "input refused");
+            }
+            Err(EngineError::Declined { error, output }) => {
+                self.stats.refused_messages += 1;
+                tracing::debug!(party = %self.participants[i].name, %error, "objective declined");
+                self.absorb(i, *output);
+            }
+            Err(error) => {
+                return Err(NetworkError::Engine { party: self.participants[i].name.clone(), error: Box::new(error) })
+            }
+        }
+        Ok(())
+    }
+
+    fn absorb(&mut self, i: usize, output: Output) {
         if self.is_gone(i) {
             return;
         }
         let name = self.participants[i].name.clone();
-        for channel in &effects.force_close_due {
-            if let Ok((_, started)) = self.participants[i].party.force_close(*channel) {
-                self.absorb(i, started);
-            }
-        }
-        for event in &effects.events {
+        for event in &output.events {
             if let PartyEvent::Ledger { channel_id, event } = event {
-                let leads = matches!(self.participants[i].party.ledger(channel_id), Some(ConsensusChannel::Leader(_)));
+                let party = self.participants[i].party();
+                let leads = matches!(party.ledger(channel_id), Some(ConsensusChannel::Leader(_)));
                 match event {
                     LedgerEvent::GuaranteeLocked { .. } if leads => self.stats.guarantees_locked += 1,
                     LedgerEvent::GuaranteeReleased { .. } if leads => self.stats.guarantees_released += 1,
@@ -217,45 +323,45 @@ impl LocalNetwork {
                 observer(&name, event);
             }
         }
-        self.messages.extend(effects.messages.into_iter().map(|m| (i, m)));
-        self.transactions.extend(effects.transactions.into_iter().map(|t| (i, t)));
+        self.messages.extend(output.messages.into_iter().map(|(_, m)| (i, m)));
+        self.transactions.extend(output.transactions.into_iter().map(|(id, t)| (i, id, t)));
     }
 
     /// Delivers every queued message (and what they cause), in order.
-    fn deliver_messages(&mut self) -> bool {
+    fn deliver_messages(&mut self) -> Result<bool, NetworkError> {
         let mut any = false;
         while let Some((from, envelope)) = self.messages.pop_front() {
             any = true;
-            let sender = self.address(from);
             let Some(to) = self.index_of(envelope.to) else { continue };
-            if self.is_gone(to) || self.filter.as_ref().is_some_and(|f| !f(from, &envelope)) {
+            if self.is_gone(to) {
                 self.stats.lost_messages += 1;
                 continue;
             }
-            self.stats.messages += 1;
-            match self.participants[to].party.handle_message(sender, envelope.payload) {
-                Ok(effects) => self.absorb(to, effects),
-                Err(PartyError::Refused { error, answer }) => {
-                    self.stats.refused_messages += 1;
-                    tracing::debug!(to = %self.participants[to].name, %error, "objective declined");
-                    self.absorb(to, *answer);
-                }
-                Err(error) => {
-                    self.stats.refused_messages += 1;
-                    tracing::debug!(to = %self.participants[to].name, %error, "message refused");
-                }
+            if self.filter.as_ref().is_some_and(|f| !f(from, &envelope)) {
+                self.stats.lost_messages += 1;
+                self.broken.insert((from.min(to), from.max(to)));
+                continue;
             }
+            self.stats.messages += 1;
+            let sender = self.address(from);
+            self.step(to, Input::Message { from: sender, payload: envelope.payload })?;
         }
-        any
+        Ok(any)
     }
 
-    /// Submits queued transactions, one at a time, each confirmed before the next.
-    async fn submit_transactions(&mut self) -> bool {
+    /// Submits queued transactions, one at a time, each confirmed before the next; each is
+    /// marked done in its party's store, a failed one reported to its objective.
+    async fn submit_transactions(&mut self) -> Result<bool, NetworkError> {
         let mut any = false;
-        while let Some((i, request)) = self.transactions.pop_front() {
+        while let Some((i, id, request)) = self.transactions.pop_front() {
             any = true;
             let participant = &mut self.participants[i];
-            match participant.chain.submit(&request.transaction).await {
+            let result = participant.chain.submit(&request.transaction).await;
+            if let Err(error) = participant.engine.store().transaction_done(id) {
+                let party = participant.name.clone();
+                return Err(NetworkError::Engine { party, error: Box::new(EngineError::Store(error)) });
+            }
+            match result {
                 Ok(receipt) => {
                     self.stats.transactions += 1;
                     participant.fees_paid += receipt.fee();
@@ -266,14 +372,13 @@ impl LocalNetwork {
                 Err(error) => {
                     self.stats.failed_transactions += 1;
                     tracing::debug!(party = %participant.name, %error, "transaction failed");
-                    if let Some(id) = request.objective {
-                        let effects = participant.party.transaction_failed(id);
-                        self.absorb(i, effects);
+                    if let Some(objective) = request.objective {
+                        self.step(i, Input::TransactionFailed { objective })?;
                     }
                 }
             }
         }
-        any
+        Ok(any)
     }
 
     /// Feeds newly confirmed adjudicator events to every party.
@@ -287,26 +392,48 @@ impl LocalNetwork {
         };
         for event in &events {
             self.stats.chain_events += 1;
-            for i in (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect::<Vec<_>>() {
-                let effects = self.participants[i].party.handle_chain_event(event);
-                self.absorb(i, effects);
+            for i in self.present() {
+                self.step(i, Input::Chain(event.clone()))?;
             }
         }
         Ok(!events.is_empty())
     }
 
+    /// Every party's timer, with the wall clock and the chain's clock; then the connections
+    /// a lost message broke come back, and both ends of each resync.
+    async fn tick(&mut self) -> Result<(), NetworkError> {
+        let chain_time = match self.participants.first() {
+            Some(p) => p.chain.chain_time().await.ok(),
+            None => None,
+        };
+        let unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for i in self.present() {
+            self.step(i, Input::Tick { unix_secs, chain_time })?;
+        }
+        for (a, b) in std::mem::take(&mut self.broken) {
+            if self.is_gone(a) || self.is_gone(b) {
+                continue;
+            }
+            self.stats.reconnections += 1;
+            let (address_a, address_b) = (self.address(a), self.address(b));
+            self.step(a, Input::PeerConnected { peer: address_b })?;
+            self.step(b, Input::PeerConnected { peer: address_a })?;
+        }
+        Ok(())
+    }
+
     /// Runs until `done` holds, or fails after `timeout` with a report of what every
-    /// unfinished objective waits for.
+    /// unfinished objective waits for. Parties tick whenever nothing happened for a while.
     pub async fn run_until(
         &mut self,
         timeout: Duration,
         done: impl Fn(&[Participant]) -> bool,
     ) -> Result<(), NetworkError> {
         let start = Instant::now();
-        let mut last_resend = Instant::now();
+        let mut last_tick = Instant::now();
         loop {
-            let delivered = self.deliver_messages();
-            let submitted = self.submit_transactions().await;
+            let delivered = self.deliver_messages()?;
+            let submitted = self.submit_transactions().await?;
             let observed = self.deliver_chain_events().await?;
             if done(&self.participants) {
                 return Ok(());
@@ -315,19 +442,9 @@ impl LocalNetwork {
                 return Err(NetworkError::Timeout { elapsed: start.elapsed(), report: self.report() });
             }
             if !(delivered || submitted || observed) {
-                if last_resend.elapsed() >= self.resend_every {
-                    last_resend = Instant::now();
-                    let chain_time = match self.participants.first() {
-                        Some(p) => p.chain.chain_time().await.ok(),
-                        None => None,
-                    };
-                    let unix_secs =
-                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    let clock = Clock { unix_secs, chain_time };
-                    for i in (0..self.participants.len()).filter(|i| !self.is_gone(*i)).collect::<Vec<_>>() {
-                        let effects = self.participants[i].party.tick(clock);
-                        self.absorb(i, effects);
-                    }
+                if last_tick.elapsed() >= self.tick_every {
+                    last_tick = Instant::now();
+                    self.tick().await?;
                 } else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -335,11 +452,12 @@ impl LocalNetwork {
         }
     }
 
-    /// Runs until every listed objective completed at every party that has it.
+    /// Runs until every listed objective completed at every party that has it (or has let
+    /// go of it).
     pub async fn run_objectives(&mut self, ids: &[ObjectiveId], timeout: Duration) -> Result<(), NetworkError> {
         let ids = ids.to_vec();
         self.run_until(timeout, move |ps| {
-            ids.iter().all(|id| ps.iter().all(|p| p.party.objective(id).is_none() || p.party.is_complete(id)))
+            ids.iter().all(|id| ps.iter().all(|p| p.party().objective(id).is_none() || p.party().is_complete(id)))
         })
         .await
     }
@@ -348,13 +466,32 @@ impl LocalNetwork {
     pub fn report(&self) -> String {
         let mut lines = Vec::new();
         for p in &self.participants {
-            for (id, done) in p.party.objectives() {
+            for (id, done) in p.party().objectives() {
                 if !done {
-                    let waiting = p.party.waiting_for(&id).map(|w| w.to_string()).unwrap_or_default();
+                    let waiting = p.party().waiting_for(&id).map(|w| w.to_string()).unwrap_or_default();
                     lines.push(format!("  {}: {id}: {waiting}", p.name));
                 }
             }
         }
         lines.join("\n")
     }
+}
+
+/// Opens the store of participant `name`.
+fn open_store(stores: &Stores, name: &str) -> Result<Store, NetworkError> {
+    let store_error =
+        |error: StoreError| NetworkError::Engine { party: name.to_owned(), error: Box::new(EngineError::Store(error)) };
+    match stores {
+        Stores::InMemory => Store::in_memory().map_err(store_error),
+        Stores::Directory(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| NetworkError::StoreDirectory { path: dir.clone(), error })?;
+            Store::open(&store_path(dir, name)).map_err(store_error)
+        }
+    }
+}
+
+/// Where participant `name`'s store lives in `dir`.
+pub fn store_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.db"))
 }

@@ -27,7 +27,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (OBJECTIVES, "gauge", "objectives by state (label state: pending, done, failed)"),
     (MESSAGES_RECEIVED, "counter", "messages received from peers (each delivered once by the transport)"),
     (MESSAGES_SENT, "counter", "new messages handed to the transport"),
-    (MESSAGES_RESENT, "counter", "messages handed to the transport again (resend timer, restart)"),
+    (MESSAGES_RESENT, "counter", "messages handed to the transport again (the recent outbox, after a restart)"),
     (PEER_UNACKED, "gauge", "messages to configured peers not yet acknowledged"),
     (STEP_SECONDS, "histogram", "time of one engine step, its durable SQLite commit included (label input)"),
     (TX_SENT, "counter", "chain transactions confirmed (label function)"),
