@@ -110,9 +110,28 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     // 1. Ledgers, led by the hub: each side deposits 1 ETH per virtual channel (+1 spare).
     let per_ledger = U256::from(WEI_PER_MILLI) * U256::from(1000 * (n as u64 + 1));
     say.line(format!("opening L(hub, alice) and L(hub, bob): {} from each side", eth(per_ledger)));
-    let la =
-        net.start(1, Request::LedgerOpen { participants: [hub, alice], asset: Address::ZERO, amounts: [per_ledger, per_ledger], nonce: 1 }).map_err(fail)?;
-    let lb = net.start(1, Request::LedgerOpen { participants: [hub, bob], asset: Address::ZERO, amounts: [per_ledger, per_ledger], nonce: 2 }).map_err(fail)?;
+    let la = net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [per_ledger, per_ledger],
+                nonce: 1,
+            },
+        )
+        .map_err(fail)?;
+    let lb = net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: Address::ZERO,
+                amounts: [per_ledger, per_ledger],
+                nonce: 2,
+            },
+        )
+        .map_err(fail)?;
     let timeout = Duration::from_secs(120);
     net.run_objectives(&[la, lb], timeout).await.map_err(fail_net)?;
     for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
@@ -127,8 +146,16 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     let mut funds = Vec::new();
     for k in 0..n {
         funds.push(
-            net.start(0, Request::VirtualFund { participants: vec![alice, hub, bob], asset: Address::ZERO, amounts: [a, U256::ZERO], nonce: k as u64 })
-                .map_err(fail)?,
+            net.start(
+                0,
+                Request::VirtualFund {
+                    participants: vec![alice, hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [a, U256::ZERO],
+                    nonce: k as u64,
+                },
+            )
+            .map_err(fail)?,
         );
     }
     net.run_objectives(&funds, timeout).await.map_err(fail_net)?;

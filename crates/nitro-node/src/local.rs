@@ -178,7 +178,8 @@ impl LocalNetwork {
         let mut messages = VecDeque::new();
         for (name, key) in parties {
             let store = open_store(stores, &name)?;
-            let engine_error = |error: EngineError| NetworkError::Engine { party: name.clone(), error: Box::new(error) };
+            let engine_error =
+                |error: EngineError| NetworkError::Engine { party: name.clone(), error: Box::new(error) };
             let (engine, recovery) = Engine::open(store, key.clone(), config.clone()).map_err(engine_error)?;
             for (id, _) in &recovery.transactions {
                 engine.store().transaction_done(*id).map_err(|e| engine_error(EngineError::Store(e)))?;
@@ -484,8 +485,7 @@ fn open_store(stores: &Stores, name: &str) -> Result<Store, NetworkError> {
     match stores {
         Stores::InMemory => Store::in_memory().map_err(store_error),
         Stores::Directory(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|error| NetworkError::StoreDirectory { path: dir.clone(), error })?;
+            std::fs::create_dir_all(dir).map_err(|error| NetworkError::StoreDirectory { path: dir.clone(), error })?;
             Store::open(&store_path(dir, name)).map_err(store_error)
         }
     }

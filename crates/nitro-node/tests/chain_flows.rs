@@ -54,8 +54,30 @@ impl Setup {
     /// L(hub, alice) and L(hub, bob), led by the hub, `amount` from each side.
     async fn open_ledgers(&mut self, amount: U256) -> (ChannelId, ChannelId) {
         let (alice, hub, bob) = self.addrs();
-        let a = self.net.start(1, Request::LedgerOpen { participants: [hub, alice], asset: Address::ZERO, amounts: [amount, amount], nonce: 1 }).unwrap();
-        let b = self.net.start(1, Request::LedgerOpen { participants: [hub, bob], asset: Address::ZERO, amounts: [amount, amount], nonce: 2 }).unwrap();
+        let a = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, alice],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 1,
+                },
+            )
+            .unwrap();
+        let b = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 2,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[a, b], TIMEOUT).await.unwrap();
         (a.channel_id(), b.channel_id())
     }
@@ -63,7 +85,19 @@ impl Setup {
     async fn fund_virtual(&mut self, a: U256, b: U256, count: u64) -> Vec<ObjectiveId> {
         let (alice, hub, bob) = self.addrs();
         let ids: Vec<_> = (0..count)
-            .map(|k| self.net.start(0, Request::VirtualFund { participants: vec![alice, hub, bob], asset: Address::ZERO, amounts: [a, b], nonce: k }).unwrap())
+            .map(|k| {
+                self.net
+                    .start(
+                        0,
+                        Request::VirtualFund {
+                            participants: vec![alice, hub, bob],
+                            asset: Address::ZERO,
+                            amounts: [a, b],
+                            nonce: k,
+                        },
+                    )
+                    .unwrap()
+            })
             .collect();
         self.net.run_objectives(&ids, TIMEOUT).await.unwrap();
         ids
@@ -93,7 +127,10 @@ async fn a_ledger_is_opened_used_and_closed_paying_each_party_its_final_balance(
     for id in &ids {
         s.net.request(0, Request::Pay { channel_id: id.channel_id(), amount: milli(40) }).unwrap();
     }
-    s.net.run_until(TIMEOUT, |ps| ids.iter().all(|id| ps[2].party().paid(&id.channel_id()) == milli(40))).await.unwrap();
+    s.net
+        .run_until(TIMEOUT, |ps| ids.iter().all(|id| ps[2].party().paid(&id.channel_id()) == milli(40)))
+        .await
+        .unwrap();
     let defunds: Vec<_> =
         ids.iter().map(|id| s.net.start(2, Request::VirtualDefund { channel_id: id.channel_id() }).unwrap()).collect();
     s.net.run_objectives(&defunds, TIMEOUT).await.unwrap();
@@ -147,7 +184,8 @@ async fn a_stale_challenge_is_seen_on_chain_and_defeated_by_a_checkpoint() {
     assert!(latest > U48::from(1));
 
     // Alice challenges with the old postfund state (turn 1), in which she holds more.
-    let Some(Objective::DirectFund(fund)) = s.net.participants[0].party().objective(&ObjectiveId::DirectFund(la)) else {
+    let Some(Objective::DirectFund(fund)) = s.net.participants[0].party().objective(&ObjectiveId::DirectFund(la))
+    else {
         panic!("alice funded the ledger")
     };
     let stale = fund.postfund().clone();

@@ -52,8 +52,30 @@ impl Setup {
     async fn open_ledgers(&mut self) -> (ChannelId, ChannelId) {
         let (alice, hub, bob) = self.addrs();
         let amount = milli(1000);
-        let a = self.net.start(1, Request::LedgerOpen { participants: [hub, alice], asset: Address::ZERO, amounts: [amount, amount], nonce: 1 }).unwrap();
-        let b = self.net.start(1, Request::LedgerOpen { participants: [hub, bob], asset: Address::ZERO, amounts: [amount, amount], nonce: 2 }).unwrap();
+        let a = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, alice],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 1,
+                },
+            )
+            .unwrap();
+        let b = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 2,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[a, b], Duration::from_secs(60)).await.unwrap();
         self.ledgers = vec![a.channel_id(), b.channel_id()];
         (a.channel_id(), b.channel_id())
@@ -61,8 +83,18 @@ impl Setup {
 
     async fn fund_virtual(&mut self, a: U256) -> ChannelId {
         let (alice, hub, bob) = self.addrs();
-        let id =
-            self.net.start(0, Request::VirtualFund { participants: vec![alice, hub, bob], asset: Address::ZERO, amounts: [a, U256::ZERO], nonce: 7 }).unwrap();
+        let id = self
+            .net
+            .start(
+                0,
+                Request::VirtualFund {
+                    participants: vec![alice, hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [a, U256::ZERO],
+                    nonce: 7,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[id], Duration::from_secs(60)).await.unwrap();
         id.channel_id()
     }
@@ -123,7 +155,18 @@ async fn prefund_signed_counterparty_gone_costs_only_gas() {
     let mut s = Setup::start().await;
     let (alice, hub, _) = s.addrs();
     s.net.vanish(0);
-    let id = s.net.start(1, Request::LedgerOpen { participants: [hub, alice], asset: Address::ZERO, amounts: [milli(10), milli(10)], nonce: 1 }).unwrap();
+    let id = s
+        .net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [milli(10), milli(10)],
+                nonce: 1,
+            },
+        )
+        .unwrap();
     // Alice is gone before signing: nothing is supported, nothing was deposited.
     s.net.run_until(STEP, |_| false).await.unwrap_err();
     let err = s.net.start(1, Request::ForceClose { channel_id: id.channel_id() }).unwrap_err();
@@ -138,7 +181,18 @@ async fn one_deposit_made_counterparty_gone_returns_it() {
     let mut s = Setup::start().await;
     let (alice, hub, _) = s.addrs();
     // Alice signs the prefund, then vanishes before her deposit.
-    let id = s.net.start(1, Request::LedgerOpen { participants: [hub, alice], asset: Address::ZERO, amounts: [milli(300), milli(700)], nonce: 1 }).unwrap();
+    let id = s
+        .net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [milli(300), milli(700)],
+                nonce: 1,
+            },
+        )
+        .unwrap();
     let ledger = id.channel_id();
     s.ledgers.push(ledger);
     s.net
@@ -202,8 +256,18 @@ async fn proposals_queued_counterparty_gone_the_leader_exits_with_the_consensus_
     let (alice, hub, bob) = s.addrs();
     // Bob vanishes on receiving the hub's proposal in L(hub, bob).
     s.net.set_filter(Some(Box::new(|_, e| !matches!(e.payload, Payload::Ledger(LedgerMessage::Proposal(_))))));
-    let v =
-        s.net.start(0, Request::VirtualFund { participants: vec![alice, hub, bob], asset: Address::ZERO, amounts: [milli(50), U256::ZERO], nonce: 3 }).unwrap();
+    let v = s
+        .net
+        .start(
+            0,
+            Request::VirtualFund {
+                participants: vec![alice, hub, bob],
+                asset: Address::ZERO,
+                amounts: [milli(50), U256::ZERO],
+                nonce: 3,
+            },
+        )
+        .unwrap();
     s.net
         .run_until(Duration::from_secs(60), move |ps| {
             matches!(ps[1].party().ledger_with(&bob), Some(nitro_core::ConsensusChannel::Leader(x)) if !x.queue().is_empty())

@@ -46,8 +46,8 @@ use chain_view::ChainView;
 use objective::{Crank, Ctx, View};
 
 use crate::{
-    destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit,
-    Proposal, SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
+    destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit, Proposal,
+    SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
 };
 
 /// Contract addresses and defaults a party works with.

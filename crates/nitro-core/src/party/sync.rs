@@ -9,7 +9,7 @@
 //! before storing it, or messages a full queue gave up — is answered by [`Party::resync`]
 //! when the peer connects again.
 
-use super::{Clock, ConsensusChannel, Crank, Ctx, Effects, Envelope, ObjectiveId, Objective, Party, Payload};
+use super::{Clock, ConsensusChannel, Crank, Ctx, Effects, Envelope, Objective, ObjectiveId, Party, Payload};
 use crate::{Address, LedgerMessage, Voucher};
 
 impl Party {
@@ -82,7 +82,8 @@ impl Party {
             effects.messages.extend(entry.objective.resync(me).into_iter().filter(|e| e.to == peer));
         }
         for (id, entry) in &self.objectives {
-            let (ObjectiveId::VirtualFund(channel), Objective::VirtualFund(v), true) = (id, &entry.objective, entry.done)
+            let (ObjectiveId::VirtualFund(channel), Objective::VirtualFund(v), true) =
+                (id, &entry.objective, entry.done)
             else {
                 continue;
             };

@@ -1,13 +1,15 @@
 //! The simulated network: one connection per pair of parties, which breaks (a message lost
 //! breaks it, and so does a restart) and comes back, and the messages in flight on it.
 //!
-//! What a real transport cannot lose — a message it holds until the peer acknowledges it — is
-//! lost here on purpose: a lost message stands for the worst case (a peer that acknowledged
-//! it and crashed before storing it, a full queue giving up its oldest messages). So a broken
-//! connection loses everything in flight on it and everything sent while it is down; when it
+//! Like the real transport, a connection holds what is sent while it is down, in order, in a
+//! bounded queue that drops its oldest message when full, and writes it once the connection
+//! is back. What a real transport would not lose — a message it keeps until the peer
+//! acknowledges it — is lost here on purpose, standing for the worst case (a peer that
+//! acknowledged it and crashed before storing it): the message whose loss breaks the
+//! connection, and everything in flight on a connection when it breaks. When a connection
 //! comes back, both ends are told ([`crate::engine::Input::PeerConnected`]) and resync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use nitro_core::party::Envelope;
 
@@ -25,6 +27,8 @@ struct Link {
     epoch: u64,
     /// Down until this step, when the two ends reconnect.
     down_until: Option<u64>,
+    /// What was sent while it was down, oldest first: (sender, message).
+    held: VecDeque<(usize, Envelope)>,
 }
 
 /// A message on its way.
@@ -70,6 +74,24 @@ impl Network {
         let link = self.links.entry(p).or_default();
         link.epoch += 1;
         link.down_until = Some(link.down_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Holds a message for a connection that is down; beyond `capacity` held messages the
+    /// oldest is dropped (returns how many were).
+    pub(super) fn hold(&mut self, p: Pair, from: usize, envelope: Envelope, capacity: usize) -> u64 {
+        let link = self.links.entry(p).or_default();
+        link.held.push_back((from, envelope));
+        let mut dropped = 0;
+        while link.held.len() > capacity.max(1) {
+            link.held.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Takes what the connection held while it was down, oldest first.
+    pub(super) fn take_held(&mut self, p: Pair) -> VecDeque<(usize, Envelope)> {
+        self.links.get_mut(&p).map(|l| std::mem::take(&mut l.held)).unwrap_or_default()
     }
 
     /// Puts a message on its connection, arriving at step `at`.

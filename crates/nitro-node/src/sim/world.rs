@@ -1,6 +1,6 @@
 //! The simulated world: the parties' engines, the network between them and the chain.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use alloy_primitives::{Address, U256};
 use nitro_core::{
@@ -31,9 +31,6 @@ pub(super) struct Sim {
     pub(super) keys: Vec<SigningKey>,
     pub(super) engines: Vec<Option<Engine>>,
     pub(super) network: Network,
-    /// Messages a restarted party handed to its transport again, sent once their
-    /// connection is back: (from, envelope).
-    pub(super) queued: Vec<(usize, Envelope)>,
     /// Confirmed events the watcher has not reported yet: (step, sequence) → event.
     pub(super) chain_events: std::collections::BTreeMap<(u64, u64), ChainEvent>,
     pub(super) sequence: u64,
@@ -78,13 +75,15 @@ impl Sim {
         1 + self.rng.below(2 * self.config.max_delay + 1)
     }
 
-    /// Sends a message: lost if its connection is down; while faults are on, maybe lost
-    /// (breaking the connection), duplicated or delayed (which reorders).
+    /// Sends a message: held (in a bounded queue) while its connection is down; while faults
+    /// are on, maybe lost (breaking the connection), duplicated or delayed (which reorders).
     fn send(&mut self, from: usize, envelope: Envelope) {
         let Some(to) = self.index_of(envelope.to) else { return };
         let link = pair(from, to);
         if !self.network.is_up(link) {
-            self.report.dropped += 1;
+            let dropped = self.network.hold(link, from, envelope, self.config.queue_capacity);
+            self.report.dropped += dropped;
+            self.report.overflowed += dropped;
             return;
         }
         if self.faults && self.rng.chance(self.config.drop_rate) {
@@ -160,20 +159,27 @@ impl Sim {
     }
 
     /// Kills party `i` and opens its store again: its connections break (what was in flight
-    /// to or from it is lost), and it hands its recent outbox to its transport, which sends it
-    /// once each connection is back.
+    /// to or from it is lost, and so is what its transport held), and it hands its recent
+    /// outbox to its new transport, which sends it once each connection is back.
     fn restart(&mut self, i: usize) -> Result<(), SimFailure> {
         let Some(engine) = self.engines[i].take() else { return Ok(()) };
         let store = engine.into_store();
-        let (engine, recovery) =
-            Engine::open(store, self.keys[i].clone(), party_config()).map_err(|e| self.fail(e))?;
+        let (engine, recovery) = Engine::open(store, self.keys[i].clone(), party_config()).map_err(|e| self.fail(e))?;
         self.engines[i] = Some(engine);
         self.report.restarts += 1;
         for j in (0..self.engines.len()).filter(|j| *j != i) {
             let until = self.step + self.downtime();
             self.network.break_link(pair(i, j), until);
+            let (mine, theirs): (VecDeque<_>, VecDeque<_>) =
+                self.network.take_held(pair(i, j)).into_iter().partition(|(from, _)| *from == i);
+            self.report.dropped += mine.len() as u64;
+            for (from, envelope) in theirs {
+                self.send(from, envelope);
+            }
         }
-        self.queued.extend(recovery.messages.into_iter().map(|(_, envelope)| (i, envelope)));
+        for (_, envelope) in recovery.messages {
+            self.send(i, envelope);
+        }
         // Stored transactions are not resubmitted blindly (a deposit of a channel concluded
         // since would be lost): the objectives resubmit what they still need on their timers.
         Ok(())
@@ -183,11 +189,7 @@ impl Sim {
     /// resync.
     fn reconnected(&mut self, link: Pair) -> Result<(), SimFailure> {
         let (a, b) = link;
-        let (held, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued)
-            .into_iter()
-            .partition(|(from, e)| self.index_of(e.to).is_some_and(|to| pair(*from, to) == link));
-        self.queued = rest;
-        for (from, envelope) in held {
+        for (from, envelope) in self.network.take_held(link) {
             self.send(from, envelope);
         }
         self.report.reconnections += 1;
