@@ -29,6 +29,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (MESSAGES_SENT, "counter", "new messages handed to the transport"),
     (MESSAGES_RESENT, "counter", "messages handed to the transport again (the recent outbox, after a restart)"),
     (PEER_UNACKED, "gauge", "messages to configured peers not yet acknowledged"),
+    (
+        PEER_DROPPED,
+        "counter",
+        "messages to configured peers dropped from a full queue (the peer is resynced when its session is re-established)",
+    ),
     (STEP_SECONDS, "histogram", "time of one engine step, its durable SQLite commit included (label input)"),
     (TX_SENT, "counter", "chain transactions confirmed (label function)"),
     (TX_FAILED, "counter", "chain transactions that failed or reverted (label function)"),
@@ -53,6 +58,8 @@ pub const MESSAGES_SENT: &str = "nitro_messages_sent_total";
 pub const MESSAGES_RESENT: &str = "nitro_messages_resent_total";
 /// `nitro_peer_unacked_messages`.
 pub const PEER_UNACKED: &str = "nitro_peer_unacked_messages";
+/// `nitro_peer_messages_dropped_total`.
+pub const PEER_DROPPED: &str = "nitro_peer_messages_dropped_total";
 /// `nitro_engine_step_seconds`.
 pub const STEP_SECONDS: &str = "nitro_engine_step_seconds";
 /// `nitro_chain_transactions_sent_total`.
@@ -196,6 +203,7 @@ struct Inner {
     locked: Gauge,
     objectives: [Gauge; 3],
     peer_unacked: Gauge,
+    peer_dropped: Counter,
     chain_head: Gauge,
     watcher_lag: Gauge,
     steps: [Histogram; 6],
@@ -249,6 +257,7 @@ impl NodeMetrics {
             locked: gauge(GUARANTEES_LOCKED),
             objectives: [state("pending"), state("done"), state("failed")],
             peer_unacked: gauge(PEER_UNACKED),
+            peer_dropped: counter(PEER_DROPPED),
             chain_head: gauge(CHAIN_HEAD),
             watcher_lag: gauge(WATCHER_LAG),
             steps: StepKind::ALL.map(step),
@@ -323,6 +332,11 @@ impl NodeMetrics {
     /// Sets the number of messages peers have not acknowledged yet.
     pub fn peer_unacked(&self, messages: usize) {
         self.inner.peer_unacked.set(messages as f64);
+    }
+
+    /// Sets the number of messages dropped from full peer queues so far.
+    pub fn peer_dropped(&self, messages: u64) {
+        self.inner.peer_dropped.absolute(messages);
     }
 
     /// Sets the chain head and the watcher's lag behind it.

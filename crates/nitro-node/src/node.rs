@@ -111,7 +111,11 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     tracing::info!(address = %me, replayed = recovery.replayed, "store opened");
     health.store_open(me);
 
-    let transport_config = TransportConfig { listen: config.listen, ..TransportConfig::default() };
+    let transport_config = TransportConfig {
+        listen: config.listen,
+        queue_capacity: config.peer_queue_capacity,
+        ..TransportConfig::default()
+    };
     let (transport, mut inbound) =
         Transport::bind(key.clone(), transport_config).await.map_err(|e| NodeError::Transport(e.to_string()))?;
     for peer in &config.peers {
@@ -365,6 +369,7 @@ impl Node {
             self.gauges_at = Some(now);
             self.metrics.party(&PartyGauges::of(self.engine.party()));
             self.metrics.peer_unacked(self.peers.iter().map(|p| self.transport.unacked(*p)).sum());
+            self.metrics.peer_dropped(self.peers.iter().map(|p| self.transport.dropped(*p)).sum());
             match chain.client().block_number().await {
                 Ok(head) => {
                     // The cursor is the next block to scan.
