@@ -1,5 +1,5 @@
 //! The four objectives end to end between Alice, a Hub and Bob, over an in-memory network and
-//! an in-memory chain double (the anvil-backed version lives in the node crate's tests).
+//! the in-memory adjudicator of `nitro-testkit` (the anvil-backed version lives in the node crate's tests).
 
 mod common;
 

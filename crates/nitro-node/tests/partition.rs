@@ -49,6 +49,30 @@ fn count(rows: &[(String, u64)], table: &str) -> u64 {
     rows.iter().find(|(t, _)| t == table).map_or(0, |(_, n)| *n)
 }
 
+/// The figures at one moment of the partition.
+struct Sample {
+    payments: u64,
+    elapsed: std::time::Duration,
+    /// Alice's unacknowledged messages (her queue for Bob: the hub's is empty).
+    unacked: u64,
+    dropped: u64,
+    rows: Vec<(String, u64)>,
+    rss: Option<u64>,
+}
+
+impl Sample {
+    fn all_rows(&self) -> u64 {
+        self.rows.iter().map(|(_, c)| c).sum()
+    }
+}
+
+async fn sample(alice: &NodeHandle, db: &Path, payments: u64, elapsed: std::time::Duration) -> Sample {
+    let text = metrics_text(alice).await;
+    let unacked = metric(&text, metrics::PEER_UNACKED).unwrap_or(-1.0) as u64;
+    let dropped = metric(&text, metrics::PEER_DROPPED).unwrap_or(-1.0) as u64;
+    Sample { payments, elapsed, unacked, dropped, rows: rows(db), rss: rss_kib() }
+}
+
 /// The resident set of this process (the three nodes and the test), in KiB, where Linux
 /// tells it.
 fn rss_kib() -> Option<u64> {
@@ -112,59 +136,46 @@ async fn a_long_partition_keeps_the_queue_at_its_bound_and_the_store_flat() {
         let paid = client.call("virtual_pay", pay.clone()).await.unwrap();
         assert_eq!(paid["paid"], json!((n + 1).to_string()), "{paid}");
         if n % (payments / SAMPLES) == 0 {
-            let text = metrics_text(&alice).await;
-            let unacked = metric(&text, metrics::PEER_UNACKED).unwrap_or(-1.0) as u64;
-            let dropped = metric(&text, metrics::PEER_DROPPED).unwrap_or(-1.0) as u64;
-            samples.push((n, start.elapsed(), unacked, dropped, rows(&db), rss_kib()));
+            samples.push(sample(&alice, &db, n, start.elapsed()).await);
         }
     }
     // The gauges are refreshed once a second: wait for the final figures.
-    let text = alice.wait_metric(metrics::PEER_DROPPED, |d| d as u64 >= payments - QUEUE).await;
-    let unacked = metric(&text, metrics::PEER_UNACKED).unwrap_or(-1.0) as u64;
-    samples.push((
-        payments,
-        start.elapsed(),
-        unacked,
-        metric(&text, metrics::PEER_DROPPED).unwrap_or(-1.0) as u64,
-        rows(&db),
-        rss_kib(),
-    ));
+    alice.wait_metric(metrics::PEER_DROPPED, |d| d as u64 >= payments - QUEUE).await;
+    samples.push(sample(&alice, &db, payments, start.elapsed()).await);
 
     eprintln!("payments  elapsed  queue(unacked)  dropped  state  outbox  all rows  rss KiB");
-    for (n, elapsed, unacked, dropped, rows, rss) in &samples {
-        let all: u64 = rows.iter().map(|(_, c)| c).sum();
+    for s in &samples {
         eprintln!(
-            "{n:>8}  {:>6.1}s  {unacked:>14}  {dropped:>7}  {:>5}  {:>6}  {all:>8}  {}",
-            elapsed.as_secs_f64(),
-            count(rows, "state"),
-            count(rows, "outbox"),
-            rss.map_or("-".into(), |r| r.to_string())
+            "{:>8}  {:>6.1}s  {:>14}  {:>7}  {:>5}  {:>6}  {:>8}  {}",
+            s.payments,
+            s.elapsed.as_secs_f64(),
+            s.unacked,
+            s.dropped,
+            count(&s.rows, "state"),
+            count(&s.rows, "outbox"),
+            s.all_rows(),
+            s.rss.map_or("-".into(), |r| r.to_string())
         );
     }
     // The queue never exceeds its bound, and stays at it once reached (the metric lags by up
     // to a second).
-    assert!(
-        samples.iter().all(|s| s.2 <= QUEUE),
-        "over the bound: {:?}",
-        samples.iter().map(|s| s.2).collect::<Vec<_>>()
-    );
-    let full = samples.iter().position(|s| s.2 == QUEUE).expect("the queue reached its bound");
-    assert!(samples[full..].iter().all(|s| s.2 == QUEUE), "{:?}", samples.iter().map(|s| s.2).collect::<Vec<_>>());
-    assert_eq!(unacked, QUEUE);
+    let queue: Vec<u64> = samples.iter().map(|s| s.unacked).collect();
+    assert!(queue.iter().all(|q| *q <= QUEUE), "over the bound: {queue:?}");
+    let full = queue.iter().position(|q| *q == QUEUE).expect("the queue reached its bound");
+    assert!(queue[full..].iter().all(|q| *q == QUEUE), "{queue:?}");
+    assert_eq!(samples.last().map(|s| s.unacked), Some(QUEUE));
     // The state is written in place: its rows never grow (a finished objective may leave it
     // for the archive); the outbox is pruned.
-    let state = count(&samples[0].4, "state");
-    assert!(samples.iter().all(|s| count(&s.4, "state") <= state), "the state grew");
+    let state = count(&samples[0].rows, "state");
+    assert!(samples.iter().all(|s| count(&s.rows, "state") <= state), "the state grew");
     let outbox_bound = 2 * OUTBOX_KEPT + PRUNE_EVERY;
-    assert!(samples.iter().all(|s| count(&s.4, "outbox") <= outbox_bound), "the outbox grew past {outbox_bound}");
+    assert!(samples.iter().all(|s| count(&s.rows, "outbox") <= outbox_bound), "the outbox grew past {outbox_bound}");
     assert!(
-        samples.windows(2).any(|w| count(&w[1].4, "outbox") < count(&w[0].4, "outbox")),
+        samples.windows(2).any(|w| count(&w[1].rows, "outbox") < count(&w[0].rows, "outbox")),
         "the outbox was pruned during the partition"
     );
-    let all = |s: &(u64, std::time::Duration, u64, u64, Vec<(String, u64)>, Option<u64>)| -> u64 {
-        s.4.iter().map(|(_, c)| c).sum()
-    };
-    assert!(samples.iter().all(|s| all(s) <= all(&samples[0]) + PRUNE_EVERY + OUTBOX_KEPT));
+    let first = samples[0].all_rows();
+    assert!(samples.iter().all(|s| s.all_rows() <= first + PRUNE_EVERY + OUTBOX_KEPT));
 
     // Bob comes back from his store: Alice's queue drains, and the channel closes with every
     // payment in it.

@@ -1,5 +1,5 @@
 //! The in-memory harness of the party tests: parties, a network that may lose messages, and
-//! a chain double that executes deposits and conclusions.
+//! `nitro-testkit`'s in-memory adjudicator.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
