@@ -22,6 +22,10 @@ pub struct LedgerArgs {
     /// Add proposals (as many removes follow).
     #[arg(long, default_value_t = 100)]
     proposals: usize,
+    /// Changes per state (ADR-0018): 1 proposes each change on its own, K > 1 puts K changes
+    /// into each signed state (at most 256).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Guarantees the ledger holds throughout (each makes every state 256 bytes longer).
     #[arg(long, default_value_t = 0)]
     standing_guarantees: usize,
@@ -42,30 +46,42 @@ pub fn run(cmd: BenchCommand) -> Result<Value, UsageError> {
     if args.proposals > 1_000_000 || args.standing_guarantees > 1_000_000 {
         return Err(UsageError("--proposals and --standing-guarantees are limited to 1,000,000".into()));
     }
+    if args.batch == 0 || args.batch > nitro_core::MAX_BATCH {
+        return Err(UsageError(format!("--batch must be between 1 and {}", nitro_core::MAX_BATCH)));
+    }
     let workload = LedgerWorkload::new(args.proposals, args.standing_guarantees);
-    let states = workload.states();
+    let states = workload.batched_states(args.batch);
     let (mut elapsed, mut floor) = (Duration::MAX, Duration::MAX);
     for _ in 0..args.repeat {
         floor = floor.min(workload.run_floor(&states));
-        elapsed = elapsed.min(workload.run_channels().0);
+        let run = if args.batch == 1 { workload.run_channels().0 } else { workload.run_batched(args.batch).0 };
+        elapsed = elapsed.min(run);
     }
+    let changes = workload.rounds();
+    let changes_per_s = (changes as f64 / elapsed.as_secs_f64()).round();
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let ratio = (elapsed.as_secs_f64() / floor.as_secs_f64() * 1000.0).round() / 1000.0;
     if args.json {
         Ok(json!({
             "proposals": args.proposals,
+            "batch": args.batch,
+            "states": states.len(),
+            "changes": changes,
+            "changes_per_s": changes_per_s,
             "standing_guarantees": args.standing_guarantees,
             "elapsed_ms": ms(elapsed),
             "floor_ms": ms(floor),
             "ratio": ratio,
         }))
     } else {
-        let rounds = workload.rounds() as f64;
+        let rounds = states.len() as f64;
         Ok(Value::String(format!(
-            "{} adds + {} removes over {} standing guarantees: {:.1} ms ({:.1} µs/round); \
-             floor {:.1} ms ({:.1} µs/round); ratio {:.3}",
+            "{} adds + {} removes in batches of {} ({} states) over {} standing guarantees: {:.1} ms \
+             ({:.1} µs/state, {changes_per_s} changes/s); floor {:.1} ms ({:.1} µs/state); ratio {:.3}",
             args.proposals,
             args.proposals,
+            args.batch,
+            states.len(),
             args.standing_guarantees,
             ms(elapsed),
             elapsed.as_secs_f64() * 1e6 / rounds,

@@ -150,3 +150,14 @@ fn bench_ledger_reports_elapsed_floor_and_ratio() {
     }
     bad(&["bench", "ledger", "--proposals", "0"], "");
 }
+
+#[test]
+fn bench_ledger_batches_changes_into_fewer_states() {
+    let out = ok_json(&["bench", "ledger", "--proposals", "10", "--batch", "4", "--repeat", "1", "--json"], "");
+    assert_eq!(out["batch"], 4);
+    assert_eq!(out["changes"], 20);
+    assert_eq!(out["states"], 5, "20 changes in batches of 4: {out}");
+    assert!(out["changes_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    bad(&["bench", "ledger", "--batch", "0"], "");
+    bad(&["bench", "ledger", "--batch", "257"], "");
+}

@@ -191,7 +191,7 @@ impl Drop for NodeProc {
 }
 
 struct Cluster {
-    _anvil: Anvil,
+    anvil: Anvil,
     chain: EthChainService,
     nodes: Vec<NodeProc>,
     _dir: tempfile::TempDir,
@@ -199,6 +199,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Three nodes; with `challenge_duration`, every channel they open (and accept) uses it.
+    async fn start_with(challenge_duration: Option<u64>) -> Self {
         let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
         let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
         let deployer =
@@ -222,11 +227,16 @@ impl Cluster {
                 .filter(|j| *j != i)
                 .map(|j| format!("[[peers]]\naddress = \"{}\"\nat = \"127.0.0.1:{}\"\n", keys[j].address(), ports[j].0))
                 .collect();
+            let (challenge, challenge_min) = match challenge_duration {
+                Some(d) => (format!("challenge_duration = {d}\n"), format!("challenge_duration_min = {d}\n")),
+                None => (String::new(), String::new()),
+            };
             let config = format!(
-                "key_file = \"{n}.key\"\ndb_path = \"{n}.db\"\nlisten = \"127.0.0.1:{p2p}\"\napi = \"127.0.0.1:{api}\"\n\
+                "{challenge}key_file = \"{n}.key\"\ndb_path = \"{n}.db\"\nlisten = \"127.0.0.1:{p2p}\"\napi = \"127.0.0.1:{api}\"\n\
                  token_file = \"{n}.token\"\nchain_url = \"{url}\"\nadjudicator = \"{adj}\"\nconsensus_app = \"{ca}\"\n\
                  virtual_payment_app = \"{vpa}\"\ntick_ms = 200\noutbox_kept_per_peer = 1000000\n{peers}\
-                 [policy]\nmax_deposit_per_ledger = \"10000000000000000000\"\nmax_total_deposit = \"100000000000000000000\"\n",
+                 [policy]\nmax_deposit_per_ledger = \"10000000000000000000\"\nmax_total_deposit = \"100000000000000000000\"\n\
+                 {challenge_min}",
                 n = NAMES[i],
                 p2p = ports[i].0,
                 api = ports[i].1,
@@ -246,7 +256,7 @@ impl Cluster {
             node.start();
             nodes.push(node);
         }
-        Self { _anvil: anvil, chain, nodes, _dir: dir }
+        Self { anvil, chain, nodes, _dir: dir }
     }
 
     fn db(&self, i: usize) -> PathBuf {
@@ -401,6 +411,78 @@ async fn the_hub_killed_and_restarted_several_times_loses_nothing() {
     // Killed five times, the hub (like the others) still stops cleanly when asked.
     for n in &mut cluster.nodes {
         n.stop();
+    }
+    assert!(cluster.audit_signatures() > 0);
+}
+
+/// The hub dies for good (SIGKILL, never restarted) while a virtual channel through it is
+/// open and paid in. Alice and Bob take their ledgers to chain through the API alone and end
+/// with exactly what the last agreed states give them: Alice her balance less what she paid,
+/// Bob his plus what Alice's vouchers promised; every channel ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_gone_for_good_leaves_alice_and_bob_their_money_on_chain() {
+    const CHALLENGE: u64 = 120;
+    let mut cluster = Cluster::start_with(Some(CHALLENGE)).await;
+    let (la, lb) = cluster.open_ledgers().await;
+    let channels = cluster.fund_virtual(1).await;
+    let v = &channels[0];
+    let fund = [json!(format!("VirtualFund-{v}"))];
+    cluster.nodes[0].wait(&fund).await;
+    cluster.nodes[2].wait(&fund).await;
+    cluster.nodes[0].call("virtual_pay", json!({"channel_id": v, "amount": "30000000000000000"})).await;
+    // Bob holds the voucher once his node says so.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let seen = cluster.nodes[2].call("virtual_get", json!({"channel_id": v})).await;
+        assert_eq!(seen["role"], "payee", "{seen}");
+        if seen["paid"] == "30000000000000000" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never saw the payment: {seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.nodes[1].kill();
+
+    let wallet = |i: usize| cluster.chain.client().balance(cluster.nodes[i].address);
+    let before = [wallet(0).await.unwrap(), wallet(2).await.unwrap()];
+    let alice = cluster.nodes[0].call("channel_force_close", json!({"channel_id": la})).await;
+    let bob = cluster.nodes[2].call("channel_force_close", json!({"channel_id": lb})).await;
+    let exits = [(0, alice["objective_id"].clone()), (2, bob["objective_id"].clone())];
+    // Chain time moves on past the challenges while the exits wait for it.
+    let deadline = Instant::now() + TIMEOUT * 2;
+    loop {
+        let mut pending = false;
+        for (i, id) in &exits {
+            let r = cluster.nodes[*i].call("objectives_wait", json!({"objective_ids": [id], "timeout_ms": 1000})).await;
+            assert!(r["failed"].as_array().is_none_or(|f| f.is_empty()), "{}: {r}", NAMES[*i]);
+            pending |= r["pending"].as_array().is_some_and(|p| !p.is_empty());
+        }
+        if !pending {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exits did not finish:\n{}\n{}",
+            cluster.nodes[0].log_tail(),
+            cluster.nodes[2].log_tail()
+        );
+        cluster.anvil.advance_time(CHALLENGE + 1).await.unwrap();
+    }
+    for l in [&la, &lb, v] {
+        let id: alloy_primitives::B256 = l.parse().unwrap();
+        assert_eq!(cluster.chain.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO, "channel {l} paid out");
+    }
+    // Gas is what each paid for its own transactions: at most 0.01 ETH here.
+    let gained = |after: U256, before: U256, expected: U256| {
+        let gas = expected.checked_sub(after - before).unwrap_or_else(|| panic!("gained more than {expected}"));
+        assert!(gas < U256::from(10_000_000_000_000_000u64), "gas {gas}");
+    };
+    // Alice: 5 ETH in her ledger less the 0.1 she put into V, plus V's 0.07 left to her.
+    gained(wallet(0).await.unwrap(), before[0], U256::from(4_970_000_000_000_000_000u64));
+    // Bob: his 5 ETH plus the 0.03 Alice's voucher promised.
+    gained(wallet(2).await.unwrap(), before[1], U256::from(5_030_000_000_000_000_000u64));
+    for i in [0, 2] {
+        cluster.nodes[i].stop();
     }
     assert!(cluster.audit_signatures() > 0);
 }

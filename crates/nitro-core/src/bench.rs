@@ -113,15 +113,46 @@ impl LedgerWorkload {
         (start.elapsed(), leader)
     }
 
+    /// Runs the changes in batches of `batch` (ADR-0018): one state, one signature and one
+    /// countersignature per batch. Returns the elapsed time and the final leader.
+    pub fn run_batched(&self, batch: usize) -> (Duration, LeaderChannel) {
+        let mut leader = LeaderChannel::new(self.leader_key.clone(), &self.initial)
+            .unwrap_or_else(|e| unreachable!("workload ledger is valid: {e}"));
+        let mut follower = FollowerChannel::new(self.follower_key.clone(), &self.initial)
+            .unwrap_or_else(|e| unreachable!("workload ledger is valid: {e}"));
+        let start = Instant::now();
+        for chunk in self.proposals.chunks(batch.max(1)) {
+            let step =
+                leader.propose_batch(chunk.to_vec()).unwrap_or_else(|e| unreachable!("workload batch applies: {e}"));
+            for m in &step.messages {
+                let _ = follower.receive(m).unwrap_or_else(|e| unreachable!("follower accepts: {e}"));
+            }
+            let step = follower.countersign_all().unwrap_or_else(|e| unreachable!("pending: {e}"));
+            for m in &step.messages {
+                if let LedgerMessage::Countersignature(c) = m {
+                    let _ = leader.receive_countersignature(c).unwrap_or_else(|e| unreachable!("valid: {e}"));
+                }
+            }
+        }
+        (start.elapsed(), leader)
+    }
+
     /// The states the workload goes through, built ahead (not timed).
     pub fn states(&self) -> Vec<State> {
+        self.batched_states(1)
+    }
+
+    /// The states the workload goes through in batches of `batch` changes (not timed).
+    pub fn batched_states(&self, batch: usize) -> Vec<State> {
         let mut outcome = LedgerOutcome::from_exit(&self.initial.state().outcome)
             .unwrap_or_else(|e| unreachable!("workload ledger is valid: {e}"));
         self.proposals
-            .iter()
+            .chunks(batch.max(1))
             .enumerate()
-            .map(|(i, p)| {
-                outcome.apply(p).unwrap_or_else(|e| unreachable!("workload proposal applies: {e}"));
+            .map(|(i, chunk)| {
+                for p in chunk {
+                    outcome.apply(p).unwrap_or_else(|e| unreachable!("workload proposal applies: {e}"));
+                }
                 outcome.to_state(&self.fixed, U48::from(i as u64 + 2))
             })
             .collect()

@@ -97,6 +97,11 @@ pub struct NodeConfig {
     /// with a warning ([`NodeConfig::warnings`]).
     #[serde(default)]
     pub outbox_kept_per_peer: Option<usize>,
+    /// Peers not in `[[peers]]` and without a ledger with us whose connections we keep at
+    /// once (a new one beyond evicts the one idle longest; 0 refuses them all). Default: 16,
+    /// or 1,024 when `policy.accept_ledgers_from = "anyone"` (a hub).
+    #[serde(default)]
+    pub max_unknown_peers: Option<usize>,
     /// Known peers.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -155,6 +160,17 @@ impl Default for PolicyConfig {
             max_virtual_amount: "1000000000000000000".into(),
             max_locked_per_counterparty: "5000000000000000000".into(),
             auto_force_close_secs: 86_400,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// How many unknown peers the transport keeps connections from (see `max_unknown_peers`).
+    pub fn unknown_peers(&self) -> usize {
+        match (self.max_unknown_peers, self.policy.accept_ledgers_from) {
+            (Some(n), _) => n,
+            (None, LedgerAcceptance::Anyone) => 1_024,
+            (None, LedgerAcceptance::Peers) => 16,
         }
     }
 }

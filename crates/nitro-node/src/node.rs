@@ -114,12 +114,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let transport_config = TransportConfig {
         listen: config.listen,
         queue_capacity: config.peer_queue_capacity,
+        max_unknown_peers: config.unknown_peers(),
         ..TransportConfig::default()
     };
     let (transport, mut inbound) =
         Transport::bind(key.clone(), transport_config).await.map_err(|e| NodeError::Transport(e.to_string()))?;
     for peer in &config.peers {
         transport.add_peer(peer.address, peer.at);
+    }
+    // Counterparties of our ledgers (a hub's customers) are known peers, never evicted.
+    for ledger in engine.party().ledgers() {
+        for p in ledger.consensus_state().state().participants.iter().filter(|p| **p != me) {
+            transport.allow_peer(*p);
+        }
     }
     tracing::info!(p2p = %transport.local_addr(), "transport listening");
     health.transport_listening(transport.local_addr());
@@ -332,6 +339,11 @@ impl Node {
         }
         for event in &output.events {
             tracing::debug!(?event, "event");
+            if let nitro_core::party::PartyEvent::LedgerOpened { state } = event {
+                for p in state.state().participants.iter().filter(|p| **p != self.me) {
+                    self.transport.allow_peer(*p);
+                }
+            }
         }
         for id in &output.completed {
             tracing::info!(objective = %id, "objective completed");
@@ -417,6 +429,10 @@ impl Node {
                     .map(|l| summary(party, l))
                     .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
                 call.respond(answer);
+                return Ok(());
+            }
+            ApiRequest::VirtualGet { channel_id } => {
+                call.respond(virtual_summary(self.engine.party(), channel_id));
                 return Ok(());
             }
             ApiRequest::LedgerList => {
@@ -610,6 +626,47 @@ impl Node {
         }
         self.waiters = still;
     }
+}
+
+/// A virtual channel the party funds, is paid in, or routes (while it holds its funding).
+fn virtual_summary(party: &Party, channel_id: nitro_core::ChannelId) -> Result<crate::api::VirtualSummary, RpcError> {
+    use crate::api::{VirtualRole, VirtualStatus, VirtualSummary};
+    use nitro_core::party::Objective;
+    let Some(Objective::VirtualFund(v)) = party.objective(&ObjectiveId::VirtualFund(channel_id)) else {
+        return Err(RpcError::refused(format!("unknown virtual channel {channel_id}")));
+    };
+    let channel = v.channel();
+    let participants = &channel.prefund.participants;
+    let (payer, payee) = match (participants.first(), participants.last()) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => return Err(RpcError::refused(format!("virtual channel {channel_id} has no participants"))),
+    };
+    let me = party.address();
+    let role = if me == payer {
+        VirtualRole::Payer
+    } else if me == payee {
+        VirtualRole::Payee
+    } else {
+        VirtualRole::Intermediary
+    };
+    let closing = [ObjectiveId::VirtualDefund(channel_id), ObjectiveId::ForceClose(channel_id)]
+        .iter()
+        .any(|id| party.objective(id).is_some());
+    let status = match (party.is_complete(&ObjectiveId::VirtualFund(channel_id)), closing) {
+        (_, true) => VirtualStatus::Closing,
+        (true, false) => VirtualStatus::Open,
+        (false, false) => VirtualStatus::Funding,
+    };
+    Ok(VirtualSummary {
+        channel_id,
+        role,
+        status,
+        payer,
+        payee,
+        asset: channel.asset,
+        amount: channel.amounts[0],
+        paid: party.paid(&channel_id),
+    })
 }
 
 /// How many archived objectives `objective_list` includes at most.

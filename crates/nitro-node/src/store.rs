@@ -93,6 +93,45 @@ pub struct StepIds {
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// The version of an earlier release's store whose input log is still to be replayed.
+    pending_upgrade: Option<i64>,
+    /// Steps committed since the store was opened.
+    commits: u64,
+}
+
+/// The schema of version 1 (an input log).
+const V1_SCHEMA: &str = "
+    CREATE TABLE inputs (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL, body TEXT NOT NULL);
+    CREATE TABLE transactions (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,
+                               done INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE signatures (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
+                             PRIMARY KEY (channel, turn, hash));
+    PRAGMA user_version = 1;";
+
+/// The statements taking a store of `from` (1 or 2) to [`SCHEMA_VERSION`], without BEGIN/COMMIT.
+fn upgrade_sql(from: i64) -> String {
+    let mut sql = String::new();
+    if from < 2 {
+        // Version 2: one signed state per (channel, turn), enforced by the key. A version-1
+        // audit table is carried over (the first state signed at a turn is kept).
+        sql.push_str(
+            "CREATE TABLE signed_states (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
+                                         PRIMARY KEY (channel, turn)) WITHOUT ROWID;
+             INSERT OR IGNORE INTO signed_states (channel, turn, hash)
+                 SELECT channel, turn, hash FROM signatures ORDER BY rowid;
+             DROP TABLE signatures;",
+        );
+    }
+    // Version 3: the party's state records and the archive of finished objectives.
+    sql.push_str(
+        "CREATE TABLE state (kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+                             PRIMARY KEY (kind, key)) WITHOUT ROWID;
+         CREATE TABLE archive (id TEXT PRIMARY KEY, status TEXT NOT NULL, detail TEXT NOT NULL) WITHOUT ROWID;
+         PRAGMA user_version = 3;",
+    );
+    sql
 }
 
 impl Store {
@@ -114,53 +153,36 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew { found: version });
         }
+        let mut store = Self { conn, pending_upgrade: None, commits: 0 };
         if version < 1 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE inputs (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
-                 CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL, body TEXT NOT NULL);
-                 CREATE TABLE transactions (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL,
-                                            done INTEGER NOT NULL DEFAULT 0);
-                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 CREATE TABLE signatures (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
-                                          PRIMARY KEY (channel, turn, hash));
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )?;
+            store.conn.execute_batch(&format!("BEGIN; {V1_SCHEMA} COMMIT;"))?;
+            store.conn.execute_batch(&format!("BEGIN; {} COMMIT;", upgrade_sql(1)))?;
+        } else if version < SCHEMA_VERSION {
+            let logged: i64 = store.conn.query_row("SELECT COUNT(*) FROM inputs", [], |r| r.get(0))?;
+            if logged == 0 {
+                store.conn.execute_batch(&format!("BEGIN; {} COMMIT;", upgrade_sql(version)))?;
+            } else {
+                // An input log to replay: the file stays as the earlier release wrote it (that
+                // release can still open it) until the migrated state is committed, in the
+                // same transaction as the schema upgrade.
+                store.pending_upgrade = Some(version);
+            }
         }
-        if version < 3 {
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE IF NOT EXISTS state (kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
-                                                   PRIMARY KEY (kind, key)) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS archive (id TEXT PRIMARY KEY, status TEXT NOT NULL, detail TEXT NOT NULL)
-                                                     WITHOUT ROWID;
-                 COMMIT;",
-            )?;
-        }
-        if version < 2 {
-            // Version 2: one signed state per (channel, turn), enforced by the key. A version-1
-            // audit table is carried over (the first state signed at a turn is kept).
-            conn.execute_batch(
-                "BEGIN;
-                 CREATE TABLE signed_states (channel TEXT NOT NULL, turn INTEGER NOT NULL, hash TEXT NOT NULL,
-                                             PRIMARY KEY (channel, turn)) WITHOUT ROWID;
-                 INSERT OR IGNORE INTO signed_states (channel, turn, hash)
-                     SELECT channel, turn, hash FROM signatures ORDER BY rowid;
-                 DROP TABLE signatures;
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )?;
-        }
-        if version < 3 {
-            conn.pragma_update(None, "user_version", 3)?;
-        }
-        Ok(Self { conn })
+        Ok(store)
+    }
+
+    /// The schema version on disk: below [`SCHEMA_VERSION`] only while an earlier release's
+    /// input log waits to be replayed (the first [`Store::commit_step`] upgrades it).
+    pub fn user_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     /// Writes a step's input, messages and transactions in one durable transaction.
     pub fn commit_step(&mut self, step: &StepRecord) -> Result<StepIds, StoreError> {
         let tx = self.conn.transaction()?;
+        if let Some(version) = self.pending_upgrade {
+            tx.execute_batch(&upgrade_sql(version))?;
+        }
         for (kind, key, body) in &step.state {
             match body {
                 Some(body) => tx.execute(
@@ -221,11 +243,21 @@ impl Store {
             ids.transactions.push(tx.last_insert_rowid() as u64);
         }
         tx.commit()?;
+        self.pending_upgrade = None;
+        self.commits += 1;
         Ok(ids)
+    }
+
+    /// Steps committed (durable transactions, each one fsync) since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// Every state record: (kind, key, body).
     pub fn state(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(Vec::new());
+        }
         let mut stmt = self.conn.prepare("SELECT kind, key, body FROM state")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -233,6 +265,9 @@ impl Store {
 
     /// Bytes and rows of the state records (for sizing figures).
     pub fn state_size(&self) -> Result<(u64, u64), StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok((0, 0));
+        }
         Ok(self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM state", [], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })?)
@@ -240,6 +275,9 @@ impl Store {
 
     /// The archived record of a finished objective: (status, detail).
     pub fn archived(&self, id: &str) -> Result<Option<(String, String)>, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(None);
+        }
         Ok(self
             .conn
             .query_row("SELECT status, detail FROM archive WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -249,6 +287,9 @@ impl Store {
     /// Archived objectives whose id contains `needle` (all with `""`), at most `limit`, in id
     /// order: (id, status, detail).
     pub fn archive(&self, needle: &str, limit: usize) -> Result<Vec<(String, String, String)>, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(Vec::new());
+        }
         let mut stmt =
             self.conn.prepare("SELECT id, status, detail FROM archive WHERE instr(id, ?1) > 0 ORDER BY id LIMIT ?2")?;
         let rows = stmt.query_map(params![needle, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -273,6 +314,26 @@ impl Store {
         let rows =
             stmt.query_map(params![per_peer as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rewrites every outbox message with `rewrite` (a migration bringing an earlier release's
+    /// messages to today's shapes), in one transaction.
+    pub fn rewrite_outbox(&mut self, mut rewrite: impl FnMut(&str) -> Option<String>) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = tx.prepare("SELECT id, body FROM outbox")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut changed = 0;
+        for (id, body) in rows {
+            if let Some(new) = rewrite(&body).filter(|new| *new != body) {
+                tx.execute("UPDATE outbox SET body = ?1 WHERE id = ?2", params![new, id])?;
+                changed += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
     /// Drops outbox messages older than the most recent `per_peer` of each peer.
@@ -302,6 +363,15 @@ impl Store {
     pub fn row_counts(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let mut out = Vec::new();
         for table in ["state", "archive", "outbox", "transactions", "signed_states", "inputs"] {
+            let exists: i64 = self.conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![table],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                out.push((table, 0));
+                continue;
+            }
             let n: i64 = self.conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             out.push((table, n as u64));
         }
@@ -310,6 +380,9 @@ impl Store {
 
     /// The state hash this party signed for `channel` at `turn`, if any.
     pub fn signed_at(&self, channel: &str, turn: u64) -> Result<Option<String>, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(None);
+        }
         Ok(self
             .conn
             .query_row(
@@ -322,6 +395,9 @@ impl Store {
 
     /// Every state this party signed: (channel, turn, state hash), in channel and turn order.
     pub fn signed_states(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(Vec::new());
+        }
         let mut stmt = self.conn.prepare("SELECT channel, turn, hash FROM signed_states ORDER BY channel, turn")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -329,6 +405,9 @@ impl Store {
 
     /// Number of distinct states this party signed.
     pub fn signed_count(&self) -> Result<u64, StoreError> {
+        if self.pending_upgrade.is_some() {
+            return Ok(0);
+        }
         Ok(self.conn.query_row("SELECT COUNT(*) FROM signed_states", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
@@ -404,8 +483,12 @@ mod tests {
             .unwrap();
         }
         let mut store = Store::open(&path).unwrap();
-        assert_eq!(store.signed_states().unwrap().len(), 2);
+        // Untouched until the migrated state is committed: the earlier release can still open it.
+        assert_eq!(store.user_version().unwrap(), 1);
         assert_eq!(store.inputs().unwrap().len(), 1);
+        store.commit_step(&StepRecord { clear_inputs: true, ..StepRecord::default() }).unwrap();
+        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.signed_states().unwrap().len(), 2);
         assert!(matches!(
             store.commit_step(&step("x", &[("0xc", 2, "0xz")])),
             Err(StoreError::ConflictingSignature { turn: 2, .. })

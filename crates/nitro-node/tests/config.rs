@@ -89,6 +89,15 @@ fn a_zero_challenge_duration_is_refused() {
 }
 
 #[test]
+fn a_hub_keeps_more_unknown_peers_than_a_wallet_unless_told() {
+    assert_eq!(load(&base()).unwrap().unknown_peers(), 16);
+    let hub = load(&format!("{}[policy]\naccept_ledgers_from = \"anyone\"\n", base())).unwrap();
+    assert_eq!(hub.unknown_peers(), 1_024);
+    let set = load(&format!("{}max_unknown_peers = 3\n[policy]\naccept_ledgers_from = \"anyone\"\n", base())).unwrap();
+    assert_eq!(set.unknown_peers(), 3);
+}
+
+#[test]
 fn a_peer_listed_twice_is_refused() {
     let e = refused(&format!("{}{PEER}{PEER}", base()));
     assert!(e.contains("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC is listed twice"), "{e}");

@@ -38,7 +38,7 @@ pub use ids::ObjectiveId;
 pub use objective::Objective;
 pub use policy::PartyPolicy;
 pub use records::{ChannelRecord, ObjectiveRecord, PartyRecord, StateKey, EVICT_AFTER_TICKS};
-pub use virtual_defund::{VirtualDefund, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
+pub use virtual_defund::{VirtualDefund, LEGACY_VIRTUAL_FINAL_TURN, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
 
@@ -98,6 +98,9 @@ pub struct Party {
     /// Whether changes wait for [`Party::flush`] (a caller coalescing several inputs) instead
     /// of going out at the end of each input.
     hold_changes: bool,
+    /// Replaying an input log of a release that closed virtual channels at
+    /// [`LEGACY_VIRTUAL_FINAL_TURN`] ([`Party::replay_legacy`]).
+    legacy: bool,
     /// Records changed since [`Party::take_touched`].
     touched: std::collections::BTreeSet<StateKey>,
     /// Timer ticks since each finished objective finished (not durable).
@@ -137,6 +140,7 @@ impl Party {
             last_heard: HashMap::new(),
             changes: BTreeMap::new(),
             hold_changes: false,
+            legacy: false,
             touched: Default::default(),
             finished_ticks: HashMap::new(),
         }
@@ -148,6 +152,22 @@ impl Party {
     /// input, still one proposal per ledger.
     pub fn hold_proposals(&mut self, hold: bool) {
         self.hold_changes = hold;
+    }
+
+    /// While `on`, the party replays the input log of a release from before the redemption
+    /// turn (store schema v1): virtual channels close with final states at
+    /// [`LEGACY_VIRTUAL_FINAL_TURN`], as that release signed them. Only a store migration sets
+    /// it, and clears it once the log is replayed; objectives begun meanwhile keep their states.
+    pub fn replay_legacy(&mut self, on: bool) {
+        self.legacy = on;
+    }
+
+    fn virtual_final_turn(&self) -> u64 {
+        if self.legacy {
+            LEGACY_VIRTUAL_FINAL_TURN
+        } else {
+            VIRTUAL_FINAL_TURN
+        }
     }
 
     /// Proposes every change waiting, one batch per ledger: one signature and one
@@ -342,7 +362,7 @@ impl Party {
     /// Closes virtual channel `channel`, paying the payee what the vouchers say.
     pub fn virtual_defund(&mut self, channel: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
         let v = self.funded(channel)?;
-        let final_state = v.channel().final_state(self.paid(&channel))?;
+        let final_state = v.channel().final_state_at(self.paid(&channel), self.virtual_final_turn())?;
         let objective = VirtualDefund::new(final_state, &v.ledgers);
         self.start(Objective::VirtualDefund(objective))
     }
@@ -511,7 +531,7 @@ impl Party {
             }
             ObjectiveId::VirtualDefund(channel) => {
                 let v = self.funded(channel)?;
-                let paid = v.channel().paid_in(state).ok_or(PartyError::UnexpectedState)?;
+                let paid = v.channel().paid_in(state, self.virtual_final_turn()).ok_or(PartyError::UnexpectedState)?;
                 let known = self.paid(&channel);
                 let p = &v.channel().prefund.participants;
                 let me = self.address();

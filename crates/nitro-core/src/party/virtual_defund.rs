@@ -20,15 +20,25 @@ pub const VIRTUAL_FINAL_TURN: u64 = 3;
 /// payee alone, on top of the fully signed postfund).
 pub const REDEMPTION_TURN: u64 = 2;
 
+/// The turn of V's final state before the redemption turn existed (releases up to schema v1
+/// of the node's store). Only a party replaying such a release's input log uses it
+/// ([`super::Party::replay_legacy`]): it signed its final states there.
+pub const LEGACY_VIRTUAL_FINAL_TURN: u64 = 2;
+
 impl VirtualChannel {
     /// V's final state after the payer paid `paid` to the payee.
     pub fn final_state(&self, paid: U256) -> Result<State, PartyError> {
+        self.final_state_at(paid, VIRTUAL_FINAL_TURN)
+    }
+
+    /// V's final state at `turn` after the payer paid `paid` to the payee.
+    pub(crate) fn final_state_at(&self, paid: U256, turn: u64) -> Result<State, PartyError> {
         let a = self.amounts[0].checked_sub(paid).ok_or(PartyError::Overpaid { paid, available: self.amounts[0] })?;
         let b = self.amounts[1].checked_add(paid).ok_or(PartyError::Overpaid { paid, available: self.amounts[0] })?;
         let mut state = self.prefund.clone();
         state.outcome.0[0].allocations[0].amount = a;
         state.outcome.0[0].allocations[1].amount = b;
-        state.turn_num = U48::from(VIRTUAL_FINAL_TURN);
+        state.turn_num = U48::from(turn);
         state.is_final = true;
         Ok(state)
     }
@@ -51,10 +61,10 @@ impl VirtualChannel {
     }
 
     /// What a proposed final state pays the payee beyond its deposit, if it is a final state
-    /// of this channel at all.
-    pub fn paid_in(&self, state: &State) -> Option<U256> {
+    /// of this channel (at `final_turn`) at all.
+    pub fn paid_in(&self, state: &State, final_turn: u64) -> Option<U256> {
         let paid = self.amounts[0].checked_sub(state.outcome.0.first()?.allocations.first()?.amount)?;
-        (self.final_state(paid).ok()? == *state).then_some(paid)
+        (self.final_state_at(paid, final_turn).ok()? == *state).then_some(paid)
     }
 }
 

@@ -97,6 +97,57 @@ pub struct LedgerSummary {
     pub turn_num: u64,
 }
 
+/// Our part in a virtual channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualRole {
+    /// We fund it and pay.
+    Payer,
+    /// We are paid.
+    Payee,
+    /// We are a hub on its path.
+    Intermediary,
+}
+
+/// Where a virtual channel stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualStatus {
+    /// Being funded.
+    Funding,
+    /// Funded: payments flow.
+    Open,
+    /// Being closed (off chain or on chain).
+    Closing,
+}
+
+/// Result of `virtual_get`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualSummary {
+    /// The virtual channel.
+    #[serde(with = "json::bytes32")]
+    pub channel_id: ChannelId,
+    /// Our part in it.
+    pub role: VirtualRole,
+    /// Where it stands.
+    pub status: VirtualStatus,
+    /// The payer.
+    #[serde(with = "json::address")]
+    pub payer: Address,
+    /// The payee.
+    #[serde(with = "json::address")]
+    pub payee: Address,
+    /// The asset (the zero address: ETH).
+    #[serde(with = "json::address")]
+    pub asset: Address,
+    /// What the payer put in.
+    #[serde(with = "amount_serde")]
+    pub amount: U256,
+    /// Paid so far: as payer what our vouchers promise, as payee what we hold vouchers for.
+    #[serde(with = "amount_serde")]
+    pub paid: U256,
+}
+
 /// Result of `ledger_list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerList {

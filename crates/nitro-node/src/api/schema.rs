@@ -26,6 +26,7 @@ pub const METHODS: &[&str] = &[
     "virtual_fund",
     "virtual_pay",
     "virtual_defund",
+    "virtual_get",
     "objective_get",
     "objective_list",
     "objective_cancel",
@@ -42,6 +43,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("virtual_fund", &["counterparty", "amount", "counterparty_amount", "hub", "intermediaries", "asset", "nonce"]),
     ("virtual_pay", &["channel_id", "amount"]),
     ("virtual_defund", &["channel_id"]),
+    ("virtual_get", &["channel_id"]),
     ("objective_get", &["objective_id"]),
     ("objective_list", &["kind", "status", "channel_id"]),
     ("objective_cancel", &["objective_id"]),
@@ -107,6 +109,11 @@ pub enum ApiRequest {
     },
     /// `ledger_list`: every ledger's summary.
     LedgerList,
+    /// `virtual_get`: one virtual channel's summary (what was put in and paid so far).
+    VirtualGet {
+        /// The virtual channel.
+        channel_id: ChannelId,
+    },
     /// `virtual_fund`: fund a virtual channel to a counterparty through intermediaries.
     VirtualFund(VirtualFund),
     /// `virtual_pay`: pay more in a virtual channel we fund.
@@ -234,6 +241,9 @@ impl ApiRequest {
             }
             "ledger_get" => ApiRequest::LedgerGet { channel_id: channel_id(p.required("channel_id")?, "channel_id")? },
             "ledger_list" => ApiRequest::LedgerList,
+            "virtual_get" => {
+                ApiRequest::VirtualGet { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
+            }
             "virtual_fund" => {
                 let counterparty = address(p.required("counterparty")?, "counterparty")?;
                 let intermediaries = match (p.optional("hub"), p.optional("intermediaries")) {
@@ -346,6 +356,7 @@ impl ApiRequest {
             ApiRequest::LedgerClose { .. } => "ledger_close",
             ApiRequest::LedgerGet { .. } => "ledger_get",
             ApiRequest::LedgerList => "ledger_list",
+            ApiRequest::VirtualGet { .. } => "virtual_get",
             ApiRequest::VirtualFund(_) => "virtual_fund",
             ApiRequest::VirtualPay { .. } => "virtual_pay",
             ApiRequest::VirtualDefund { .. } => "virtual_defund",
@@ -375,6 +386,7 @@ impl ApiRequest {
             }),
             ApiRequest::LedgerClose { channel_id }
             | ApiRequest::LedgerGet { channel_id }
+            | ApiRequest::VirtualGet { channel_id }
             | ApiRequest::VirtualDefund { channel_id }
             | ApiRequest::ChannelForceClose { channel_id } => json!({ "channel_id": id(channel_id) }),
             ApiRequest::ObjectiveCancel { objective_id } => json!({ "objective_id": objective_id.to_string() }),

@@ -25,20 +25,32 @@ pub(super) fn replay(
     policy: PartyPolicy,
 ) -> Result<(Party, usize), EngineError> {
     let mut party = Party::new(key, config).with_policy(policy);
+    // A v1 log was written before virtual channels had a redemption turn.
+    party.replay_legacy(store.user_version()? < 2);
     let inputs = store.inputs()?;
     for (seq, body) in &inputs {
         let value: Value = serde_json::from_str(body)
-            .map_err(|e| EngineError::Load(format!("input {seq} of the v2 log does not decode: {e}")))?;
+            .map_err(|e| EngineError::Load(format!("input {seq} of the input log does not decode: {e}")))?;
         let input: Input = serde_json::from_value(upgrade(value))
-            .map_err(|e| EngineError::Load(format!("input {seq} of the v2 log does not decode: {e}")))?;
+            .map_err(|e| EngineError::Load(format!("input {seq} of the input log does not decode: {e}")))?;
         if let Err(e) = apply(&mut party, &input) {
             return Err(EngineError::Load(format!(
-                "input {seq} of the v2 log no longer applies ({e}); finish the channels it concerns with the \
+                "input {seq} of the input log no longer applies ({e}); finish the channels it concerns with the \
                  previous release before upgrading"
             )));
         }
     }
+    party.replay_legacy(false);
     Ok((party, inputs.len()))
+}
+
+/// Brings the outbox (messages the earlier release sent, kept for resending) to today's
+/// shapes, as the inputs are.
+pub(super) fn upgrade_outbox(store: &mut Store) -> Result<usize, EngineError> {
+    Ok(store.rewrite_outbox(|body| {
+        let value: Value = serde_json::from_str(body).ok()?;
+        serde_json::to_string(&upgrade(value)).ok()
+    })?)
 }
 
 /// Rewrites the previous release's shapes into today's, everywhere in an input.

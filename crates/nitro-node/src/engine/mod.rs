@@ -91,6 +91,16 @@ pub struct Engine {
     commits: u64,
 }
 
+/// What a group of inputs produced ([`Engine::step_group`]).
+#[derive(Debug, Default)]
+pub struct GroupOutput {
+    /// Everything the group produced, committed together.
+    pub output: Output,
+    /// Each input's own result, in order: the objective a request started, or why the input
+    /// was refused (then it changed nothing) or declined (then the decline is in `output`).
+    pub results: Vec<Result<Option<ObjectiveId>, EngineError>>,
+}
+
 /// What a restarted engine must hand to the transport and the chain again.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -138,8 +148,9 @@ impl Engine {
     ) -> Result<(Self, Recovery), EngineError> {
         let mut recovery = Recovery::default();
         let rows = store.state()?;
-        let party = if rows.is_empty() && !store.inputs()?.is_empty() {
+        let party = if store.user_version()? < crate::store::SCHEMA_VERSION {
             let (party, replayed) = migrate::replay(&store, key, config, policy)?;
+            migrate::upgrade_outbox(&mut store)?;
             recovery.replayed = replayed;
             let mut engine = Self { party, store, poisoned: false, commits: 0 };
             let mut record = StepRecord { clear_inputs: true, ..StepRecord::default() };
@@ -175,42 +186,84 @@ impl Engine {
     /// the process must restart (loading the store, where the failed step never happened, and
     /// nothing of it was sent).
     pub fn step(&mut self, input: Input) -> Result<Output, EngineError> {
+        let mut group = self.step_group(vec![input])?;
+        let mut output = group.output;
+        match group.results.pop() {
+            Some(Ok(started)) => {
+                output.started = started;
+                Ok(output)
+            }
+            Some(Err(EngineError::Declined { error, .. })) => {
+                Err(EngineError::Declined { error, output: Box::new(output) })
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(output),
+        }
+    }
+
+    /// Applies `inputs` that arrived together as one group (group commit): the ledger changes
+    /// their objectives ask for are proposed together, one batch per ledger; everything they
+    /// changed and produced is committed in one transaction (one fsync) before this returns,
+    /// so nothing of the group leaves before the commit. Each input's own result (the
+    /// objective a request started, or why it was refused or declined) is in
+    /// [`GroupOutput::results`], in order. A store failure refuses the whole group and is
+    /// fatal, as for [`Engine::step`].
+    pub fn step_group(&mut self, inputs: Vec<Input>) -> Result<GroupOutput, EngineError> {
         if self.poisoned {
             return Err(EngineError::Poisoned);
         }
+        let mut effects = Effects::default();
+        let mut results = Vec::with_capacity(inputs.len());
+        self.party.hold_proposals(true);
+        for input in &inputs {
+            let result = self.apply(input, &mut effects);
+            results.push(result);
+        }
+        // A counterparty silent past the patience: the force close is a request.
+        while !effects.force_close_due.is_empty() {
+            for channel_id in std::mem::take(&mut effects.force_close_due) {
+                let request = Input::Request(Request::ForceClose { channel_id });
+                if let Err(error) = self.apply(&request, &mut effects) {
+                    tracing::warn!(%channel_id, %error, "automatic force close refused");
+                }
+            }
+        }
+        self.party.hold_proposals(false);
+        effects.extend(self.party.flush());
+        let output = match self.commit(effects, None) {
+            Ok(output) => output,
+            Err(e) => {
+                let _ = self.party.take_touched();
+                return Err(e);
+            }
+        };
+        Ok(GroupOutput { output, results })
+    }
+
+    /// Applies one input of a group, adding what it produced to `effects`.
+    fn apply(&mut self, input: &Input, effects: &mut Effects) -> Result<Option<ObjectiveId>, EngineError> {
         // A peer's late copy of a round of an objective we finished and archived: nothing to do.
         if let Input::Message {
             payload: Payload::State { objective, .. } | Payload::Decline { objective, .. }, ..
-        } = &input
+        } = input
         {
             if self.party.objective(objective).is_none() && self.store.archived(&objective.to_string())?.is_some() {
-                return Ok(Output::default());
+                return Ok(None);
             }
         }
-        let (effects, started) = match input::apply(&mut self.party, &input) {
-            Ok(applied) => applied,
+        match input::apply(&mut self.party, input) {
+            Ok((more, started)) => {
+                effects.extend(more);
+                Ok(started)
+            }
             Err(PartyError::Refused { error, answer }) => {
                 // Nothing changed; the decline leaves like any message, durable first.
-                let output = self.commit(*answer, None)?;
-                return Err(EngineError::Declined { error: *error, output: Box::new(output) });
+                effects.extend(*answer);
+                Err(EngineError::Declined { error: *error, output: Box::default() })
             }
-            Err(e) => {
-                // A refused input changes nothing the store holds.
-                let _ = self.party.take_touched();
-                return Err(e.into());
-            }
-        };
-        let due = effects.force_close_due.clone();
-        let mut output = self.commit(effects, started)?;
-        // A counterparty silent past the patience: the force close is a request.
-        for channel_id in due {
-            match self.step(Input::Request(Request::ForceClose { channel_id })) {
-                Ok(more) => output.absorb(more),
-                Err(EngineError::Party(error)) => tracing::warn!(%channel_id, %error, "automatic force close refused"),
-                Err(e) => return Err(e),
-            }
+            // A refused input changes nothing the store holds.
+            Err(e) => Err(e.into()),
         }
-        Ok(output)
     }
 
     /// Serializes the records named by `keys` into `record` (deleting those gone).
