@@ -1,7 +1,8 @@
 //! Three parties (Alice, the Hub, Bob) with open ledgers, fed fuzzed payloads from fuzzed
 //! senders: arbitrary JSON, byte mutations of the real messages of a virtual fund / pay /
 //! defund run, and the parties' own messages delivered out of order, interleaved with chain
-//! events and calls. Nothing panics, and every ledger of every party keeps its total.
+//! events, calls and reconnections (resyncs), on the in-memory adjudicator of
+//! `nitro-testkit`. Nothing panics, and every ledger of every party keeps its total.
 #![no_main]
 
 use std::collections::HashMap;
@@ -9,11 +10,12 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nitro_core::{
-    chain::{ChainEvent, ChainTransaction},
+    chain::ChainEvent,
     party::{Effects, Envelope, ObjectiveId, Party, PartyConfig, Payload},
     Address, ChannelId, ConsensusChannel, LedgerOutcome, U256, U48,
 };
 use nitro_fuzz::{key, sum, Reader};
+use nitro_testkit::MemoryAdjudicator;
 
 fn config() -> PartyConfig {
     PartyConfig {
@@ -23,14 +25,13 @@ fn config() -> PartyConfig {
     }
 }
 
-/// Three parties, their network and a chain double that runs deposits and conclusions.
+/// Three parties, their network and the in-memory adjudicator of `nitro-testkit`.
 #[derive(Clone)]
 struct World {
     parties: Vec<Party>,
     network: Vec<(Address, Envelope)>,
     chain_events: Vec<ChainEvent>,
-    holdings: HashMap<ChannelId, U256>,
-    block: u64,
+    chain: MemoryAdjudicator,
     /// Every message ever sent (for the seed corpus of mutations).
     log: Vec<(Address, Envelope)>,
 }
@@ -41,8 +42,7 @@ impl World {
             parties: (1..=3).map(|n| Party::new(key(n), config())).collect(),
             network: Vec::new(),
             chain_events: Vec::new(),
-            holdings: HashMap::new(),
-            block: 0,
+            chain: MemoryAdjudicator::new(config().consensus_app, config().virtual_payment_app, 1_000_000),
             log: Vec::new(),
         }
     }
@@ -61,51 +61,15 @@ impl World {
             self.network.push((sender, e));
         }
         for t in effects.transactions {
-            match self.execute(&t.transaction) {
-                Some(events) => self.chain_events.extend(events),
-                None => {
+            match self.chain.execute(sender, &t.transaction) {
+                Ok(events) => self.chain_events.extend(events),
+                Err(_) => {
                     if let Some(id) = t.objective {
                         let fx = self.parties[from].transaction_failed(id);
                         self.absorb(from, fx);
                     }
                 }
             }
-        }
-    }
-
-    fn execute(&mut self, tx: &ChainTransaction) -> Option<Vec<ChainEvent>> {
-        tx.validate().ok()?;
-        self.block += 1;
-        let block_number = self.block;
-        match tx {
-            ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
-                let held = self.holdings.entry(*channel_id).or_default();
-                if held != expected_held {
-                    return None;
-                }
-                *held = held.checked_add(*amount)?;
-                Some(vec![ChainEvent::Deposited {
-                    channel_id: *channel_id,
-                    block_number,
-                    asset: *asset,
-                    now_held: *held,
-                }])
-            }
-            ChainTransaction::ConcludeAndTransferAllAssets { state } => {
-                let channel_id = state.channel_id();
-                let held = self.holdings.insert(channel_id, U256::ZERO).unwrap_or_default();
-                Some(vec![
-                    ChainEvent::Concluded { channel_id, block_number, finalizes_at: 0 },
-                    ChainEvent::AllocationUpdated {
-                        channel_id,
-                        block_number,
-                        asset_index: U256::ZERO,
-                        initial_holdings: held,
-                        final_holdings: U256::ZERO,
-                    },
-                ])
-            }
-            _ => None,
         }
     }
 
@@ -194,7 +158,9 @@ fn fixture() -> &'static Fixture {
         w.run();
         w.call(2, |p| p.virtual_defund(ids[0].channel_id()).ok().map(|x| x.1));
         w.run();
-        w.call(1, |p| p.resend().into());
+        // The hub's connections come back: it resyncs both peers.
+        w.call(1, |p| Some(p.resync(alice)));
+        w.call(1, |p| Some(p.resync(bob)));
         w.run();
         Fixture { opened, messages: w.log, ledgers }
     })
@@ -361,7 +327,11 @@ fuzz_target!(|data: &[u8]| {
                 let ledger = fx.ledgers[usize::from(r.u8() % 2)];
                 match r.u8() % 2 {
                     0 => w.call(i, |p| p.direct_defund(ledger).ok().map(|x| x.1)),
-                    _ => w.call(i, |p| Some(p.resend())),
+                    _ => {
+                        // A connection comes back: party i resyncs one of the others.
+                        let peer = w.addr((i + 1 + usize::from(r.u8() % 2)) % 3);
+                        w.call(i, |p| Some(p.resync(peer)))
+                    }
                 }
             }
             _ => w.run(),

@@ -7,7 +7,7 @@ use alloy_primitives::{utils::format_ether, Address, U256};
 use clap::Args;
 use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthClient};
 use nitro_core::{party::PartyConfig, U48};
-use nitro_node::{LocalNetwork, NetworkError};
+use nitro_node::{engine::Request, store_path, LocalChainSettings, LocalNetwork, NetworkError, Stores};
 use serde_json::{json, Value};
 
 use crate::UsageError;
@@ -24,6 +24,11 @@ pub struct DemoArgs {
     /// Print only one JSON object summarizing the run.
     #[arg(long)]
     json: bool,
+    /// Keep each party's SQLite store in this directory (`alice.db`, `hub.db`, `bob.db`,
+    /// durable: every step fsync'd) instead of in memory. The demo starts a fresh chain, so
+    /// the directory must not hold stores of an earlier run.
+    #[arg(long, value_name = "DIR")]
+    store_dir: Option<std::path::PathBuf>,
 }
 
 fn fail(e: impl std::fmt::Display) -> UsageError {
@@ -80,7 +85,29 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
         challenge_duration: U48::from(86_400),
     };
     let parties = names.iter().map(|n| n.to_string()).zip(keys).collect();
-    let mut net = LocalNetwork::connect(&anvil.endpoint(), &contracts, parties, config).await.map_err(fail)?;
+    let stores = match &args.store_dir {
+        Some(dir) => {
+            if let Some(old) = names.iter().map(|n| store_path(dir, n)).find(|p| p.exists()) {
+                return Err(fail(format!(
+                    "{} exists: the demo starts a fresh chain; remove the stores of the earlier run or pick another --store-dir",
+                    old.display()
+                )));
+            }
+            say.line(format!("stores on disk in {}", dir.display()));
+            Stores::Directory(dir.clone())
+        }
+        None => Stores::InMemory,
+    };
+    let mut net = LocalNetwork::connect_with(
+        &anvil.endpoint(),
+        &contracts,
+        parties,
+        config,
+        &stores,
+        LocalChainSettings::default(),
+    )
+    .await
+    .map_err(fail)?;
     let (alice, hub, bob) = (net.address(0), net.address(1), net.address(2));
     let mut before = Vec::new();
     for i in 0..3 {
@@ -91,9 +118,28 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     // 1. Ledgers, led by the hub: each side deposits 1 ETH per virtual channel (+1 spare).
     let per_ledger = U256::from(WEI_PER_MILLI) * U256::from(1000 * (n as u64 + 1));
     say.line(format!("opening L(hub, alice) and L(hub, bob): {} from each side", eth(per_ledger)));
-    let la =
-        net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [per_ledger, per_ledger], 1)).map_err(fail)?;
-    let lb = net.request(1, |p| p.direct_fund([hub, bob], Address::ZERO, [per_ledger, per_ledger], 2)).map_err(fail)?;
+    let la = net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [per_ledger, per_ledger],
+                nonce: 1,
+            },
+        )
+        .map_err(fail)?;
+    let lb = net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: Address::ZERO,
+                amounts: [per_ledger, per_ledger],
+                nonce: 2,
+            },
+        )
+        .map_err(fail)?;
     let timeout = Duration::from_secs(120);
     net.run_objectives(&[la, lb], timeout).await.map_err(fail_net)?;
     for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
@@ -108,8 +154,16 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     let mut funds = Vec::new();
     for k in 0..n {
         funds.push(
-            net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [a, U256::ZERO], k as u64))
-                .map_err(fail)?,
+            net.start(
+                0,
+                Request::VirtualFund {
+                    participants: vec![alice, hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [a, U256::ZERO],
+                    nonce: k as u64,
+                },
+            )
+            .map_err(fail)?,
         );
     }
     net.run_objectives(&funds, timeout).await.map_err(fail_net)?;
@@ -125,11 +179,11 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     let payment = U256::from(WEI_PER_MILLI) * U256::from(7u64);
     for id in &funds {
         for _ in 0..args.payments {
-            net.request_effects(0, |p| p.pay(id.channel_id(), payment)).map_err(fail)?;
+            net.request(0, Request::Pay { channel_id: id.channel_id(), amount: payment }).map_err(fail)?;
         }
     }
     net.run_until(timeout, |ps| {
-        funds.iter().all(|id| ps[2].party.paid(&id.channel_id()) == payment * U256::from(args.payments))
+        funds.iter().all(|id| ps[2].party().paid(&id.channel_id()) == payment * U256::from(args.payments))
     })
     .await
     .map_err(fail_net)?;
@@ -138,7 +192,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     // 4. Bob closes the virtual channels; the guarantees go back into the ledgers.
     let mut defunds = Vec::new();
     for id in &funds {
-        defunds.push(net.request(2, |p| p.virtual_defund(id.channel_id())).map_err(fail)?);
+        defunds.push(net.start(2, Request::VirtualDefund { channel_id: id.channel_id() }).map_err(fail)?);
     }
     net.run_objectives(&defunds, timeout).await.map_err(fail_net)?;
     say.line(format!("{n} virtual channels closed: {} guarantees released", net.stats.guarantees_released));
@@ -146,8 +200,8 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     ledger_line(&net, &say, 1, lb.channel_id(), "L(hub, bob)");
 
     // 5. Close the ledgers on chain.
-    let da = net.request(1, |p| p.direct_defund(la.channel_id())).map_err(fail)?;
-    let db = net.request(1, |p| p.direct_defund(lb.channel_id())).map_err(fail)?;
+    let da = net.start(1, Request::LedgerClose { channel_id: la.channel_id() }).map_err(fail)?;
+    let db = net.start(1, Request::LedgerClose { channel_id: lb.channel_id() }).map_err(fail)?;
     net.run_objectives(&[da, db], timeout).await.map_err(fail_net)?;
     let mut leftover = U256::ZERO;
     for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
@@ -179,7 +233,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
         "{} messages, {} transactions, {} adjudicator events",
         net.stats.messages, net.stats.transactions, net.stats.chain_events
     ));
-    let defunded = [da, db].iter().filter(|id| net.participants[1].party.is_complete(id)).count();
+    let defunded = [da, db].iter().filter(|id| net.participants[1].party().is_complete(id)).count();
     let summary = json!({
         "ledgers_funded": 2,
         "virtual_channels": n,
@@ -203,7 +257,7 @@ fn fail_net(e: NetworkError) -> UsageError {
 }
 
 fn ledger_line(net: &LocalNetwork, say: &Say, party: usize, ledger: nitro_core::ChannelId, name: &str) {
-    if let Some(l) = net.participants[party].party.ledger(&ledger) {
+    if let Some(l) = net.participants[party].party().ledger(&ledger) {
         let o = l.consensus_outcome();
         say.line(format!(
             "{name} turn {}: hub {} · other {} · {} guarantee(s) {}",

@@ -29,6 +29,7 @@ pub struct SimulateArgs {
 pub fn run(args: SimulateArgs) -> Result<Value, UsageError> {
     let start = Instant::now();
     let (mut delivered, mut dropped, mut duplicated, mut restarts, mut signed) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut reconnections, mut transactions, mut reverted, mut overflowed) = (0u64, 0u64, 0u64, 0u64);
     for seed in args.seed..args.seed.saturating_add(args.seeds) {
         let config = SimConfig { fault_steps: args.fault_steps, ..SimConfig::harsh(seed, args.virtual_channels) };
         let report = simulate(config).map_err(|e| {
@@ -42,6 +43,10 @@ pub fn run(args: SimulateArgs) -> Result<Value, UsageError> {
         duplicated += report.duplicated;
         restarts += report.restarts;
         signed += report.signed_states;
+        reconnections += report.reconnections;
+        transactions += report.transactions;
+        reverted += report.reverted;
+        overflowed += report.overflowed;
     }
     Ok(json!({
         "seeds": args.seeds,
@@ -50,8 +55,12 @@ pub fn run(args: SimulateArgs) -> Result<Value, UsageError> {
         "all_completed": true,
         "messages_delivered": delivered,
         "messages_dropped": dropped,
+        "messages_dropped_from_full_queues": overflowed,
         "messages_duplicated": duplicated,
         "restarts": restarts,
+        "reconnections": reconnections,
+        "transactions": transactions,
+        "transactions_reverted": reverted,
         "states_signed": signed,
         "double_signed": 0,
         "elapsed_s": (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,

@@ -1,5 +1,5 @@
 //! The four objectives end to end between Alice, a Hub and Bob, over an in-memory network and
-//! an in-memory chain double (the anvil-backed version lives in the node crate's tests).
+//! the in-memory adjudicator of `nitro-testkit` (the anvil-backed version lives in the node crate's tests).
 
 mod common;
 
@@ -149,8 +149,8 @@ fn messages_from_strangers_are_refused() {
     let mut w = World::new();
     let (la, _) = w.open_ledgers(100);
     let bob = w.addr(2);
-    let resend = w.parties[0].resend();
-    let countersignature = resend.messages.into_iter().find(|m| m.to == w.addr(1)).unwrap();
+    let resync = w.parties[0].resync(w.addr(1));
+    let countersignature = resync.messages.into_iter().find(|m| m.to == w.addr(1)).unwrap();
     assert!(matches!(&countersignature.payload, Payload::Ledger(m) if m.channel_id() == la));
     // Bob is not in L(Alice, Hub): the hub refuses his copy of Alice's message.
     assert!(matches!(
@@ -258,10 +258,7 @@ fn a_close_racing_a_proposal_signs_the_final_state_at_a_fresh_turn() {
         if w.parties[0].is_complete(&close) {
             break;
         }
-        for i in 0..3 {
-            let fx = w.parties[i].resend();
-            w.absorb(i, fx);
-        }
+        w.reconnect_all();
     }
     assert!(w.parties[0].is_complete(&close), "{:?}", w.parties[0].waiting_for(&close));
     assert!(w.parties[1].is_complete(&ObjectiveId::DirectDefund(la)));

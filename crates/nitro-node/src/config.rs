@@ -80,11 +80,18 @@ pub struct NodeConfig {
     /// Challenge duration of channels this node opens, in seconds.
     #[serde(default = "default_challenge_duration")]
     pub challenge_duration: u64,
-    /// The node's timer, in milliseconds: chain polling and answering waiters every tick;
-    /// resending what peers may lack once nothing progressed for a tick, then backing off
-    /// (doubling, up to 16 ticks) while nothing progresses.
+    /// The node's timer, in milliseconds: every tick polls the chain, answers waiters and
+    /// ticks the party (chain time, transaction retries, force closes of silent
+    /// counterparties). Nothing is re-sent on the timer: the transport delivers, and a peer
+    /// is resynced when its session is established.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// Unacknowledged messages the transport keeps per peer (default 4096, at most
+    /// 1,048,576). When a peer's queue is full its oldest message is dropped, and the peer is
+    /// resynced when its session is re-established (ADR-0021): a peer unreachable for a long
+    /// time costs at most this many messages.
+    #[serde(default = "default_peer_queue_capacity")]
+    pub peer_queue_capacity: usize,
     /// Deprecated and ignored: the store keeps the most recent 512 outbox messages per peer
     /// (`engine::OUTBOX_KEPT_PER_PEER`). Still accepted so that old configurations load,
     /// with a warning ([`NodeConfig::warnings`]).
@@ -310,6 +317,13 @@ fn default_tick_ms() -> u64 {
     500
 }
 
+fn default_peer_queue_capacity() -> usize {
+    4096
+}
+
+/// The largest accepted [`NodeConfig::peer_queue_capacity`].
+const MAX_PEER_QUEUE_CAPACITY: usize = 1 << 20;
+
 impl NodeConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -328,6 +342,12 @@ impl NodeConfig {
         }
         if config.tick_ms == 0 || config.challenge_duration >= 1 << 48 {
             return Err(ConfigError::Invalid("tick_ms must be > 0 and challenge_duration < 2^48".into()));
+        }
+        if config.peer_queue_capacity == 0 || config.peer_queue_capacity > MAX_PEER_QUEUE_CAPACITY {
+            return Err(ConfigError::Invalid(format!(
+                "peer_queue_capacity must be between 1 and {MAX_PEER_QUEUE_CAPACITY}, got {}",
+                config.peer_queue_capacity
+            )));
         }
         let policy = &config.policy;
         if config.challenge_duration == 0 || policy.challenge_duration_min == 0 {

@@ -8,8 +8,16 @@
 //!   [`transport`] (TCP, Noise with keys bound to addresses, acknowledgements,
 //!   retransmission), the chain, and the JSON-RPC [`api`].
 //! - [`LocalNetwork`]: several parties in one process, on one chain (the demo and the
-//!   integration tests); each message is delivered in the order sent, repeated by the
-//!   parties' own resend timers if lost.
+//!   integration tests), each an [`engine::Engine`] over its own store; each message is
+//!   delivered in the order sent, and a lost one breaks its connection, after which both ends
+//!   resync.
+//! - [`sim`]: the seeded network simulation, the same engines over a faulty simulated network
+//!   and `nitro-testkit`'s in-memory adjudicator.
+//!
+//! One driver everywhere (ADR-0021): the node, the demo, the anvil tests and the simulator
+//! all change a party only through [`engine::Engine::step`]. Delivery belongs to the
+//! transport; the party's timer sends nothing again, and a peer that reconnects is resynced
+//! ([`engine::Input::PeerConnected`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -25,4 +33,6 @@ mod startup;
 pub mod store;
 pub mod transport;
 
-pub use local::{LocalChainSettings, LocalNetwork, MessageFilter, NetworkError, Participant, Stats};
+pub use local::{
+    store_path, LocalChainSettings, LocalNetwork, MessageFilter, NetworkError, Observer, Participant, Stats, Stores,
+};

@@ -27,8 +27,13 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (OBJECTIVES, "gauge", "objectives by state (label state: pending, done, failed)"),
     (MESSAGES_RECEIVED, "counter", "messages received from peers (each delivered once by the transport)"),
     (MESSAGES_SENT, "counter", "new messages handed to the transport"),
-    (MESSAGES_RESENT, "counter", "messages handed to the transport again (resend timer, restart)"),
+    (MESSAGES_RESENT, "counter", "messages handed to the transport again (the recent outbox, after a restart)"),
     (PEER_UNACKED, "gauge", "messages to configured peers not yet acknowledged"),
+    (
+        PEER_DROPPED,
+        "counter",
+        "messages to configured peers dropped from a full queue (the peer is resynced when its session is re-established)",
+    ),
     (STEP_SECONDS, "histogram", "time of one engine step, its durable SQLite commit included (label input)"),
     (TX_SENT, "counter", "chain transactions confirmed (label function)"),
     (TX_FAILED, "counter", "chain transactions that failed or reverted (label function)"),
@@ -53,6 +58,8 @@ pub const MESSAGES_SENT: &str = "nitro_messages_sent_total";
 pub const MESSAGES_RESENT: &str = "nitro_messages_resent_total";
 /// `nitro_peer_unacked_messages`.
 pub const PEER_UNACKED: &str = "nitro_peer_unacked_messages";
+/// `nitro_peer_messages_dropped_total`.
+pub const PEER_DROPPED: &str = "nitro_peer_messages_dropped_total";
 /// `nitro_engine_step_seconds`.
 pub const STEP_SECONDS: &str = "nitro_engine_step_seconds";
 /// `nitro_chain_transactions_sent_total`.
@@ -95,13 +102,21 @@ pub enum StepKind {
     Chain,
     /// A failed transaction.
     TransactionFailed,
+    /// A peer reconnected (the party resyncs it).
+    PeerConnected,
     /// A timer tick.
     Tick,
 }
 
 impl StepKind {
-    const ALL: [StepKind; 5] =
-        [StepKind::Request, StepKind::Message, StepKind::Chain, StepKind::TransactionFailed, StepKind::Tick];
+    const ALL: [StepKind; 6] = [
+        StepKind::Request,
+        StepKind::Message,
+        StepKind::Chain,
+        StepKind::TransactionFailed,
+        StepKind::PeerConnected,
+        StepKind::Tick,
+    ];
 
     /// The kind of `input`.
     pub fn of(input: &Input) -> Self {
@@ -110,6 +125,7 @@ impl StepKind {
             Input::Message { .. } => StepKind::Message,
             Input::Chain(_) => StepKind::Chain,
             Input::TransactionFailed { .. } => StepKind::TransactionFailed,
+            Input::PeerConnected { .. } => StepKind::PeerConnected,
             Input::Tick { .. } => StepKind::Tick,
         }
     }
@@ -120,6 +136,7 @@ impl StepKind {
             StepKind::Message => "message",
             StepKind::Chain => "chain",
             StepKind::TransactionFailed => "transaction_failed",
+            StepKind::PeerConnected => "peer_connected",
             StepKind::Tick => "tick",
         }
     }
@@ -186,9 +203,10 @@ struct Inner {
     locked: Gauge,
     objectives: [Gauge; 3],
     peer_unacked: Gauge,
+    peer_dropped: Counter,
     chain_head: Gauge,
     watcher_lag: Gauge,
-    steps: [Histogram; 5],
+    steps: [Histogram; 6],
     /// Per adjudicator function: sent, failed, gas used.
     transactions: Vec<(&'static str, [Counter; 3])>,
 }
@@ -239,6 +257,7 @@ impl NodeMetrics {
             locked: gauge(GUARANTEES_LOCKED),
             objectives: [state("pending"), state("done"), state("failed")],
             peer_unacked: gauge(PEER_UNACKED),
+            peer_dropped: counter(PEER_DROPPED),
             chain_head: gauge(CHAIN_HEAD),
             watcher_lag: gauge(WATCHER_LAG),
             steps: StepKind::ALL.map(step),
@@ -313,6 +332,11 @@ impl NodeMetrics {
     /// Sets the number of messages peers have not acknowledged yet.
     pub fn peer_unacked(&self, messages: usize) {
         self.inner.peer_unacked.set(messages as f64);
+    }
+
+    /// Sets the number of messages dropped from full peer queues so far.
+    pub fn peer_dropped(&self, messages: u64) {
+        self.inner.peer_dropped.absolute(messages);
     }
 
     /// Sets the chain head and the watcher's lag behind it.

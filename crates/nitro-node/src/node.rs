@@ -96,50 +96,6 @@ struct Node {
     chain_time: Option<u64>,
     /// The wallet's balance, read on the timer: requests that need more fail at once.
     wallet: Option<U256>,
-    resend: ResendTimer,
-}
-
-/// When to resend what peers may lack ([`Input::Tick`]). The transport already retransmits
-/// until acknowledged; these resends are for what a restarted peer acknowledged but never
-/// processed, so they are needed only when things stall. Every resent message is new to the
-/// transport and a full step at the peer: resending everything unfinished on every tick made
-/// a loaded peer fall behind, the more so the more it fell behind (a storm of duplicates).
-///
-/// So: a resend comes `base` after the last progress (a step that produced events), then
-/// backs off, doubling up to `cap` while nothing progresses; and at least every `cap` even
-/// while other objectives progress, so that none starves.
-#[derive(Debug)]
-struct ResendTimer {
-    base: Duration,
-    cap: Duration,
-    interval: Duration,
-    last_progress: Instant,
-    last_resend: Instant,
-}
-
-impl ResendTimer {
-    /// How far the back-off goes, in multiples of `base`.
-    const BACKOFF: u32 = 16;
-
-    fn new(base: Duration, now: Instant) -> Self {
-        Self { base, cap: base * Self::BACKOFF, interval: base, last_progress: now, last_resend: now }
-    }
-
-    fn progressed(&mut self, now: Instant) {
-        self.last_progress = now;
-        self.interval = self.base;
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        let since_resend = now.saturating_duration_since(self.last_resend);
-        let quiet = now.saturating_duration_since(self.last_progress) >= self.base;
-        (quiet && since_resend >= self.interval) || since_resend >= self.cap
-    }
-
-    fn resent(&mut self, now: Instant) {
-        self.last_resend = now;
-        self.interval = (self.interval * 2).min(self.cap);
-    }
 }
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
@@ -165,6 +121,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
 
     let transport_config = TransportConfig {
         listen: config.listen,
+        queue_capacity: config.peer_queue_capacity,
         max_unknown_peers: config.unknown_peers(),
         ..TransportConfig::default()
     };
@@ -224,8 +181,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         peers: config.peers.iter().map(|p| p.address).collect(),
         chain_time: None,
         wallet: None,
-        resend: ResendTimer::new(tick_every, Instant::now()),
     };
+    // The recent outbox goes to the transport again (the peer recognises what it had); what
+    // a peer lacks beyond it, it gets when its session is established (`Input::PeerConnected`).
     for (id, envelope) in recovery.messages {
         node.send(id, envelope.to, &envelope.payload);
     }
@@ -240,7 +198,6 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         }
     }
     node.step(node.tick_input())?;
-    node.resend.resent(Instant::now());
 
     let mut tick = tokio::time::interval(tick_every);
     // A loaded node that missed ticks does not catch up with a burst of them (and a stop
@@ -251,15 +208,27 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let result = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            Some(Inbound::Message { from, body, .. }) = inbound.recv() => {
-                node.metrics.message_received();
-                match serde_json::from_value::<Payload>(body) {
-                    Ok(payload) => {
-                        if let Err(e) = node.step(Input::Message { from, payload }) {
-                            if node.fatal(&e) { break Err(e.into()); }
+            Some(inbound) = inbound.recv() => {
+                let input = match inbound {
+                    Inbound::Message { from, body, .. } => {
+                        node.metrics.message_received();
+                        match serde_json::from_value::<Payload>(body) {
+                            Ok(payload) => Some(Input::Message { from, payload }),
+                            Err(e) => {
+                                tracing::warn!(%from, error = %e, "undecodable message dropped");
+                                None
+                            }
                         }
                     }
-                    Err(e) => tracing::warn!(%from, error = %e, "undecodable message dropped"),
+                    Inbound::Connected { peer } => {
+                        tracing::debug!(%peer, "session established; resyncing the peer");
+                        Some(Input::PeerConnected { peer })
+                    }
+                };
+                if let Some(input) = input {
+                    if let Err(e) = node.step(input) {
+                        if node.fatal(&e) { break Err(e.into()); }
+                    }
                 }
             }
             Some(call) = calls.recv() => {
@@ -288,11 +257,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 if let Ok(balance) = chain.client().balance(me).await {
                     node.wallet = Some(balance);
                 }
-                if node.resend.due(Instant::now()) {
-                    if let Err(e) = node.step(node.tick_input()) {
-                        if node.fatal(&e) { break Err(e.into()); }
-                    }
-                    node.resend.resent(Instant::now());
+                if let Err(e) = node.step(node.tick_input()) {
+                    if node.fatal(&e) { break Err(e.into()); }
                 }
                 node.cancel_unneeded()?;
                 match watcher.poll().await {
@@ -358,7 +324,7 @@ impl Node {
                 self.metrics.message_sent(id <= self.max_sent_id);
                 self.max_sent_id = self.max_sent_id.max(id);
                 if let Err(error) = self.transport.send(to, id, body) {
-                    tracing::warn!(%to, %error, "message not queued; the resend timer will repeat it");
+                    tracing::warn!(%to, %error, "message not queued; the peer is resynced when its session is established");
                 }
             }
             Err(error) => tracing::error!(%error, "message not encodable"),
@@ -393,16 +359,12 @@ impl Node {
     }
 
     fn step(&mut self, input: Input) -> Result<Output, EngineError> {
-        let tick = matches!(input, Input::Tick { .. });
         let kind = StepKind::of(&input);
         let started = Instant::now();
         let stepped = self.engine.step(input);
         self.metrics.step(kind, started.elapsed());
         match stepped {
             Ok(output) => {
-                if !tick && !output.events.is_empty() {
-                    self.resend.progressed(Instant::now());
-                }
                 self.dispatch(&output);
                 Ok(output)
             }
@@ -424,6 +386,7 @@ impl Node {
             self.gauges_at = Some(now);
             self.metrics.party(&PartyGauges::of(self.engine.party()));
             self.metrics.peer_unacked(self.peers.iter().map(|p| self.transport.unacked(*p)).sum());
+            self.metrics.peer_dropped(self.peers.iter().map(|p| self.transport.dropped(*p)).sum());
             match chain.client().block_number().await {
                 Ok(head) => {
                     // The cursor is the next block to scan.
@@ -749,50 +712,5 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
         counterparty_balance: theirs,
         guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
         turn_num: l.consensus_turn().to::<u64>(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resends_wait_for_quiet_then_back_off_and_never_starve() {
-        let base = Duration::from_millis(100);
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut timer = ResendTimer::new(base, t0);
-        assert!(!timer.due(at(50)));
-        assert!(timer.due(at(100)), "quiet for one base interval");
-        timer.resent(at(100));
-        // Nothing progresses: 200, 400, 800 … up to 16 × base between resends.
-        assert!(!timer.due(at(299)) && timer.due(at(300)));
-        timer.resent(at(300));
-        assert!(!timer.due(at(699)) && timer.due(at(700)));
-        let mut now = 700;
-        for _ in 0..10 {
-            timer.resent(at(now));
-            now += 1600;
-        }
-        assert_eq!(timer.interval, base * ResendTimer::BACKOFF);
-        assert!(!timer.due(at(now - 1)) && timer.due(at(now)));
-
-        // Progress resets the back-off, and postpones the next resend until things are quiet.
-        timer.resent(at(now));
-        timer.progressed(at(now + 50));
-        assert!(!timer.due(at(now + 149)), "not while progress is recent");
-        assert!(timer.due(at(now + 150)));
-
-        // Continuous progress (another objective) still lets a resend through every cap.
-        timer.resent(at(now + 150));
-        let start = now + 150;
-        let mut first_resend = None;
-        for ms in (start..start + 2000).step_by(10) {
-            timer.progressed(at(ms));
-            if first_resend.is_none() && timer.due(at(ms)) {
-                first_resend = Some(ms - start);
-            }
-        }
-        assert_eq!(first_resend, Some(1600));
     }
 }

@@ -10,7 +10,7 @@ use nitro_core::{
     party::{Objective, ObjectiveId, PartyConfig, PartyError, Payload},
     ChannelId, ConsensusChannel, LedgerOutcome, Proposal, SignedState, U48,
 };
-use nitro_node::{LocalChainSettings, LocalNetwork};
+use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Stores};
 
 const CHALLENGE_DURATION: u64 = 600;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,7 +42,10 @@ impl Setup {
         // Depth 1: an automining anvil makes a block only for a transaction, so deeper waits
         // would never end; these tests are not about reorgs (chain_safety.rs is).
         let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net = LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, settings).await.unwrap();
+        let net =
+            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
+                .await
+                .unwrap();
         Self { anvil, net }
     }
 
@@ -57,8 +60,30 @@ impl Setup {
     /// L(hub, alice) and L(hub, bob), led by the hub, `amount` from each side.
     async fn open_ledgers(&mut self, amount: U256) -> (ChannelId, ChannelId) {
         let (alice, hub, bob) = self.addrs();
-        let a = self.net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [amount, amount], 1)).unwrap();
-        let b = self.net.request(1, |p| p.direct_fund([hub, bob], Address::ZERO, [amount, amount], 2)).unwrap();
+        let a = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, alice],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 1,
+                },
+            )
+            .unwrap();
+        let b = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 2,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[a, b], TIMEOUT).await.unwrap();
         (a.channel_id(), b.channel_id())
     }
@@ -66,14 +91,26 @@ impl Setup {
     async fn fund_virtual(&mut self, a: U256, b: U256, count: u64) -> Vec<ObjectiveId> {
         let (alice, hub, bob) = self.addrs();
         let ids: Vec<_> = (0..count)
-            .map(|k| self.net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [a, b], k)).unwrap())
+            .map(|k| {
+                self.net
+                    .start(
+                        0,
+                        Request::VirtualFund {
+                            participants: vec![alice, hub, bob],
+                            asset: Address::ZERO,
+                            amounts: [a, b],
+                            nonce: k,
+                        },
+                    )
+                    .unwrap()
+            })
             .collect();
         self.net.run_objectives(&ids, TIMEOUT).await.unwrap();
         ids
     }
 
     fn outcome(&self, party: usize, ledger: &ChannelId) -> LedgerOutcome {
-        self.net.participants[party].party.ledger(ledger).unwrap().consensus_outcome().clone()
+        self.net.participants[party].party().ledger(ledger).unwrap().consensus_outcome().clone()
     }
 
     async fn balance(&self, i: usize) -> U256 {
@@ -94,11 +131,14 @@ async fn a_ledger_is_opened_used_and_closed_paying_each_party_its_final_balance(
     // Proposals run through the ledger: three virtual channels, payments, closing them.
     let ids = s.fund_virtual(milli(100), milli(10), 3).await;
     for id in &ids {
-        s.net.request_effects(0, |p| p.pay(id.channel_id(), milli(40))).unwrap();
+        s.net.request(0, Request::Pay { channel_id: id.channel_id(), amount: milli(40) }).unwrap();
     }
-    s.net.run_until(TIMEOUT, |ps| ids.iter().all(|id| ps[2].party.paid(&id.channel_id()) == milli(40))).await.unwrap();
+    s.net
+        .run_until(TIMEOUT, |ps| ids.iter().all(|id| ps[2].party().paid(&id.channel_id()) == milli(40)))
+        .await
+        .unwrap();
     let defunds: Vec<_> =
-        ids.iter().map(|id| s.net.request(2, |p| p.virtual_defund(id.channel_id())).unwrap()).collect();
+        ids.iter().map(|id| s.net.start(2, Request::VirtualDefund { channel_id: id.channel_id() }).unwrap()).collect();
     s.net.run_objectives(&defunds, TIMEOUT).await.unwrap();
     let final_a = s.outcome(0, &la);
     assert_eq!(final_a.guarantees().len(), 0);
@@ -108,14 +148,14 @@ async fn a_ledger_is_opened_used_and_closed_paying_each_party_its_final_balance(
     // Close L(hub, alice): alice (who sends no transaction) receives exactly her balance; the
     // hub its balance minus the fee of the conclusion it submits.
     let before = (s.balance(0).await, s.balance(1).await, s.net.participants[1].fees_paid);
-    let close = s.net.request(1, |p| p.direct_defund(la)).unwrap();
+    let close = s.net.start(1, Request::LedgerClose { channel_id: la }).unwrap();
     s.net.run_objectives(&[close], TIMEOUT).await.unwrap();
     assert_eq!(s.balance(0).await - before.0, final_a.follower().amount);
     let hub_fee = s.net.participants[1].fees_paid - before.2;
     assert_eq!(s.balance(1).await + hub_fee - before.1, final_a.leader().amount);
     assert_eq!(s.chain(1).holdings(Address::ZERO, la).await.unwrap(), U256::ZERO);
-    assert!(s.net.participants[0].party.ledger(&la).is_none() && s.net.participants[1].party.ledger(&la).is_none());
-    assert!(s.net.participants[1].party.ledger(&lb).is_some(), "the other ledger is untouched");
+    assert!(s.net.participants[0].party().ledger(&la).is_none() && s.net.participants[1].party().ledger(&la).is_none());
+    assert!(s.net.participants[1].party().ledger(&lb).is_some(), "the other ledger is untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +163,7 @@ async fn a_consensus_state_with_guarantees_is_supported_on_chain_and_a_half_sign
     let mut s = Setup::start().await;
     let (la, _) = s.open_ledgers(milli(100)).await;
     let ids = s.fund_virtual(milli(10), milli(5), 2).await;
-    let consensus = s.net.participants[1].party.ledger(&la).unwrap().consensus_state();
+    let consensus = s.net.participants[1].party().ledger(&la).unwrap().consensus_state();
     let outcome = LedgerOutcome::from_exit(&consensus.state().outcome).unwrap();
     assert_eq!(outcome.guarantees().len(), 2);
     assert!(ids.iter().all(|id| outcome.guarantee(&id.channel_id()).is_some()));
@@ -146,11 +186,12 @@ async fn a_stale_challenge_is_seen_on_chain_and_defeated_by_a_checkpoint() {
     let mut s = Setup::start().await;
     let (la, _) = s.open_ledgers(milli(100)).await;
     s.fund_virtual(milli(10), milli(5), 3).await;
-    let latest = s.net.participants[1].party.ledger(&la).unwrap().consensus_turn();
+    let latest = s.net.participants[1].party().ledger(&la).unwrap().consensus_turn();
     assert!(latest > U48::from(1));
 
     // Alice challenges with the old postfund state (turn 1), in which she holds more.
-    let Some(Objective::DirectFund(fund)) = s.net.participants[0].party.objective(&ObjectiveId::DirectFund(la)) else {
+    let Some(Objective::DirectFund(fund)) = s.net.participants[0].party().objective(&ObjectiveId::DirectFund(la))
+    else {
         panic!("alice funded the ledger")
     };
     let stale = fund.postfund().clone();
@@ -178,25 +219,41 @@ async fn bad_requests_are_typed_errors() {
     let mut s = Setup::start().await;
     let (la, _) = s.open_ledgers(milli(100)).await;
     let ids = s.fund_virtual(milli(10), milli(0), 1).await;
-    let hub = &mut s.net.participants[1].party;
-    assert_eq!(hub.direct_defund(la).unwrap_err(), PartyError::GuaranteesRemain(1));
-    assert!(matches!(hub.direct_defund(ChannelId::ZERO), Err(PartyError::UnknownLedger(_))));
+    let refusal = |r: Result<Option<ObjectiveId>, NetworkError>| match r {
+        Err(NetworkError::Party { error, .. }) => *error,
+        other => panic!("not a refusal: {other:?}"),
+    };
+    assert_eq!(refusal(s.net.request(1, Request::LedgerClose { channel_id: la })), PartyError::GuaranteesRemain(1));
+    assert!(matches!(
+        refusal(s.net.request(1, Request::LedgerClose { channel_id: ChannelId::ZERO })),
+        PartyError::UnknownLedger(_)
+    ));
     let (alice, hub_addr, _) = s.addrs();
     let stranger = dev_key(7).unwrap().address();
-    let refused = s.net.participants[0].party.virtual_fund(
-        vec![alice, stranger, hub_addr],
-        Address::ZERO,
-        [milli(1), milli(1)],
-        9,
+    let refused = s.net.request(
+        0,
+        Request::VirtualFund {
+            participants: vec![alice, stranger, hub_addr],
+            asset: Address::ZERO,
+            amounts: [milli(1), milli(1)],
+            nonce: 9,
+        },
     );
-    assert_eq!(refused.unwrap_err(), PartyError::NoLedgerWith(stranger));
-    let overpay = s.net.participants[0].party.pay(ids[0].channel_id(), milli(11));
-    assert!(matches!(overpay, Err(PartyError::Overpaid { .. })));
-    let not_payer = s.net.participants[2].party.pay(ids[0].channel_id(), milli(1));
-    assert!(matches!(not_payer, Err(PartyError::BadRequest(_))));
-    let ledger_again =
-        s.net.participants[1].party.direct_fund([hub_addr, alice], Address::ZERO, [milli(1), milli(1)], 5);
-    assert!(matches!(ledger_again, Err(PartyError::LedgerExists(_))));
+    assert_eq!(refusal(refused), PartyError::NoLedgerWith(stranger));
+    let overpay = s.net.request(0, Request::Pay { channel_id: ids[0].channel_id(), amount: milli(11) });
+    assert!(matches!(refusal(overpay), PartyError::Overpaid { .. }));
+    let not_payer = s.net.request(2, Request::Pay { channel_id: ids[0].channel_id(), amount: milli(1) });
+    assert!(matches!(refusal(not_payer), PartyError::BadRequest(_)));
+    let ledger_again = s.net.request(
+        1,
+        Request::LedgerOpen {
+            participants: [hub_addr, alice],
+            asset: Address::ZERO,
+            amounts: [milli(1), milli(1)],
+            nonce: 5,
+        },
+    );
+    assert!(matches!(refusal(ledger_again), PartyError::LedgerExists(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +263,7 @@ async fn virtual_funding_locks_guarantees_in_both_ledgers_and_defunding_moves_ex
     let total = |s: &Setup, party: usize| -> U256 {
         let mut sum = U256::ZERO;
         for l in [la, lb] {
-            if let Some(ledger) = s.net.participants[party].party.ledger(&l) {
+            if let Some(ledger) = s.net.participants[party].party().ledger(&l) {
                 let o = ledger.consensus_outcome();
                 let me = nitro_core::destination_of(s.net.address(party));
                 if o.leader().destination == me {
@@ -228,15 +285,15 @@ async fn virtual_funding_locks_guarantees_in_both_ledgers_and_defunding_moves_ex
         assert_eq!(g.amount(), milli(100));
         assert_eq!(g.left(), nitro_core::destination_of(left));
         assert_eq!(g.right(), nitro_core::destination_of(right));
-        assert!(s.net.participants[party].party.ledger(&ledger).unwrap().is_locked(&v));
+        assert!(s.net.participants[party].party().ledger(&ledger).unwrap().is_locked(&v));
     }
     assert_eq!(s.outcome(1, &la).follower().amount, milli(930), "alice put in a = 70");
     assert_eq!(s.outcome(1, &la).leader().amount, milli(970), "the hub put in b = 30 on alice's side");
     assert_eq!(s.outcome(1, &lb).leader().amount, milli(930), "and a = 70 on bob's side");
     assert_eq!(s.outcome(1, &lb).follower().amount, milli(970), "bob put in b = 30");
 
-    s.net.request_effects(0, |p| p.pay(v, milli(25))).unwrap();
-    let defund = s.net.request(0, |p| p.virtual_defund(v)).unwrap();
+    s.net.request(0, Request::Pay { channel_id: v, amount: milli(25) }).unwrap();
+    let defund = s.net.start(0, Request::VirtualDefund { channel_id: v }).unwrap();
     s.net.run_objectives(&[defund], TIMEOUT).await.unwrap();
     assert_eq!(total(&s, 0), milli(1000 - 25));
     assert_eq!(total(&s, 2), milli(1000 + 25));
@@ -250,25 +307,25 @@ async fn when_the_hub_vanishes_the_guarantees_pay_out_on_chain_exactly_as_promis
     let (la, lb) = s.open_ledgers(milli(1000)).await;
     let ids = s.fund_virtual(milli(100), milli(0), 1).await;
     let v = ids[0].channel_id();
-    s.net.request_effects(0, |p| p.pay(v, milli(30))).unwrap();
-    s.net.run_until(TIMEOUT, |ps| ps[2].party.paid(&v) == milli(30)).await.unwrap();
+    s.net.request(0, Request::Pay { channel_id: v, amount: milli(30) }).unwrap();
+    s.net.run_until(TIMEOUT, |ps| ps[2].party().paid(&v) == milli(30)).await.unwrap();
 
     // Bob closes V; everyone signs V's final state, but the hub never moves the ledgers:
     // every ledger message is lost from here on.
     s.net.set_filter(Some(Box::new(|_, e| !matches!(e.payload, Payload::Ledger(_)))));
-    let defund = s.net.request(2, |p| p.virtual_defund(v)).unwrap();
+    let defund = s.net.start(2, Request::VirtualDefund { channel_id: v }).unwrap();
     s.net
         .run_until(TIMEOUT, |ps| {
-            ps.iter().all(|p| match p.party.objective(&defund) {
+            ps.iter().all(|p| match p.party().objective(&defund) {
                 Some(Objective::VirtualDefund(d)) => d.final_state().is_fully_signed(),
                 _ => false,
             })
         })
         .await
         .unwrap();
-    let Some(Objective::VirtualDefund(d)) = s.net.participants[2].party.objective(&defund) else { panic!() };
+    let Some(Objective::VirtualDefund(d)) = s.net.participants[2].party().objective(&defund) else { panic!() };
     let v_final = d.final_state().clone();
-    assert!(!s.net.participants[2].party.is_complete(&defund), "the guarantees were not released off chain");
+    assert!(!s.net.participants[2].party().is_complete(&defund), "the guarantees were not released off chain");
 
     // Bob goes to chain: V concludes with its final state; both ledgers are challenged with
     // their latest consensus states (which hold the guarantee) and time out.
@@ -279,7 +336,7 @@ async fn when_the_hub_vanishes_the_guarantees_pay_out_on_chain_exactly_as_promis
     let mut bob_fees = U256::ZERO;
     let ledgers: Vec<(SignedState, usize)> = [(la, 0usize), (lb, 2usize)]
         .iter()
-        .map(|(l, follower)| (s.net.participants[*follower].party.ledger(l).unwrap().consensus_state(), *follower))
+        .map(|(l, follower)| (s.net.participants[*follower].party().ledger(l).unwrap().consensus_state(), *follower))
         .collect();
     for (l, follower) in &ledgers {
         let challenger = dev_key(follower + 1).unwrap();
@@ -357,13 +414,13 @@ async fn a_hundred_virtual_channels_fund_concurrently_through_one_hub() {
     }
     let start = Instant::now();
     let defunds: Vec<_> =
-        ids.iter().map(|id| s.net.request(0, |p| p.virtual_defund(id.channel_id())).unwrap()).collect();
+        ids.iter().map(|id| s.net.start(0, Request::VirtualDefund { channel_id: id.channel_id() }).unwrap()).collect();
     s.net.run_objectives(&defunds, TIMEOUT).await.unwrap();
     let defunded = start.elapsed();
     for (p, l) in [(0, la), (1, la), (1, lb), (2, lb)] {
         assert_eq!(s.outcome(p, &l).guarantees().len(), 0);
         assert!(
-            !matches!(s.net.participants[p].party.ledger(&l), Some(ConsensusChannel::Follower(f)) if f.pending().len() > 0)
+            !matches!(s.net.participants[p].party().ledger(&l), Some(ConsensusChannel::Follower(f)) if f.pending().len() > 0)
         );
     }
     eprintln!(

@@ -23,7 +23,7 @@ use nitro_core::{
     party::{Objective, ObjectiveId, PartyConfig},
     ChannelId, U48,
 };
-use nitro_node::{LocalChainSettings, LocalNetwork};
+use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, Stores};
 
 const ETH: Address = Address::ZERO;
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -71,7 +71,9 @@ impl World {
             client: ChainConfig { rpc_timeout: Duration::from_secs(5), ..ChainConfig::default() },
             ..LocalChainSettings::default()
         };
-        let net = LocalNetwork::connect_with(&proxy.url(), &contracts, parties, config, settings).await.unwrap();
+        let net = LocalNetwork::connect_with(&proxy.url(), &contracts, parties, config, &Stores::InMemory, settings)
+            .await
+            .unwrap();
         let direct = EthChainService::new(deployer, contracts.adjudicator);
         let from = direct.client().block_number().await.unwrap();
         let observer = direct.watcher(from).with_config(WatcherConfig { confirmations: 1, ..WatcherConfig::default() });
@@ -141,7 +143,7 @@ impl World {
     /// mining by hand if `mine`.
     async fn settle(&mut self, mine: bool) {
         let deadline = Instant::now() + PATIENCE;
-        while !self.net.settle_in_flight_within(Duration::from_millis(300)).await {
+        while !self.net.settle_in_flight_within(Duration::from_millis(300)).await.unwrap() {
             let stats: Vec<_> = self.net.participants.iter().map(|p| p.transactions.stats()).collect();
             assert!(Instant::now() < deadline, "transactions still in flight: {stats:?}\n{}", self.net.report());
             if mine {
@@ -152,11 +154,11 @@ impl World {
 }
 
 fn complete(id: ObjectiveId) -> impl Fn(&LocalNetwork) -> bool {
-    move |net| net.participants.iter().all(|p| p.party.objective(&id).is_none() || p.party.is_complete(&id))
+    move |net| net.participants.iter().all(|p| p.party().objective(&id).is_none() || p.party().is_complete(&id))
 }
 
 fn postfund_signatures(net: &LocalNetwork, id: &ObjectiveId) -> usize {
-    let count = |p: &nitro_node::Participant| match p.party.objective(id) {
+    let count = |p: &nitro_node::Participant| match p.party().objective(id) {
         Some(Objective::DirectFund(d)) => d.postfund().signatures().iter().flatten().count(),
         _ => 0,
     };
@@ -170,7 +172,13 @@ async fn reorgs_below_the_depth_at_each_funding_and_closing_step_are_never_acted
     let mut w = World::start(&["hub", "bob"], &["--no-mining"], 2, 600).await;
     let (hub, bob) = (w.net.address(0), w.net.address(1));
     let before = w.books().await;
-    let open = w.net.request(0, |p| p.direct_fund([hub, bob], ETH, [milli(400), milli(600)], 1)).unwrap();
+    let open = w
+        .net
+        .start(
+            0,
+            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(400), milli(600)], nonce: 1 },
+        )
+        .unwrap();
     let ledger = open.channel_id();
 
     // The hub's deposit is mined, and taken back by a reorg before it is two deep.
@@ -188,9 +196,9 @@ async fn reorgs_below_the_depth_at_each_funding_and_closing_step_are_never_acted
 
     // The conclusion is mined and taken back before it is final: the ledger stays open until
     // the conclusion that lands again is two deep.
-    let close = w.net.request(0, |p| p.direct_defund(ledger)).unwrap();
+    let close = w.net.start(0, Request::LedgerClose { channel_id: ledger }).unwrap();
     w.mine_until(|e| matches!(e, ChainEvent::Concluded { .. })).await;
-    assert!(w.net.participants.iter().all(|p| p.party.ledger(&ledger).is_some()), "not closed at one block deep");
+    assert!(w.net.participants.iter().all(|p| p.party().ledger(&ledger).is_some()), "not closed at one block deep");
     w.anvil.reorg(1).await.unwrap();
     assert_eq!(w.holdings(ledger).await, milli(1000));
     w.run_until(true, complete(close)).await;
@@ -213,9 +221,15 @@ async fn at_depth_one_a_reorg_of_a_reported_deposit_is_retracted_and_the_deposit
     let mut w = World::start(&["hub", "bob"], &["--no-mining"], 1, 60).await;
     let (hub, bob) = (w.net.address(0), w.net.address(1));
     let nonce_before = w.nonce(0).await;
-    let open = w.net.request(0, |p| p.direct_fund([hub, bob], ETH, [milli(400), milli(600)], 1)).unwrap();
+    let open = w
+        .net
+        .start(
+            0,
+            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(400), milli(600)], nonce: 1 },
+        )
+        .unwrap();
     let ledger = open.channel_id();
-    w.run_until(false, |net| matches!(net.participants[0].party.objective(&open), Some(Objective::DirectFund(d)) if d.prefund().is_fully_signed())).await;
+    w.run_until(false, |net| matches!(net.participants[0].party().objective(&open), Some(Objective::DirectFund(d)) if d.prefund().is_fully_signed())).await;
     w.net.vanish(1);
     w.mine_until(|e| matches!(e, ChainEvent::Deposited { .. })).await;
     w.net.run_for(Duration::from_millis(300)).await.unwrap(); // reported to the hub
@@ -238,8 +252,8 @@ async fn at_depth_one_a_reorg_of_a_reported_deposit_is_retracted_and_the_deposit
 
     // Bob never comes back: the hub leaves with its deposit, on chain.
     let before = w.books().await;
-    let exit = w.net.request(0, |p| p.force_close(ledger)).unwrap();
-    while !w.net.participants[0].party.is_complete(&exit) {
+    let exit = w.net.start(0, Request::ForceClose { channel_id: ledger }).unwrap();
+    while !w.net.participants[0].party().is_complete(&exit) {
         assert!(Instant::now() < deadline, "{}", w.net.report());
         w.net.run_for(Duration::from_millis(350)).await.unwrap();
         w.anvil.advance_time(20).await.unwrap(); // mines a block, 20 s later
@@ -276,7 +290,13 @@ async fn a_flaky_endpoint_never_hangs_or_duplicates_a_ledgers_funding_and_closin
         }
     });
     let before = w.books().await;
-    let open = w.net.request(0, |p| p.direct_fund([hub, bob], ETH, [milli(300), milli(700)], 1)).unwrap();
+    let open = w
+        .net
+        .start(
+            0,
+            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(300), milli(700)], nonce: 1 },
+        )
+        .unwrap();
     let deadline = Instant::now() + PATIENCE;
     while w.proxy.count("eth_sendRawTransaction") == 0 {
         assert!(Instant::now() < deadline);
@@ -284,7 +304,7 @@ async fn a_flaky_endpoint_never_hangs_or_duplicates_a_ledgers_funding_and_closin
     }
     w.proxy.outage(Duration::from_secs(3));
     w.run_until(false, complete(open)).await;
-    let close = w.net.request(0, |p| p.direct_defund(open.channel_id())).unwrap();
+    let close = w.net.start(0, Request::LedgerClose { channel_id: open.channel_id() }).unwrap();
     w.run_until(false, complete(close)).await;
     assert_eq!(w.holdings(open.channel_id()).await, U256::ZERO);
     w.settle(false).await;
@@ -297,14 +317,37 @@ async fn a_stale_challenge_is_answered_before_its_deadline_through_an_outage_and
     // Blocks every second; depth 2; a 30 s challenge window.
     let mut w = World::start(&["alice", "hub", "bob"], &["--block-time", "1"], 2, 30).await;
     let (alice, hub, bob) = (w.net.address(0), w.net.address(1), w.net.address(2));
-    let a = w.net.request(1, |p| p.direct_fund([hub, alice], ETH, [milli(100), milli(100)], 1)).unwrap();
-    let b = w.net.request(1, |p| p.direct_fund([hub, bob], ETH, [milli(100), milli(100)], 2)).unwrap();
+    let a = w
+        .net
+        .start(
+            1,
+            Request::LedgerOpen { participants: [hub, alice], asset: ETH, amounts: [milli(100), milli(100)], nonce: 1 },
+        )
+        .unwrap();
+    let b = w
+        .net
+        .start(
+            1,
+            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(100), milli(100)], nonce: 2 },
+        )
+        .unwrap();
     w.net.run_objectives(&[a, b], PATIENCE).await.unwrap();
-    let v = w.net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], ETH, [milli(10), U256::ZERO], 3)).unwrap();
+    let v = w
+        .net
+        .start(
+            0,
+            Request::VirtualFund {
+                participants: vec![alice, hub, bob],
+                asset: ETH,
+                amounts: [milli(10), U256::ZERO],
+                nonce: 3,
+            },
+        )
+        .unwrap();
     w.net.run_objectives(&[v], PATIENCE).await.unwrap();
     let la = a.channel_id();
-    let latest = w.net.participants[1].party.ledger(&la).unwrap().consensus_turn();
-    let stale = match w.net.participants[0].party.objective(&a) {
+    let latest = w.net.participants[1].party().ledger(&la).unwrap().consensus_turn();
+    let stale = match w.net.participants[0].party().objective(&a) {
         Some(Objective::DirectFund(d)) => d.postfund().clone(),
         _ => panic!("alice funded L(hub, alice)"),
     };
@@ -369,11 +412,17 @@ async fn the_follower_waits_in_chain_time_while_the_leaders_conclusion_is_re_pri
     // Blocks every 2 s; depth 1 (this test is about patience, not reorgs).
     let mut w = World::start(&["hub", "bob"], &["--block-time", "2"], 1, 600).await;
     let (hub, bob) = (w.net.address(0), w.net.address(1));
-    let open = w.net.request(0, |p| p.direct_fund([hub, bob], ETH, [milli(250), milli(750)], 1)).unwrap();
+    let open = w
+        .net
+        .start(
+            0,
+            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(250), milli(750)], nonce: 1 },
+        )
+        .unwrap();
     w.net.run_objectives(&[open], PATIENCE).await.unwrap();
     let before = w.books().await;
     let sent = w.net.participants[0].transactions.stats().sent;
-    let close = w.net.request(0, |p| p.direct_defund(open.channel_id())).unwrap();
+    let close = w.net.start(0, Request::LedgerClose { channel_id: open.channel_id() }).unwrap();
     // As soon as the hub's conclusion is sent, the next blocks' base fee jumps 300-fold for 8 s:
     // its price is stale; the hub's manager re-prices it; bob waits.
     let deadline = Instant::now() + PATIENCE;

@@ -5,14 +5,15 @@ use std::collections::VecDeque;
 
 use alloy_primitives::{Address, U256};
 use nitro_core::{
-    chain::{ChainEvent, ChainTransaction},
-    party::{Envelope, PartyConfig},
+    chain::ChainEvent,
+    party::{Envelope, PartyConfig, TransactionRequest},
     SigningKey, U48,
 };
 use nitro_node::{
     engine::{Engine, EngineError, Input, Request},
     store::Store,
 };
+use nitro_testkit::MemoryAdjudicator;
 
 fn key(n: u8) -> SigningKey {
     let mut b = [0u8; 32];
@@ -28,22 +29,35 @@ fn config() -> PartyConfig {
     }
 }
 
-/// A chain double that executes deposits and reports them as events.
+/// The in-memory adjudicator, with the confirmed events not yet delivered.
 struct Chain {
-    held: U256,
-    block: u64,
+    adjudicator: MemoryAdjudicator,
     events: VecDeque<ChainEvent>,
 }
 
 impl Chain {
-    fn execute(&mut self, transactions: Vec<(u64, nitro_core::party::TransactionRequest)>) {
-        for (_, t) in transactions {
-            if let ChainTransaction::Deposit { channel_id, asset, expected_held, amount } = t.transaction {
-                assert_eq!(expected_held, self.held);
-                self.held += amount;
-                self.block += 1;
-                let (block_number, now_held) = (self.block, self.held);
-                self.events.push_back(ChainEvent::Deposited { channel_id, block_number, asset, now_held });
+    fn new() -> Self {
+        let config = config();
+        Self {
+            adjudicator: MemoryAdjudicator::new(config.consensus_app, config.virtual_payment_app, 1_000_000),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Executes `transactions` as `sender`; a revert goes back to `engine` as a failed
+    /// transaction (its output executed in turn).
+    fn execute(&mut self, engine: &mut Engine, transactions: Vec<(u64, TransactionRequest)>, out: &mut Vec<Envelope>) {
+        let sender = engine.party().address();
+        for (id, t) in transactions {
+            engine.store().transaction_done(id).unwrap();
+            match self.adjudicator.execute(sender, &t.transaction) {
+                Ok(events) => self.events.extend(events),
+                Err(revert) => {
+                    let objective = t.objective.unwrap_or_else(|| panic!("{revert}"));
+                    let more = engine.step(Input::TransactionFailed { objective }).unwrap();
+                    out.extend(more.messages.into_iter().map(|(_, m)| m));
+                    self.execute(engine, more.transactions, out);
+                }
             }
         }
     }
@@ -56,14 +70,16 @@ fn run(engines: &mut [Engine], mut queue: VecDeque<(usize, Envelope)>, chain: &m
             let sender = engines[from].party().address();
             let to = engines.iter().position(|x| x.party().address() == e.to).unwrap();
             let out = engines[to].step(Input::Message { from: sender, payload: e.payload }).unwrap();
-            queue.extend(out.messages.into_iter().map(|(_, m)| (to, m)));
-            chain.execute(out.transactions);
+            let mut sent: Vec<Envelope> = out.messages.into_iter().map(|(_, m)| m).collect();
+            chain.execute(&mut engines[to], out.transactions, &mut sent);
+            queue.extend(sent.into_iter().map(|m| (to, m)));
         }
         let Some(ev) = chain.events.pop_front() else { break };
         for (i, engine) in engines.iter_mut().enumerate() {
             let out = engine.step(Input::Chain(ev.clone())).unwrap();
-            queue.extend(out.messages.into_iter().map(|(_, m)| (i, m)));
-            chain.execute(out.transactions);
+            let mut sent: Vec<Envelope> = out.messages.into_iter().map(|(_, m)| m).collect();
+            chain.execute(engine, out.transactions, &mut sent);
+            queue.extend(sent.into_iter().map(|m| (i, m)));
         }
     }
 }
@@ -89,9 +105,10 @@ fn reopening_the_store_rebuilds_the_same_party() {
         .unwrap();
     let id = out.started.unwrap();
     let queue = out.messages.into_iter().map(|(_, m)| (0, m)).collect();
-    let mut chain = Chain { held: U256::ZERO, block: 0, events: VecDeque::new() };
+    let mut chain = Chain::new();
     run(&mut engines, queue, &mut chain);
-    assert_eq!(chain.held, U256::from(30));
+    assert_eq!(chain.adjudicator.holdings(&id.channel_id()), U256::from(30));
+    assert_eq!(chain.adjudicator.reverts, 0);
     let before: Vec<_> =
         engines.iter().map(|e| e.party().ledger(&id.channel_id()).unwrap().consensus_state()).collect();
     assert_eq!(before[0], before[1]);
@@ -164,6 +181,7 @@ fn every_kind_of_input_survives_the_log() {
         Input::Chain(ChainEvent::Concluded { channel_id: Default::default(), block_number: 9, finalizes_at: 10 }),
         Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()) },
         Input::tick(),
+        Input::PeerConnected { peer: key(3).address() },
         Input::Request(Request::ForceClose { channel_id: Default::default() }),
         Input::Request(Request::Cancel { objective: ObjectiveId::VirtualFund(Default::default()) }),
     ];
@@ -197,7 +215,7 @@ fn a_step_signing_a_second_state_at_a_recorded_turn_is_refused_and_sends_nothing
         .unwrap();
     let ledger = out.started.unwrap().channel_id();
     let queue = out.messages.into_iter().map(|(_, m)| (0, m)).collect();
-    let mut chain = Chain { held: U256::ZERO, block: 0, events: VecDeque::new() };
+    let mut chain = Chain::new();
     run(&mut engines, queue, &mut chain);
     drop(engines);
     // Plant a different state at turn 2, the turn the hub's final state would take.

@@ -11,7 +11,7 @@ use nitro_core::{
     party::{Objective, ObjectiveId, PartyConfig, Payload},
     ChannelId, LedgerMessage, U48,
 };
-use nitro_node::{LocalChainSettings, LocalNetwork, NetworkError};
+use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Stores};
 
 const CHALLENGE_DURATION: u64 = 60;
 const STEP: Duration = Duration::from_secs(3);
@@ -44,7 +44,10 @@ impl Setup {
         // Depth 1: an automining anvil makes a block only for a transaction, so deeper waits
         // would never end; these tests are not about reorgs (chain_safety.rs is).
         let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net = LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, settings).await.unwrap();
+        let net =
+            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
+                .await
+                .unwrap();
         Self { anvil, net, ledgers: Vec::new() }
     }
 
@@ -55,8 +58,30 @@ impl Setup {
     async fn open_ledgers(&mut self) -> (ChannelId, ChannelId) {
         let (alice, hub, bob) = self.addrs();
         let amount = milli(1000);
-        let a = self.net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [amount, amount], 1)).unwrap();
-        let b = self.net.request(1, |p| p.direct_fund([hub, bob], Address::ZERO, [amount, amount], 2)).unwrap();
+        let a = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, alice],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 1,
+                },
+            )
+            .unwrap();
+        let b = self
+            .net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [amount, amount],
+                    nonce: 2,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[a, b], Duration::from_secs(60)).await.unwrap();
         self.ledgers = vec![a.channel_id(), b.channel_id()];
         (a.channel_id(), b.channel_id())
@@ -64,8 +89,18 @@ impl Setup {
 
     async fn fund_virtual(&mut self, a: U256) -> ChannelId {
         let (alice, hub, bob) = self.addrs();
-        let id =
-            self.net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [a, U256::ZERO], 7)).unwrap();
+        let id = self
+            .net
+            .start(
+                0,
+                Request::VirtualFund {
+                    participants: vec![alice, hub, bob],
+                    asset: Address::ZERO,
+                    amounts: [a, U256::ZERO],
+                    nonce: 7,
+                },
+            )
+            .unwrap();
         self.net.run_objectives(&[id], Duration::from_secs(60)).await.unwrap();
         id.channel_id()
     }
@@ -118,7 +153,7 @@ async fn gains(s: &Setup, before: &[U256], fees_before: &[U256]) -> Vec<U256> {
 }
 
 fn done(id: ObjectiveId, who: usize) -> impl Fn(&[nitro_node::Participant]) -> bool + Copy {
-    move |ps| ps[who].party.is_complete(&id)
+    move |ps| ps[who].party().is_complete(&id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,13 +161,24 @@ async fn prefund_signed_counterparty_gone_costs_only_gas() {
     let mut s = Setup::start().await;
     let (alice, hub, _) = s.addrs();
     s.net.vanish(0);
-    let id = s.net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [milli(10), milli(10)], 1)).unwrap();
+    let id = s
+        .net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [milli(10), milli(10)],
+                nonce: 1,
+            },
+        )
+        .unwrap();
     // Alice is gone before signing: nothing is supported, nothing was deposited.
     s.net.run_until(STEP, |_| false).await.unwrap_err();
-    let err = s.net.request(1, |p| p.force_close(id.channel_id())).unwrap_err();
+    let err = s.net.start(1, Request::ForceClose { channel_id: id.channel_id() }).unwrap_err();
     assert!(err.to_string().contains("nothing to take to chain"), "{err}");
-    s.net.request_effects(1, |p| p.cancel(id)).unwrap();
-    assert!(s.net.participants[1].party.waiting_for(&id).unwrap().to_string().contains("cancelled"));
+    s.net.request(1, Request::Cancel { objective: id }).unwrap();
+    assert!(s.net.participants[1].party().waiting_for(&id).unwrap().to_string().contains("cancelled"));
     assert_eq!(s.holdings(id.channel_id()).await, U256::ZERO);
 }
 
@@ -141,13 +187,24 @@ async fn one_deposit_made_counterparty_gone_returns_it() {
     let mut s = Setup::start().await;
     let (alice, hub, _) = s.addrs();
     // Alice signs the prefund, then vanishes before her deposit.
-    let id = s.net.request(1, |p| p.direct_fund([hub, alice], Address::ZERO, [milli(300), milli(700)], 1)).unwrap();
+    let id = s
+        .net
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: Address::ZERO,
+                amounts: [milli(300), milli(700)],
+                nonce: 1,
+            },
+        )
+        .unwrap();
     let ledger = id.channel_id();
     s.ledgers.push(ledger);
     s.net
         .run_until(
             Duration::from_secs(60),
-            |ps| matches!(ps[1].party.objective(&id), Some(Objective::DirectFund(d)) if d.prefund().is_fully_signed()),
+            |ps| matches!(ps[1].party().objective(&id), Some(Objective::DirectFund(d)) if d.prefund().is_fully_signed()),
         )
         .await
         .unwrap();
@@ -155,7 +212,7 @@ async fn one_deposit_made_counterparty_gone_returns_it() {
     s.net.run_until(Duration::from_secs(30), |_| false).await.unwrap_err();
     assert_eq!(s.holdings(ledger).await, milli(300), "the hub deposited");
     let (before, fees) = (s.balances().await, s.fees());
-    let exit = s.net.request(1, |p| p.force_close(ledger)).unwrap();
+    let exit = s.net.start(1, Request::ForceClose { channel_id: ledger }).unwrap();
     s.settle(done(exit, 1)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!(g[1], milli(300), "the hub got its deposit back, less gas");
@@ -170,7 +227,7 @@ async fn funded_counterparty_gone_pays_both() {
     s.ledgers = vec![la];
     s.net.vanish(0);
     let (before, fees) = (s.balances().await, s.fees());
-    let exit = s.net.request(1, |p| p.force_close(la)).unwrap();
+    let exit = s.net.start(1, Request::ForceClose { channel_id: la }).unwrap();
     s.settle(done(exit, 1)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!(g[1], milli(1000));
@@ -185,9 +242,9 @@ async fn guarantees_locked_hub_gone_both_ends_leave_with_their_shares() {
     let _v = s.fund_virtual(milli(100)).await;
     s.net.vanish(1);
     let (before, fees) = (s.balances().await, s.fees());
-    let a = s.net.request(0, |p| p.force_close(la)).unwrap();
-    let b = s.net.request(2, |p| p.force_close(lb)).unwrap();
-    s.settle(|ps| ps[0].party.is_complete(&a) && ps[2].party.is_complete(&b)).await;
+    let a = s.net.start(0, Request::ForceClose { channel_id: la }).unwrap();
+    let b = s.net.start(2, Request::ForceClose { channel_id: lb }).unwrap();
+    s.settle(|ps| ps[0].party().is_complete(&a) && ps[2].party().is_complete(&b)).await;
     let g = gains(&s, &before, &fees).await;
     // V finalized at its postfund: alice's 100 come back to her, the hub's share of L(hub, bob)
     // too; nobody paid anyone.
@@ -205,24 +262,34 @@ async fn proposals_queued_counterparty_gone_the_leader_exits_with_the_consensus_
     let (alice, hub, bob) = s.addrs();
     // Bob vanishes on receiving the hub's proposal in L(hub, bob).
     s.net.set_filter(Some(Box::new(|_, e| !matches!(e.payload, Payload::Ledger(LedgerMessage::Proposal(_))))));
-    let v =
-        s.net.request(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [milli(50), U256::ZERO], 3)).unwrap();
+    let v = s
+        .net
+        .start(
+            0,
+            Request::VirtualFund {
+                participants: vec![alice, hub, bob],
+                asset: Address::ZERO,
+                amounts: [milli(50), U256::ZERO],
+                nonce: 3,
+            },
+        )
+        .unwrap();
     s.net
         .run_until(Duration::from_secs(60), move |ps| {
-            matches!(ps[1].party.ledger_with(&bob), Some(nitro_core::ConsensusChannel::Leader(x)) if !x.queue().is_empty())
+            matches!(ps[1].party().ledger_with(&bob), Some(nitro_core::ConsensusChannel::Leader(x)) if !x.queue().is_empty())
         })
         .await
         .unwrap();
     s.net.vanish(2);
     s.net.set_filter(None);
     let (before, fees) = (s.balances().await, s.fees());
-    let exit = s.net.request(1, |p| p.force_close(lb)).unwrap();
+    let exit = s.net.start(1, Request::ForceClose { channel_id: lb }).unwrap();
     s.settle(done(exit, 1)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!(g[1], milli(1000), "the queued guarantee was never agreed: the hub's full balance");
     assert_eq!(g[2], milli(1000));
     s.assert_no_holdings().await;
-    assert!(!s.net.participants[1].party.is_complete(&v));
+    assert!(!s.net.participants[1].party().is_complete(&v));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,11 +299,11 @@ async fn ledger_defund_half_signed_counterparty_gone() {
     s.ledgers = vec![la];
     // The hub asks to close; alice vanishes before signing the final state.
     s.net.vanish(0);
-    let close = s.net.request(1, |p| p.direct_defund(la)).unwrap();
+    let close = s.net.start(1, Request::LedgerClose { channel_id: la }).unwrap();
     s.net.run_until(STEP, |_| false).await.unwrap_err();
-    assert!(!s.net.participants[1].party.is_complete(&close));
+    assert!(!s.net.participants[1].party().is_complete(&close));
     let (before, fees) = (s.balances().await, s.fees());
-    let exit = s.net.request(1, |p| p.force_close(la)).unwrap();
+    let exit = s.net.start(1, Request::ForceClose { channel_id: la }).unwrap();
     s.settle(done(exit, 1)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!((g[0], g[1]), (milli(1000), milli(1000)));
@@ -248,18 +315,18 @@ async fn virtual_defund_unfinished_payee_gone_the_payer_and_hub_leave() {
     let mut s = Setup::start().await;
     let (la, lb) = s.open_ledgers().await;
     let v = s.fund_virtual(milli(100)).await;
-    s.net.request_effects(0, |p| p.pay(v, milli(40))).unwrap();
-    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party.paid(&v) == milli(40)).await.unwrap();
+    s.net.request(0, Request::Pay { channel_id: v, amount: milli(40) }).unwrap();
+    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party().paid(&v) == milli(40)).await.unwrap();
     // Alice starts closing V; bob vanishes before signing its final state.
     s.net.vanish(2);
-    let _defund = s.net.request(0, |p| p.virtual_defund(v)).unwrap();
+    let _defund = s.net.start(0, Request::VirtualDefund { channel_id: v }).unwrap();
     s.net.run_until(STEP, |_| false).await.unwrap_err();
     let (before, fees) = (s.balances().await, s.fees());
     // The hub takes L(hub, bob) to chain (which takes V there); alice and the hub settle
     // L(hub, alice) on chain too, with V's on-chain outcome.
-    let hb = s.net.request(1, |p| p.force_close(lb)).unwrap();
-    let ha = s.net.request(0, |p| p.force_close(la)).unwrap();
-    s.settle(|ps| ps[1].party.is_complete(&hb) && ps[0].party.is_complete(&ha)).await;
+    let hb = s.net.start(1, Request::ForceClose { channel_id: lb }).unwrap();
+    let ha = s.net.start(0, Request::ForceClose { channel_id: la }).unwrap();
+    s.settle(|ps| ps[1].party().is_complete(&hb) && ps[0].party().is_complete(&ha)).await;
     let g = gains(&s, &before, &fees).await;
     // Bob never signed V's final state and is gone with his vouchers: V finalizes at its
     // postfund (alice keeps her 100).
@@ -274,15 +341,15 @@ async fn payer_gone_the_payee_redeems_its_vouchers() {
     let mut s = Setup::start().await;
     let (la, lb) = s.open_ledgers().await;
     let v = s.fund_virtual(milli(100)).await;
-    s.net.request_effects(0, |p| p.pay(v, milli(35))).unwrap();
-    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party.paid(&v) == milli(35)).await.unwrap();
+    s.net.request(0, Request::Pay { channel_id: v, amount: milli(35) }).unwrap();
+    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party().paid(&v) == milli(35)).await.unwrap();
     s.net.vanish(0);
     let (before, fees) = (s.balances().await, s.fees());
     // Bob takes his ledger to chain: V goes with it, redeemed with alice's voucher; the hub
     // follows the challenge and also leaves alice's ledger.
-    let b = s.net.request(2, |p| p.force_close(lb)).unwrap();
-    let h = s.net.request(1, |p| p.force_close(la)).unwrap();
-    s.settle(|ps| ps[2].party.is_complete(&b) && ps[1].party.is_complete(&h)).await;
+    let b = s.net.start(2, Request::ForceClose { channel_id: lb }).unwrap();
+    let h = s.net.start(1, Request::ForceClose { channel_id: la }).unwrap();
+    s.settle(|ps| ps[2].party().is_complete(&b) && ps[1].party().is_complete(&h)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!(g[2], milli(1000 + 35), "bob: his balance plus what the vouchers promised");
     assert_eq!(g[0], milli(1000 - 35), "alice (absent): what she did not pay");
@@ -295,13 +362,13 @@ async fn hub_gone_with_payments_made_alice_and_bob_leave_with_their_shares() {
     let mut s = Setup::start().await;
     let (la, lb) = s.open_ledgers().await;
     let v = s.fund_virtual(milli(100)).await;
-    s.net.request_effects(0, |p| p.pay(v, milli(30))).unwrap();
-    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party.paid(&v) == milli(30)).await.unwrap();
+    s.net.request(0, Request::Pay { channel_id: v, amount: milli(30) }).unwrap();
+    s.net.run_until(Duration::from_secs(30), |ps| ps[2].party().paid(&v) == milli(30)).await.unwrap();
     s.net.vanish(1);
     let (before, fees) = (s.balances().await, s.fees());
-    let a = s.net.request(0, |p| p.force_close(la)).unwrap();
-    let b = s.net.request(2, |p| p.force_close(lb)).unwrap();
-    s.settle(|ps| ps[0].party.is_complete(&a) && ps[2].party.is_complete(&b)).await;
+    let a = s.net.start(0, Request::ForceClose { channel_id: la }).unwrap();
+    let b = s.net.start(2, Request::ForceClose { channel_id: lb }).unwrap();
+    s.settle(|ps| ps[0].party().is_complete(&a) && ps[2].party().is_complete(&b)).await;
     let g = gains(&s, &before, &fees).await;
     assert_eq!(g[0], milli(1000 - 30));
     assert_eq!(g[2], milli(1000 + 30));

@@ -6,11 +6,11 @@ use super::{
     chain_view::ChainView,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    ObjectiveId, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, PartyError, TransactionRequest, WaitingFor,
 };
 use crate::{
     chain::{ChainEvent, ChainTransaction},
-    ChannelId, ConsensusChannel, SignedState, State, TurnNum,
+    Address, ChannelId, ConsensusChannel, SignedState, State, TurnNum,
 };
 
 /// The DirectDefund objective of one party.
@@ -174,11 +174,14 @@ impl Crank for DirectDefund {
         Ok(false)
     }
 
-    /// On a timer: send our signature again; submit the conclusion again if ours failed, or
-    /// — as follower — if the leader's has not concluded the channel after
-    /// [`CONCLUDE_PATIENCE_SECS`] of chain time.
+    /// Our signature on the final state, to whoever lacks it.
+    fn resync(&self, me: Address) -> Vec<Envelope> {
+        self.final_round.resend(me, self.id())
+    }
+
+    /// On a timer: submit the conclusion again if ours failed, or — as follower — if the
+    /// leader's has not concluded the channel after [`CONCLUDE_PATIENCE_SECS`] of chain time.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        ctx.effects.messages.extend(self.final_round.resend(ctx.me, self.id()));
         if !self.final_round.is_complete() || ctx.chain.is_concluded(&self.channel_id) {
             return;
         }

@@ -5,7 +5,7 @@ use super::{
     chain_view::ChainView,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
 };
 use crate::{
     chain::{ChainEvent, ChainTransaction},
@@ -136,18 +136,15 @@ impl Crank for DirectFund {
         self.deposit_failed = true;
     }
 
-    /// On a timer: our signatures again, and our deposit allowed again (asked for by the crank
-    /// that follows every tick) if it failed, or if it has not shown up on chain after
-    /// [`DEPOSIT_PATIENCE_SECS`] of chain time (it may never have reached the chain: a crash
-    /// between the store and the transaction manager). A second deposit cannot double-fund: it
-    /// carries the holdings seen now as `expectedHeld`, so at most one of two copies can
-    /// execute.
+    /// On a timer: our deposit allowed again (asked for by the crank that follows every tick)
+    /// if it failed, or if it has not shown up on chain after [`DEPOSIT_PATIENCE_SECS`] of
+    /// chain time (it may never have reached the chain: a crash between the store and the
+    /// transaction manager). A second deposit cannot double-fund: it carries the holdings seen
+    /// now as `expectedHeld`, so at most one of two copies can execute.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         if self.failure.is_some() {
             return;
         }
-        ctx.effects.messages.extend(self.prefund.resend(ctx.me, self.id()));
-        ctx.effects.messages.extend(self.postfund.resend(ctx.me, self.id()));
         let patience_over = ctx.chain.now() >= self.submitted_at.saturating_add(DEPOSIT_PATIENCE_SECS);
         if self.deposit_failed || (self.deposit_submitted && patience_over) {
             self.deposit_failed = false;
@@ -168,6 +165,16 @@ impl Crank for DirectFund {
             self.deposit_submitted = false;
             self.deposit_failed = false;
         }
+    }
+
+    /// Our signatures on the prefund and postfund, to whoever lacks them.
+    fn resync(&self, me: crate::Address) -> Vec<Envelope> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        let mut out = self.prefund.resend(me, self.id());
+        out.extend(self.postfund.resend(me, self.id()));
+        out
     }
 
     fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {

@@ -2,8 +2,9 @@
 //!
 //! A [`Party`] takes inputs — API requests ([`Party::direct_fund`], [`Party::virtual_fund`],
 //! …), messages from peers ([`Party::handle_message`]), adjudicator events
-//! ([`Party::handle_chain_event`]) and timer ticks ([`Party::resend`]) — and returns
-//! [`Effects`]: messages to send, transactions to submit, events to persist. It owns the
+//! ([`Party::handle_chain_event`]), timer ticks ([`Party::tick`]) and peers reconnecting
+//! ([`Party::resync`]) — and returns [`Effects`]: messages to send, transactions to submit,
+//! events to persist. It owns the
 //! party's [`ConsensusChannel`]s and runs the four objectives over them:
 //! [`DirectFund`], [`DirectDefund`], [`VirtualFund`] and [`VirtualDefund`].
 
@@ -19,6 +20,7 @@ mod objective;
 mod policy;
 mod records;
 mod round;
+mod sync;
 mod virtual_defund;
 mod virtual_fund;
 mod waiting;
@@ -44,8 +46,8 @@ use chain_view::ChainView;
 use objective::{Crank, Ctx, View};
 
 use crate::{
-    destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit, LedgerMessage,
-    Proposal, SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
+    destination_of, Address, Allocation, Approval, AssetMetadata, ChannelId, ConsensusChannel, Exit, Proposal,
+    SignedState, SigningKey, SingleAssetExit, State, Voucher, U256, U48,
 };
 
 /// Contract addresses and defaults a party works with.
@@ -557,7 +559,7 @@ impl Party {
     }
 
     /// A transaction an objective asked for failed (reverted or not sent): it is asked for
-    /// again after the next [`Party::resend`] tick if still needed.
+    /// again after the next [`Party::tick`] if still needed.
     pub fn transaction_failed(&mut self, id: ObjectiveId) -> Effects {
         if let Some(entry) = self.objectives.get_mut(&id) {
             entry.objective.transaction_failed();
@@ -568,64 +570,9 @@ impl Party {
         effects
     }
 
-    /// On a timer: everything a lost message may have withheld from a peer, sent again
-    /// (unacknowledged proposals, our signatures on unfinished rounds), conclusions and
-    /// challenge answers that did not happen yet submitted again; the chain's clock moves on
-    /// (challenges may expire); ledgers whose counterparty stayed silent too long are
-    /// reported in [`Effects::force_close_due`]. Receivers treat repeats as harmless.
-    pub fn tick(&mut self, clock: Clock) -> Effects {
-        if clock.unix_secs > 0 {
-            if self.started_at == 0 {
-                self.started_at = clock.unix_secs;
-            }
-            self.wall_now = self.wall_now.max(clock.unix_secs);
-        }
-        if let Some(t) = clock.chain_time {
-            self.chain.advance(t);
-        }
-        let mut effects = self.resend();
-        self.tick_defences();
-        self.age_finished();
-        effects.extend(self.crank_all());
-        effects.force_close_due = self.silent_counterparties();
-        self.note(&effects);
-        effects
-    }
-
-    /// Everything a lost message may have withheld from a peer, sent again (the message part
-    /// of [`Party::tick`]).
-    pub fn resend(&mut self) -> Effects {
-        let mut effects = Effects::default();
-        let me = self.address();
-        for (channel_id, ledger) in &self.ledgers {
-            let Some(peer) = self.peers.get(channel_id).copied() else { continue };
-            let messages = match ledger {
-                ConsensusChannel::Leader(l) => l.resend(),
-                ConsensusChannel::Follower(f) => vec![LedgerMessage::Countersignature(f.countersignature())],
-            };
-            effects.messages.extend(messages.into_iter().map(|m| Envelope { to: peer, payload: Payload::Ledger(m) }));
-        }
-        let Self { key, ledgers, chain, objectives, changes, .. } = self;
-        let mut ctx = Ctx {
-            key,
-            me,
-            ledgers,
-            chain,
-            effects: &mut effects,
-            opened: Vec::new(),
-            closed: Vec::new(),
-            force_close: Vec::new(),
-            changes,
-        };
-        for entry in objectives.values_mut().filter(|e| !e.done) {
-            entry.objective.on_timer(&mut ctx);
-        }
-        effects
-    }
-
     /// Cranks every unfinished objective, then lets the follower side of each ledger decide on
     /// its pending proposals, until nothing more happens.
-    fn crank_all(&mut self) -> Effects {
+    pub(crate) fn crank_all(&mut self) -> Effects {
         let mut effects = Effects::default();
         for _ in 0..4 {
             let before = (effects.messages.len(), effects.completed.len(), effects.events.len());

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    chain_view::ChainView, DirectDefund, DirectFund, Effects, ForceClose, ObjectiveId, PartyError, VirtualDefund,
-    VirtualFund, WaitingFor,
+    chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError,
+    VirtualDefund, VirtualFund, WaitingFor,
 };
 use crate::{chain::ChainEvent, Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey};
 
@@ -74,8 +74,17 @@ pub(crate) trait Crank {
     /// Moves as far as the party's state allows; `Ok(true)` once complete.
     fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError>;
 
-    /// On the timer: what a lost message or a failed transaction may have withheld, again.
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>);
+    /// On the timer: progress that waits for time rather than for a message (a failed or
+    /// long-unconfirmed transaction asked for again). Sending messages again is not the
+    /// timer's business: the transport delivers them, and [`Crank::resync`] answers a peer
+    /// that reconnects.
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// What a peer may lack of this objective's signature rounds, addressed to every
+    /// participant whose signature we miss (the party keeps those to the reconnected peer).
+    fn resync(&self, _me: Address) -> Vec<Envelope> {
+        Vec::new()
+    }
 
     /// A transaction the objective asked for failed.
     fn transaction_failed(&mut self) {}
@@ -151,6 +160,10 @@ impl Crank for Objective {
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
         dispatch!(self, o => o.on_timer(ctx))
+    }
+
+    fn resync(&self, me: Address) -> Vec<Envelope> {
+        dispatch!(self, o => o.resync(me))
     }
 
     fn transaction_failed(&mut self) {

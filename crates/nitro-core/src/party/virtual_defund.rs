@@ -6,9 +6,9 @@ use super::{
     objective::{Crank, Ctx, View},
     round::SignatureRound,
     virtual_fund::{PathLedger, VirtualChannel},
-    ObjectiveId, PartyError, WaitingFor,
+    Envelope, ObjectiveId, PartyError, WaitingFor,
 };
-use crate::{Approval, ChannelId, ConsensusChannel, Proposal, SignedState, State, U256, U48};
+use crate::{Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, State, U256, U48};
 
 /// The turn of V's final state: after the prefund (0), postfund (1) and the payee's
 /// redemption turn (2, [`REDEMPTION_TURN`]), which the `VirtualPaymentApp` fixes and which a
@@ -202,9 +202,9 @@ impl Crank for VirtualDefund {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let me = ctx.me;
-        ctx.effects.messages.extend(self.final_round.resend(me, self.id()));
+    /// Our signature on V's final state, to whoever lacks it.
+    fn resync(&self, me: Address) -> Vec<Envelope> {
+        self.final_round.resend(me, self.id())
     }
 
     fn failure(&self) -> Option<&str> {

@@ -6,7 +6,7 @@
 use super::{
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    ObjectiveId, Party, PartyError, WaitingFor,
+    Envelope, ObjectiveId, Party, PartyError, WaitingFor,
 };
 use crate::{
     destination_of, Address, AllocationType, Approval, AssetMetadata, ChannelId, ConsensusChannel, Guarantee, Proposal,
@@ -245,10 +245,11 @@ impl Crank for VirtualFund {
         WaitingFor::Nothing
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
-        let me = ctx.me;
-        ctx.effects.messages.extend(self.prefund.resend(me, self.id()));
-        ctx.effects.messages.extend(self.postfund.resend(me, self.id()));
+    /// Our signatures on the prefund and postfund of V, to whoever lacks them.
+    fn resync(&self, me: Address) -> Vec<Envelope> {
+        let mut out = self.prefund.resend(me, self.id());
+        out.extend(self.postfund.resend(me, self.id()));
+        out
     }
 
     fn failure(&self) -> Option<&str> {

@@ -1,5 +1,5 @@
 //! The in-memory harness of the party tests: parties, a network that may lose messages, and
-//! a chain double that executes deposits and conclusions.
+//! `nitro-testkit`'s in-memory adjudicator.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -194,7 +194,20 @@ impl World {
         panic!("did not get there in {rounds} rounds");
     }
 
-    /// Delivers with drops, ticking every party's resend timer until `done` holds.
+    /// Every pair of parties that are not gone reconnects: each resyncs the other (what a
+    /// lost message may have withheld; a drop counts as a broken connection).
+    pub fn reconnect_all(&mut self) {
+        let here: Vec<usize> = (0..self.parties.len()).filter(|i| !self.gone[*i]).collect();
+        for &i in &here {
+            for &j in here.iter().filter(|j| **j != i) {
+                let fx = self.parties[i].resync(self.addr(j));
+                self.absorb(i, fx);
+            }
+        }
+    }
+
+    /// Delivers with drops, reconnecting every pair of parties (a drop breaks the
+    /// connection; both ends resync when it comes back) until `done` holds.
     pub fn run_lossy(&mut self, done: impl Fn(&World) -> bool) {
         for _ in 0..200 {
             while let Some((from, e)) = self.network.pop_front() {
@@ -207,10 +220,7 @@ impl World {
             if done(self) {
                 return;
             }
-            for i in 0..self.parties.len() {
-                let fx = self.parties[i].resend();
-                self.absorb(i, fx);
-            }
+            self.reconnect_all();
         }
         let report: Vec<String> = self
             .parties

@@ -1,5 +1,6 @@
 //! What changes a party: requests from the API, messages from peers, chain events, failed
-//! transactions and the timer; and how each is applied to the sans-IO party.
+//! transactions, peers reconnecting and the timer; and how each is applied to the sans-IO
+//! party.
 
 use alloy_primitives::{Address, U256};
 use nitro_core::{
@@ -84,6 +85,14 @@ pub enum Input {
         /// The objective that asked for it.
         objective: ObjectiveId,
     },
+    /// The transport (re)established an authenticated session with `peer`: the party sends
+    /// what the peer may lack from us ([`Party::resync`]; a peer that acknowledged a message
+    /// and crashed before storing it, or messages a full transport queue gave up). Changes
+    /// nothing in the party; its messages are made durable like any others.
+    PeerConnected {
+        /// The peer.
+        peer: Address,
+    },
     /// The timer, with the wall clock and the chain's clock (not logged: it signs nothing
     /// new; an automatic force close it calls for is stepped, and logged, as a request).
     Tick {
@@ -121,6 +130,7 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
         Input::Message { from, payload } => (party.handle_message(*from, payload.clone())?, None),
         Input::Chain(event) => (party.handle_chain_event(event), None),
         Input::TransactionFailed { objective } => (party.transaction_failed(*objective), None),
+        Input::PeerConnected { peer } => (party.resync(*peer), None),
         Input::Tick { unix_secs, chain_time } => {
             (party.tick(Clock { unix_secs: *unix_secs, chain_time: *chain_time }), None)
         }

@@ -25,8 +25,9 @@ pub struct TransportConfig {
     /// The largest frame (the bytes after its 4-byte length, inside the encrypted stream)
     /// sent or accepted. A peer that announces a larger frame is disconnected. Default 1 MiB.
     pub max_frame_bytes: usize,
-    /// Unacknowledged messages kept per peer (`send` refuses more with
-    /// [`TransportError::QueueFull`]); also the capacity of the inbound channel. Default 4096.
+    /// Unacknowledged messages kept per peer (beyond it, `send` drops the oldest: see
+    /// [`Transport::send`](super::Transport::send)); also the capacity of the inbound channel.
+    /// Default 4096.
     pub queue_capacity: usize,
     /// The first pause between failed dials of a peer. Default 100 ms.
     pub initial_backoff: Duration,

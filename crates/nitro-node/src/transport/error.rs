@@ -42,6 +42,8 @@ pub(super) enum ConnError {
     ForgedAck { seq: u64, sent: u64 },
     #[error("the peer's connection belongs to a stream it replaced")]
     StaleStream,
+    #[error("our stream to the peer was renewed during the handshake")]
+    Superseded,
     #[error("evicted to admit a newer connection")]
     Evicted,
     #[error("no room for a peer we do not know")]
@@ -76,6 +78,7 @@ impl ConnError {
             | ConnError::Closed
             | ConnError::NoStaticKey
             | ConnError::StaleStream
+            | ConnError::Superseded
             | ConnError::Evicted
             | ConnError::NotAdmitted
             | ConnError::Undeliverable

@@ -37,7 +37,8 @@ pub(super) struct Identity {
     pub(super) key: SigningKey,
     /// Our X25519 static key pair for this transport instance.
     pub(super) static_key: snow::Keypair,
-    /// Our stream id for this transport instance.
+    /// Our first stream id to each peer, random per transport instance (a stream with a gap
+    /// is replaced by the next id).
     pub(super) stream: u64,
     /// The largest frame accepted.
     pub(super) max_frame_bytes: usize,
@@ -51,6 +52,8 @@ pub(super) struct Authenticated {
     pub(super) address: Address,
     /// The peer's stream on this connection.
     pub(super) remote_stream: u64,
+    /// Our stream on this connection (announced in our `HELLO`).
+    pub(super) local_stream: u64,
     /// Incoming Noise messages.
     pub(super) reader: MessageReader,
     /// Outgoing bytes.
@@ -64,13 +67,14 @@ pub(super) struct Authenticated {
 }
 
 /// Authenticates `stream`: as the Noise initiator when we dialed (`expected` is whom we
-/// meant to reach) or as the responder. The responder checks the initiator's binding (and
-/// calls `admit` with its address) before it sends its own.
+/// meant to reach, and the stream we announce to it) or as the responder. The responder
+/// checks the initiator's binding (and calls `admit` with its address, which answers the
+/// stream we announce to it) before it sends its own.
 pub(super) async fn authenticate(
     identity: &Identity,
     stream: TcpStream,
-    expected: Option<Address>,
-    admit: impl FnOnce(Address) -> Result<(), ConnError>,
+    expected: Option<(Address, u64)>,
+    admit: impl FnOnce(Address) -> Result<u64, ConnError>,
 ) -> Result<Authenticated, ConnError> {
     stream.set_nodelay(true)?;
     let (read, mut writer) = stream.into_split();
@@ -83,9 +87,9 @@ pub(super) async fn authenticate(
 
     let own_static: [u8; 32] = identity.static_key.public.as_slice().try_into().map_err(|_| ConnError::NoStaticKey)?;
     let signature = identity.key.sign(&binding_hash(&outcome.handshake_hash, &own_static));
-    let hello = frame::hello_frame(identity.key.address(), &signature, identity.stream);
-    if initiator {
-        writer.write_all(sealer.seal(std::slice::from_ref(&hello))?).await?;
+    let hello = |stream: u64| frame::hello_frame(identity.key.address(), &signature, stream);
+    if let Some((_, local_stream)) = expected {
+        writer.write_all(sealer.seal(std::slice::from_ref(&hello(local_stream)))?).await?;
     }
     let (Hello { address, signature, stream: remote_stream }, leftover) = read_hello(&mut reader, &mut opener).await?;
     let recovered = recover_signer(&binding_hash(&outcome.handshake_hash, &outcome.remote_static), &signature)
@@ -96,15 +100,20 @@ pub(super) async fn authenticate(
     if address == identity.key.address() {
         return Err(ConnError::SelfConnection);
     }
-    if let Some(expected) = expected {
-        if address != expected {
-            return Err(ConnError::Mismatch { claimed: address, expected });
+    let local_stream = match expected {
+        Some((expected, local_stream)) => {
+            if address != expected {
+                return Err(ConnError::Mismatch { claimed: address, expected });
+            }
+            local_stream
         }
-    } else {
-        admit(address)?;
-        writer.write_all(sealer.seal(std::slice::from_ref(&hello))?).await?;
-    }
-    Ok(Authenticated { address, remote_stream, reader, writer, sealer, opener, leftover })
+        None => {
+            let local_stream = admit(address)?;
+            writer.write_all(sealer.seal(std::slice::from_ref(&hello(local_stream)))?).await?;
+            local_stream
+        }
+    };
+    Ok(Authenticated { address, remote_stream, local_stream, reader, writer, sealer, opener, leftover })
 }
 
 /// The fields of a peer's `HELLO`.

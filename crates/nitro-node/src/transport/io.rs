@@ -56,6 +56,8 @@ pub(super) struct Shared {
     pub(super) pending: Arc<PendingHandshakes>,
     pub(super) next_conn: AtomicU64,
     pub(super) handshake_warnings: WarnGate,
+    /// Gates the warnings about messages dropped from full queues.
+    pub(super) overflow_warnings: WarnGate,
 }
 
 impl Shared {
@@ -119,13 +121,13 @@ impl Shared {
         };
         drop(slot);
         let registered = authenticated.and_then(|auth| {
-            let (peer, conn) = self.register(&auth, false)?;
-            Ok((peer, conn, auth))
+            let (peer, conn, fresh) = self.register(&auth, false)?;
+            Ok((peer, conn, fresh, auth))
         });
         match registered {
-            Ok((peer, conn, auth)) => {
+            Ok((peer, conn, fresh, auth)) => {
                 debug!(peer = %peer.address, %remote, "inbound connection authenticated");
-                self.run_connection(peer, conn, auth).await;
+                self.run_connection(peer, conn, fresh, auth).await;
             }
             Err(error) => self.log_refused(remote, None, &error),
         }
@@ -133,16 +135,17 @@ impl Shared {
 
     /// Lets an authenticated peer in: a known one, or one already admitted, at once; any
     /// other counts against `max_unknown_peers`, evicting the unknown peer idle longest
-    /// (those without a connection first).
-    fn admit(&self, address: Address) -> Result<(), ConnError> {
+    /// (those without a connection first). Returns the stream to announce to it.
+    fn admit(&self, address: Address) -> Result<u64, ConnError> {
         let now = Instant::now();
         let mut peers = lock(&self.peers);
         if self.cancel.is_cancelled() {
             return Err(ConnError::Shutdown);
         }
         if let Some(peer) = peers.get(&address) {
-            lock(&peer.state).last_active = now;
-            return Ok(());
+            let mut state = lock(&peer.state);
+            state.last_active = now;
+            return Ok(state.stream_for_handshake());
         }
         let budget = self.config.max_unknown_peers;
         if budget == 0 {
@@ -170,8 +173,8 @@ impl Shared {
                 }
             }
         }
-        peers.insert(address, Arc::new(Peer::new(address)));
-        Ok(())
+        peers.insert(address, Arc::new(Peer::new(address, self.identity.stream)));
+        Ok(self.identity.stream)
     }
 
     async fn dial_loop(self: Arc<Self>, peer: Arc<Peer>) {
@@ -187,7 +190,7 @@ impl Shared {
                     }
                 }
             };
-            match self.dial(peer.address, target).await {
+            match self.dial(&peer, target).await {
                 Ok(()) => debug!(peer = %peer.address, %target, "outbound connection authenticated"),
                 Err(ConnError::Shutdown) => {}
                 Err(error) => self.log_refused(target, Some(peer.address), &error),
@@ -211,10 +214,11 @@ impl Shared {
         }
     }
 
-    async fn dial(self: &Arc<Self>, peer: Address, at: SocketAddr) -> Result<(), ConnError> {
+    async fn dial(self: &Arc<Self>, peer: &Peer, at: SocketAddr) -> Result<(), ConnError> {
         let connect = async {
             let stream = TcpStream::connect(at).await?;
-            authenticate(&self.identity, stream, Some(peer), |_| Ok(())).await
+            let local_stream = lock(&peer.state).stream_for_handshake();
+            authenticate(&self.identity, stream, Some((peer.address, local_stream)), |_| Ok(local_stream)).await
         };
         let auth = tokio::select! {
             _ = self.cancel.cancelled() => return Err(ConnError::Shutdown),
@@ -222,38 +226,42 @@ impl Shared {
                 result.unwrap_or(Err(ConnError::Timeout))?
             }
         };
-        let (peer, conn) = self.register(&auth, true)?;
+        let (peer, conn, fresh) = self.register(&auth, true)?;
         let shared = self.clone();
-        self.spawn(async move { shared.run_connection(peer, conn, auth).await });
+        self.spawn(async move { shared.run_connection(peer, conn, fresh, auth).await });
         Ok(())
     }
 
     /// Binds an authenticated connection to its peer and makes it the one that carries our
     /// messages; older connections stay open (for what is still in flight on them) unless
-    /// there are too many or they belong to a stream the peer replaced.
-    fn register(&self, auth: &Authenticated, outbound: bool) -> Result<(Arc<Peer>, Arc<Conn>), ConnError> {
+    /// there are too many or they belong to a stream the peer replaced. Also says whether the
+    /// session is new (see [`peer::PeerState::add_connection`]).
+    fn register(&self, auth: &Authenticated, outbound: bool) -> Result<(Arc<Peer>, Arc<Conn>, bool), ConnError> {
         let mut peers = lock(&self.peers);
         if self.cancel.is_cancelled() {
             return Err(ConnError::Shutdown);
         }
-        let peer = peers.entry(auth.address).or_insert_with(|| Arc::new(Peer::new(auth.address))).clone();
+        let stream = self.identity.stream;
+        let peer = peers.entry(auth.address).or_insert_with(|| Arc::new(Peer::new(auth.address, stream))).clone();
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             outbound,
             remote_stream: auth.remote_stream,
+            local_stream: auth.local_stream,
             notify: Notify::new(),
             ack_due: AtomicBool::new(false),
             closed: self.cancel.child_token(),
         });
         let mut state = lock(&peer.state);
         state.last_active = Instant::now();
-        for old in state.add_connection(conn.clone()) {
+        let (closed, fresh) = state.add_connection(conn.clone())?;
+        for old in closed {
             debug!(peer = %auth.address, old = old.id, new = conn.id, "closing an older connection");
             old.closed.cancel();
         }
         drop(state);
         drop(peers);
-        Ok((peer, conn))
+        Ok((peer, conn, fresh))
     }
 
     /// Forgets a closed connection; another live one takes over, or we redial if needed.
@@ -267,11 +275,11 @@ impl Shared {
         }
     }
 
-    async fn run_connection(self: Arc<Self>, peer: Arc<Peer>, conn: Arc<Conn>, auth: Authenticated) {
-        debug!(peer = %peer.address, conn = conn.id, outbound = conn.outbound, "connection up");
+    async fn run_connection(self: Arc<Self>, peer: Arc<Peer>, conn: Arc<Conn>, fresh: bool, auth: Authenticated) {
+        debug!(peer = %peer.address, conn = conn.id, outbound = conn.outbound, fresh, "connection up");
         let Authenticated { reader, writer, sealer, opener, leftover, .. } = auth;
         let (read, write) = tokio::join!(
-            self.read_loop(&peer, &conn, reader, opener, leftover),
+            self.read_loop(&peer, &conn, fresh, reader, opener, leftover),
             self.write_loop(&peer, &conn, writer, sealer)
         );
         for error in [read.err(), write.err()].into_iter().flatten() {
@@ -280,15 +288,26 @@ impl Shared {
         self.unregister(&peer, &conn);
     }
 
+    /// Reads and handles the peer's frames until the connection ends; a new session is
+    /// first announced to the engine ([`Inbound::Connected`]), before any of its messages.
     async fn read_loop(
         &self,
         peer: &Peer,
         conn: &Conn,
+        fresh: bool,
         mut reader: MessageReader,
         mut opener: Opener,
         leftover: Vec<Frame>,
     ) -> Result<(), ConnError> {
         let result = async {
+            if fresh {
+                tokio::select! {
+                    _ = conn.closed.cancelled() => return Err(ConnError::Cancelled),
+                    sent = self.inbound.send(Inbound::Connected { peer: peer.address }) => {
+                        sent.map_err(|_| ConnError::Undeliverable)?;
+                    }
+                }
+            }
             self.handle_frames(peer, conn, leftover).await?;
             loop {
                 let next = tokio::select! {

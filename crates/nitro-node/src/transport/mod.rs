@@ -15,7 +15,22 @@
 //!
 //! The sender keeps each message until it is acknowledged: it resends the unacknowledged
 //! ones in order on every new connection and after [`TransportConfig::ack_timeout`] (with
-//! exponential backoff), and it redials a peer it has messages for. The [`Inbound`] channel is
+//! exponential backoff), and it redials a peer it has messages for. Delivery is the
+//! transport's job alone (ADR-0021): the engine sends nothing again on a timer. What the
+//! transport cannot cover — a peer that acknowledged and crashed before its engine stored the
+//! message, or messages dropped from a full queue — the engines recover when a session is
+//! (re)established: the transport reports it ([`Inbound::Connected`]) and the party resyncs
+//! the peer.
+//!
+//! The per-peer queue is bounded ([`TransportConfig::queue_capacity`]); when it is full,
+//! [`Transport::send`] drops the oldest message instead of refusing the new one (the newest
+//! messages are the ones a peer needs; a refusal could hold back a resync). If the peer may
+//! have needed the dropped message on our current stream, its connections are closed, the
+//! rest of its queue is abandoned, and the next handshake starts a new stream, so that a gap
+//! never reaches the receiver's window; the new session makes both engines resync (which
+//! gives the peer what it needs, so the abandoned queue is not missed, and the resync itself
+//! finds room in the queue). So a peer unreachable for a long time costs at most
+//! `queue_capacity` messages. The [`Inbound`] channel is
 //! bounded: when it is full the reader of a connection waits, nothing more is acknowledged,
 //! and TCP pushes back on the sender. Everything a peer can make us hold is bounded: pending
 //! handshakes (per IP address and in all, the oldest evicted), peers we do not know
@@ -49,7 +64,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use config::{TransportConfig, DEFAULT_REKEY_INTERVAL};
 #[doc(hidden)]
@@ -80,6 +95,14 @@ pub enum Inbound {
         /// The message itself.
         body: Value,
     },
+    /// An authenticated session with `peer` was (re)established: it had no live connection,
+    /// or it restarted (a new stream). Comes before any message of the session. What the peer
+    /// may lack — it acknowledged a message and crashed before storing it, or our full queue
+    /// dropped some — is for the engine to send again (`Input::PeerConnected`).
+    Connected {
+        /// The peer's Ethereum address, proven in the handshake.
+        peer: Address,
+    },
 }
 
 /// Why the transport refused a request.
@@ -97,14 +120,6 @@ pub enum TransportError {
     /// No address to dial the peer at was given and it is not connected to us.
     #[error("unknown peer {0}: no address to dial it and no connection from it")]
     UnknownPeer(Address),
-    /// The peer already has `capacity` unacknowledged messages.
-    #[error("the queue for {peer} is full ({capacity} unacknowledged messages)")]
-    QueueFull {
-        /// The recipient.
-        peer: Address,
-        /// The per-peer limit ([`TransportConfig::queue_capacity`]).
-        capacity: usize,
-    },
     /// The message does not fit in one frame.
     #[error("a frame of {size} bytes exceeds the limit of {limit} bytes")]
     FrameTooLarge {
@@ -126,7 +141,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How often a warning about failed handshakes may be logged.
+/// How often a warning about failed handshakes, or about messages dropped from a full queue,
+/// may be logged.
 const HANDSHAKE_WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// Closes the transport when the last handle goes away.
@@ -195,6 +211,7 @@ impl Transport {
             tasks_done: tokio::sync::Mutex::new(tasks_done),
             next_conn: AtomicU64::new(0),
             handshake_warnings: WarnGate::new(HANDSHAKE_WARN_PERIOD),
+            overflow_warnings: WarnGate::new(HANDSHAKE_WARN_PERIOD),
         });
         info!(address = %shared.address, %local_addr, "transport listening");
         let accepting = shared.clone();
@@ -241,11 +258,11 @@ impl Transport {
 
     /// Queues `body` for `to` under the caller's `id` and returns at once. The message is
     /// kept (and resent) until `to` acknowledges it; queuing an id that is still
-    /// unacknowledged again does nothing.
+    /// unacknowledged again does nothing. When `to` has
+    /// [`queue_capacity`](TransportConfig::queue_capacity) unacknowledged messages already,
+    /// the oldest is dropped (see the module documentation).
     ///
     /// Refused with [`TransportError::UnknownPeer`] if `to` was never added nor is connected,
-    /// [`TransportError::QueueFull`] if `to` has
-    /// [`queue_capacity`](TransportConfig::queue_capacity) unacknowledged messages,
     /// [`TransportError::FrameTooLarge`] if the message exceeds the frame limit, and
     /// [`TransportError::Shutdown`] after shutdown.
     pub fn send(&self, to: Address, id: u64, body: Value) -> Result<(), TransportError> {
@@ -260,27 +277,44 @@ impl Transport {
         if size > limit {
             return Err(TransportError::FrameTooLarge { size, limit });
         }
-        let dial = {
+        let capacity = shared.config.queue_capacity;
+        let (enqueued, dial) = {
             let mut state = lock(&peer.state);
-            if !state.by_id.contains_key(&id) {
-                let capacity = shared.config.queue_capacity;
-                if state.outbox.len() >= capacity {
-                    return Err(TransportError::QueueFull { peer: to, capacity });
-                }
-                state.enqueue(id, |seq| frame::encode_msg(seq, id, &encoded), Instant::now());
-            }
-            state.claim_dial()
+            let enqueued = state.enqueue(id, |seq| frame::encode_msg(seq, id, &encoded), Instant::now(), capacity);
+            (enqueued, state.claim_dial())
         };
+        for conn in &enqueued.close {
+            conn.closed.cancel();
+        }
+        if enqueued.dropped_oldest {
+            match shared.overflow_warnings.pass() {
+                Some(suppressed) => warn!(
+                    peer = %to,
+                    capacity,
+                    suppressed,
+                    closed = enqueued.close.len(),
+                    "queue full: dropped the oldest unacknowledged message (the engines resync when the session is re-established)"
+                ),
+                None => debug!(peer = %to, capacity, "queue full: dropped the oldest unacknowledged message"),
+            }
+        }
         if dial {
             shared.spawn_dialer(peer);
         }
         Ok(())
     }
 
-    /// Messages queued for `to` and not yet acknowledged (0 for an unknown peer).
+    /// Messages queued for `to` and not yet acknowledged (0 for an unknown peer); at most
+    /// [`queue_capacity`](TransportConfig::queue_capacity).
     pub fn unacked(&self, to: Address) -> usize {
         let peer = lock(&self.shared().peers).get(&to).cloned();
         peer.map_or(0, |peer| lock(&peer.state).outbox.len())
+    }
+
+    /// Messages for `to` dropped from its full queue so far (0 for an unknown peer).
+    pub fn dropped(&self, to: Address) -> u64 {
+        let peer = lock(&self.shared().peers).get(&to).cloned();
+        peer.map_or(0, |peer| lock(&peer.state).dropped)
     }
 
     /// Stops listening, closes every connection and waits for the transport's tasks to end.
@@ -305,7 +339,8 @@ impl Shared {
             debug!(peer = %address, "not adding ourselves as a peer");
             return None;
         }
-        let entry = lock(&self.peers).entry(address).or_insert_with(|| Arc::new(Peer::new(address))).clone();
+        let stream = self.identity.stream;
+        let entry = lock(&self.peers).entry(address).or_insert_with(|| Arc::new(Peer::new(address, stream))).clone();
         lock(&entry.state).known = true;
         Some(entry)
     }

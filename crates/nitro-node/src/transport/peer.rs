@@ -1,5 +1,6 @@
-//! What the transport keeps per peer: its connections, our stream of messages to it (sequence
-//! numbers, the unacknowledged outbox, resend timers) and the position of its stream to us.
+//! What the transport keeps per peer: its connections, our stream of messages to it (its id,
+//! sequence numbers, the bounded unacknowledged outbox, resend timers) and the position of its
+//! stream to us.
 //!
 //! Every function here is synchronous and quick; they run under the peer's lock.
 
@@ -57,6 +58,8 @@ pub(super) struct Conn {
     pub(super) outbound: bool,
     /// The stream the peer announced in its `HELLO` on this connection.
     pub(super) remote_stream: u64,
+    /// The stream we announced in our `HELLO` on this connection.
+    pub(super) local_stream: u64,
     /// Wakes the writer: an acknowledgement to send, new messages, a new role.
     pub(super) notify: Notify,
     /// Whether the writer owes the peer an `ACK`.
@@ -97,6 +100,16 @@ pub(super) struct PeerState {
     pub(super) last_active: Instant,
     /// The last warning about it (violations are logged once a minute at most).
     pub(super) last_warned: Option<Instant>,
+    /// Our stream to it: the id we announce in our `HELLO`s.
+    pub(super) local_stream: u64,
+    /// Whether a connection announced `local_stream` (the peer may then have delivered some
+    /// of it and expects the rest without a gap).
+    announced: bool,
+    /// Whether we dropped a message the peer may not have on `local_stream`: the next
+    /// handshake starts a new stream.
+    gap: bool,
+    /// Messages dropped from a full outbox, in all.
+    pub(super) dropped: u64,
     /// The sequence number of our next message to it.
     pub(super) next_seq: u64,
     /// Unacknowledged messages by sequence number.
@@ -121,14 +134,27 @@ pub(super) struct PeerState {
     foreign: usize,
 }
 
+/// What [`PeerState::enqueue`] did.
+#[derive(Default)]
+pub(super) struct Enqueued {
+    /// The outbox was full: the oldest message was dropped.
+    pub(super) dropped_oldest: bool,
+    /// Connections to close (they carried the stream that now has a gap).
+    pub(super) close: Vec<Arc<Conn>>,
+}
+
 impl PeerState {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, stream: u64) -> Self {
         Self {
             dial: None,
             dialing: false,
             known: false,
             last_active: now,
             last_warned: None,
+            local_stream: stream,
+            announced: false,
+            gap: false,
+            dropped: 0,
             next_seq: 1,
             outbox: BTreeMap::new(),
             by_id: HashMap::new(),
@@ -143,11 +169,26 @@ impl PeerState {
         }
     }
 
+    /// The stream a new handshake announces: a new one if the current one has a gap.
+    pub(super) fn stream_for_handshake(&mut self) -> u64 {
+        if self.gap {
+            self.local_stream = self.local_stream.wrapping_add(1);
+            self.gap = false;
+            self.announced = false;
+        }
+        self.local_stream
+    }
+
     /// Adds an authenticated connection and makes it the one that carries our messages
     /// (every unacknowledged one is written on it again, lowest first). A connection with a
     /// new stream of the peer (it restarted) starts that stream afresh. Returns the
-    /// connections closed to make room.
-    pub(super) fn add_connection(&mut self, conn: Arc<Conn>) -> Vec<Arc<Conn>> {
+    /// connections closed to make room, and whether the session with the peer is new (it
+    /// had no live connection, or it restarted): then the engine resyncs it. Refused if the
+    /// stream we announced on `conn` was superseded during its handshake.
+    pub(super) fn add_connection(&mut self, conn: Arc<Conn>) -> Result<(Vec<Arc<Conn>>, bool), ConnError> {
+        if conn.local_stream != self.local_stream || self.gap {
+            return Err(ConnError::Superseded);
+        }
         let mut closed = Vec::new();
         if self.remote_stream != Some(conn.remote_stream) {
             self.remote_stream = Some(conn.remote_stream);
@@ -156,11 +197,13 @@ impl PeerState {
             // The peer's older connections belong to the stream it replaced.
             closed.append(&mut self.conns);
         }
+        let fresh = self.conns.is_empty();
+        self.announced = true;
         self.conns.push(conn.clone());
         let excess = self.conns.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
         closed.extend(self.conns.drain(..excess));
         self.activate(conn);
-        closed
+        Ok((closed, fresh))
     }
 
     /// Makes `conn` the connection that carries our messages.
@@ -198,10 +241,45 @@ impl PeerState {
     }
 
     /// Queues a message (its frame is built by `frame` from the sequence number it gets);
-    /// nothing happens if `id` is still unacknowledged.
-    pub(super) fn enqueue(&mut self, id: u64, frame: impl FnOnce(u64) -> Bytes, now: Instant) {
+    /// nothing happens if `id` is still unacknowledged. When `capacity` messages wait
+    /// already, the oldest is dropped; if the peer may have needed it on our current stream,
+    /// that stream has a gap: its connections are to be closed, the rest of its queue is
+    /// abandoned, and the next handshake starts a new stream (the peer takes its first message
+    /// as the next, and the engines resync on the new session).
+    pub(super) fn enqueue(
+        &mut self,
+        id: u64,
+        frame: impl FnOnce(u64) -> Bytes,
+        now: Instant,
+        capacity: usize,
+    ) -> Enqueued {
+        let mut result = Enqueued::default();
         if self.by_id.contains_key(&id) {
-            return;
+            return result;
+        }
+        while self.outbox.len() >= capacity.max(1) {
+            let Some((seq, pending)) = self.outbox.pop_first() else { break };
+            self.by_id.remove(&pending.id);
+            self.ready.remove(&seq);
+            if let Some(deadline) = pending.deadline {
+                self.timers.remove(&(deadline, seq));
+            }
+            self.dropped += 1;
+            result.dropped_oldest = true;
+            if self.announced && !self.gap {
+                // What is still queued was meant for the stream that now has a gap: it is
+                // abandoned with it (the resync of the new session gives the peer what it
+                // needs; were it kept, the resync would overflow the queue again at once and
+                // each new session would end as it starts).
+                self.dropped += self.outbox.len() as u64;
+                self.outbox.clear();
+                self.by_id.clear();
+                self.timers.clear();
+                self.gap = true;
+                self.active = None;
+                self.ready.clear();
+                result.close.append(&mut self.conns);
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -212,6 +290,7 @@ impl PeerState {
             self.ready.insert(seq);
             active.notify.notify_one();
         }
+        result
     }
 
     /// Everything up to `seq` is acknowledged on `conn`.
@@ -294,9 +373,13 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    /// A peer we know nothing about yet.
-    pub(super) fn new(address: Address) -> Self {
-        Self { address, state: Mutex::new(PeerState::new(Instant::now())), delivery: tokio::sync::Mutex::new(()) }
+    /// A peer we know nothing about yet; our stream to it starts as `stream`.
+    pub(super) fn new(address: Address, stream: u64) -> Self {
+        Self {
+            address,
+            state: Mutex::new(PeerState::new(Instant::now(), stream)),
+            delivery: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -305,25 +388,32 @@ mod tests {
     use super::*;
 
     fn conn(stream: u64) -> Arc<Conn> {
+        conn_on(stream, LOCAL)
+    }
+
+    fn conn_on(stream: u64, local_stream: u64) -> Arc<Conn> {
         Arc::new(Conn {
             id: 0,
             outbound: false,
             remote_stream: stream,
+            local_stream,
             notify: Notify::new(),
             ack_due: AtomicBool::new(false),
             closed: CancellationToken::new(),
         })
     }
 
+    const LOCAL: u64 = 0x10ca1;
+
     fn state() -> PeerState {
-        PeerState::new(Instant::now())
+        PeerState::new(Instant::now(), LOCAL)
     }
 
     #[test]
     fn the_window_accepts_exactly_the_next_message() {
         let mut peer = state();
         let c = conn(7);
-        peer.add_connection(c.clone());
+        peer.add_connection(c.clone()).unwrap();
         // The first message of a stream we know nothing of sets where it starts.
         assert!(matches!(peer.judge(&c, 500, 0), Ok(Verdict::Deliver)));
         peer.delivered(&c, 500, 0, Instant::now());
@@ -345,10 +435,11 @@ mod tests {
     fn a_new_stream_starts_afresh_and_the_old_one_is_stale() {
         let mut peer = state();
         let old = conn(1);
-        peer.add_connection(old.clone());
+        peer.add_connection(old.clone()).unwrap();
         peer.delivered(&old, 10, 77, Instant::now());
         let new = conn(2);
-        let closed = peer.add_connection(new.clone());
+        let (closed, fresh) = peer.add_connection(new.clone()).unwrap();
+        assert!(fresh, "a restarted peer is a new session");
         assert!(closed.len() == 1 && Arc::ptr_eq(&closed[0], &old));
         assert_eq!(peer.delivered, None);
         assert!(matches!(peer.judge(&new, 1, 1), Ok(Verdict::Deliver)));
@@ -363,12 +454,12 @@ mod tests {
     fn acknowledgements_are_cumulative_and_cannot_run_ahead() {
         let mut peer = state();
         let c = conn(1);
-        peer.add_connection(c.clone());
+        peer.add_connection(c.clone()).unwrap();
         let now = Instant::now();
         for id in [10, 20, 30, 40] {
-            peer.enqueue(id, |seq| Bytes::from(seq.to_be_bytes().to_vec()), now);
+            peer.enqueue(id, |seq| Bytes::from(seq.to_be_bytes().to_vec()), now, 16);
         }
-        peer.enqueue(20, |_| unreachable!("an unacknowledged id is queued once"), now);
+        peer.enqueue(20, |_| unreachable!("an unacknowledged id is queued once"), now, 16);
         assert_eq!(peer.outbox.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
         peer.acknowledge(&c, 2).unwrap();
         assert_eq!(peer.outbox.keys().copied().collect::<Vec<_>>(), [3, 4]);
@@ -378,7 +469,7 @@ mod tests {
         assert!(matches!(peer.acknowledge(&c, 5), Err(ConnError::ForgedAck { seq: 5, sent: 4 })));
         assert_eq!(peer.outbox.len(), 2);
         // Once acknowledged, an id may be queued again (a new message).
-        peer.enqueue(10, |seq| Bytes::from(seq.to_be_bytes().to_vec()), now);
+        peer.enqueue(10, |seq| Bytes::from(seq.to_be_bytes().to_vec()), now, 16);
         assert_eq!(peer.by_id.get(&10), Some(&5));
     }
 
@@ -386,13 +477,13 @@ mod tests {
     fn only_the_last_messages_of_earlier_streams_are_remembered() {
         let mut peer = state();
         let first = conn(1);
-        peer.add_connection(first.clone());
+        peer.add_connection(first.clone()).unwrap();
         let now = Instant::now();
         for seq in 1..=(REMEMBERED as u64 + 10) {
             peer.delivered(&first, seq, digest(seq, &serde_json::json!({ "n": seq })), now);
         }
         let second = conn(2);
-        peer.add_connection(second.clone());
+        peer.add_connection(second.clone()).unwrap();
         assert_eq!(peer.foreign, REMEMBERED);
         let again = |seq: u64| digest(seq, &serde_json::json!({ "n": seq }));
         assert!(matches!(peer.judge(&second, 1, again(5)), Ok(Verdict::Deliver)), "forgotten: delivered again");
@@ -411,13 +502,62 @@ mod tests {
         let mut peer = state();
         let conns: Vec<_> = (0..4).map(|_| conn(1)).collect();
         let mut closed = Vec::new();
-        for c in &conns {
-            closed.extend(peer.add_connection(c.clone()));
+        for (i, c) in conns.iter().enumerate() {
+            let (gone, fresh) = peer.add_connection(c.clone()).unwrap();
+            assert_eq!(fresh, i == 0, "only the first connection opens a session");
+            closed.extend(gone);
         }
         assert_eq!(closed.len(), 1);
         assert!(Arc::ptr_eq(&closed[0], &conns[0]));
         assert!(peer.is_active(&conns[3]));
         peer.remove_connection(&conns[3]);
         assert!(peer.is_active(&conns[2]));
+    }
+
+    #[test]
+    fn a_full_outbox_drops_its_oldest_and_a_gap_starts_a_new_stream() {
+        let mut peer = state();
+        let now = Instant::now();
+        let frame = |seq: u64| Bytes::from(seq.to_be_bytes().to_vec());
+        // Never announced: the peer has seen nothing of this stream, drops leave no gap.
+        for id in 1..=6 {
+            let enqueued = peer.enqueue(id, frame, now, 4);
+            assert_eq!(enqueued.dropped_oldest, id > 4);
+            assert!(enqueued.close.is_empty());
+        }
+        assert_eq!(peer.outbox.keys().copied().collect::<Vec<_>>(), [3, 4, 5, 6]);
+        assert!(!peer.by_id.contains_key(&1) && !peer.by_id.contains_key(&2));
+        assert_eq!(peer.dropped, 2);
+        assert_eq!(peer.stream_for_handshake(), LOCAL);
+        // Announced on a connection: a drop may leave the peer a gap; the connection closes.
+        let c = conn(7);
+        let (_, fresh) = peer.add_connection(c.clone()).unwrap();
+        assert!(fresh);
+        let enqueued = peer.enqueue(7, frame, now, 4);
+        assert!(enqueued.dropped_oldest);
+        assert_eq!(enqueued.close.len(), 1);
+        assert!(Arc::ptr_eq(&enqueued.close[0], &c));
+        assert!(peer.active.is_none() && peer.conns.is_empty() && peer.ready.is_empty());
+        assert_eq!(peer.outbox.keys().copied().collect::<Vec<_>>(), [7], "the old stream's queue is abandoned");
+        assert_eq!(peer.dropped, 6);
+        // Until the next handshake, more drops are plain drops: the queue fills up to its
+        // bound again and is not abandoned a second time.
+        for id in 8..=12 {
+            assert!(peer.enqueue(id, frame, now, 4).close.is_empty());
+        }
+        assert_eq!(peer.outbox.len(), 4);
+        assert_eq!(peer.dropped, 8);
+        // A handshake that announced the old stream is refused; the next one starts a new one.
+        assert!(matches!(peer.add_connection(conn(7)), Err(ConnError::Superseded)));
+        let next = peer.stream_for_handshake();
+        assert_ne!(next, LOCAL);
+        // Not announced yet: more drops leave the new stream alone.
+        assert!(peer.enqueue(13, frame, now, 4).close.is_empty());
+        assert_eq!(peer.stream_for_handshake(), next);
+        assert!(matches!(peer.add_connection(conn_on(7, LOCAL)), Err(ConnError::Superseded)));
+        let (closed, fresh) = peer.add_connection(conn_on(7, next)).unwrap();
+        assert!(closed.is_empty() && fresh);
+        assert_eq!(peer.outbox.len(), 4, "bounded throughout");
+        assert_eq!(peer.ready.len(), 4, "all of it is written on the new connection");
     }
 }

@@ -110,20 +110,47 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     pub async fn start(net: &Net, index: usize, peers: &[usize], metrics_listen: bool) -> Self {
-        let (dir, path) = node_dir(index, &config_text(net, index, peers, metrics_listen));
-        let config = NodeConfig::load(&path).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(nitro_node::node::run(config, async move {
-            let _ = stopped.await;
-        }));
+        Self::start_with(net, index, peers, metrics_listen, "").await
+    }
+
+    /// Like [`NodeHandle::start`], with `extra` top-level configuration lines.
+    pub async fn start_with(net: &Net, index: usize, peers: &[usize], metrics_listen: bool, extra: &str) -> Self {
+        init_logs();
+        let text = format!("{extra}{}", config_text(net, index, peers, metrics_listen));
+        let (dir, _) = node_dir(index, &text);
         let (_, api, metrics) = net.ports[index];
-        Self {
+        let mut node = Self {
             address: dev_key(index).unwrap().address(),
             api: SocketAddr::from(([127, 0, 0, 1], api)),
             metrics_listen: metrics_listen.then(|| SocketAddr::from(([127, 0, 0, 1], metrics))),
             dir,
-            stop: Some(stop),
-            task: Some(task),
+            stop: None,
+            task: None,
+        };
+        node.resume();
+        node
+    }
+
+    /// Runs the node from its directory (its configuration, key and store).
+    pub fn resume(&mut self) {
+        let config = NodeConfig::load(&self.dir.path().join("node.toml")).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(nitro_node::node::run(config, async move {
+            let _ = stopped.await;
+        }));
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// Stops the node, checks that it stopped cleanly, and keeps its directory (see
+    /// [`NodeHandle::resume`]).
+    pub async fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(TIMEOUT, task).await.expect("the node stops").expect("no panic");
+            result.unwrap_or_else(|e| panic!("the node stopped with {e}"));
         }
     }
 
@@ -173,13 +200,7 @@ impl NodeHandle {
 
     /// Stops the node and checks that it stopped cleanly.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(TIMEOUT, task).await.expect("the node stops").expect("no panic");
-            result.unwrap_or_else(|e| panic!("the node stopped with {e}"));
-        }
+        self.halt().await;
     }
 }
 
@@ -224,4 +245,15 @@ async fn request(addr: SocketAddr, request: &[u8]) -> Option<(u16, Vec<u8>)> {
     let head = String::from_utf8_lossy(&response[..end]).into_owned();
     let status = head.split(' ').nth(1)?.parse().ok()?;
     Some((status, response[end + 4..].to_vec()))
+}
+
+/// Node logs on stderr when `RUST_LOG` is set (e.g. `RUST_LOG=nitro_node=debug`), for
+/// debugging a failing test; nothing otherwise.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
