@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{ChainConfig, ChainError, ChainService, EthChainService, EthClient, TxManager};
+use nitro_chain::{ChainConfig, ChainError, EthChainService, EthClient, TxManager};
 use nitro_core::{
     party::{ObjectiveId, Party, PartyConfig, PartyEvent, Payload, TransactionRequest, WaitingFor},
     ConsensusChannel, SigningKey, U48,
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 mod chain;
 
-use chain::{open_watcher, WATCHER_STATE};
+use chain::{open_watcher, spawn_reader};
 
 use crate::{
     api::{
@@ -94,9 +94,15 @@ struct Node {
     peers: Vec<Address>,
     /// The latest block timestamp read from the chain.
     chain_time: Option<u64>,
-    /// The wallet's balance, read on the timer: requests that need more fail at once.
+    /// The wallet's balance, read by the chain reader: requests that need more fail at once.
     wallet: Option<U256>,
+    /// The watcher state last stored.
+    watcher_saved: Option<nitro_chain::WatcherState>,
 }
+
+/// Peer messages that arrived together are stepped as one group, up to this many (one commit,
+/// one fsync, their ledger changes proposed together).
+const MAX_GROUP: usize = 64;
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
@@ -147,7 +153,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     tracing::info!(chain_id = client.chain_id(), confirmations, "chain connected");
     let chain = EthChainService::new(client, config.adjudicator);
     let stored = chain::stored_watcher(&engine)?;
-    let mut watcher = open_watcher(&chain, stored, &config).await?;
+    let watcher = open_watcher(&chain, stored, &config).await?;
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
@@ -181,6 +187,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         peers: config.peers.iter().map(|p| p.address).collect(),
         chain_time: None,
         wallet: None,
+        watcher_saved: None,
     };
     // The recent outbox goes to the transport again (the peer recognises what it had); what
     // a peer lacks beyond it, it gets when its session is established (`Input::PeerConnected`).
@@ -203,32 +210,29 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     // A loaded node that missed ticks does not catch up with a burst of them (and a stop
     // request waits for one tick at most, even while every chain request times out).
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut watcher_saved = None;
+    // The chain is read on a task of its own; its rounds come to this loop.
+    let (reader, mut chain_rounds) = spawn_reader(chain.clone(), watcher, me, tick_every);
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            Some(inbound) = inbound.recv() => {
-                let input = match inbound {
-                    Inbound::Message { from, body, .. } => {
-                        node.metrics.message_received();
-                        match serde_json::from_value::<Payload>(body) {
-                            Ok(payload) => Some(Input::Message { from, payload }),
-                            Err(e) => {
-                                tracing::warn!(%from, error = %e, "undecodable message dropped");
-                                None
-                            }
-                        }
+            Some(first) = inbound.recv() => {
+                // What else has arrived is stepped with it, as one group.
+                let mut inputs = Vec::new();
+                node.push_inbound(first, &mut inputs);
+                while inputs.len() < MAX_GROUP {
+                    match inbound.try_recv() {
+                        Ok(more) => node.push_inbound(more, &mut inputs),
+                        Err(_) => break,
                     }
-                    Inbound::Connected { peer } => {
-                        tracing::debug!(%peer, "session established; resyncing the peer");
-                        Some(Input::PeerConnected { peer })
-                    }
-                };
-                if let Some(input) = input {
-                    if let Err(e) = node.step(input) {
-                        if node.fatal(&e) { break Err(e.into()); }
-                    }
+                }
+                if let Err(e) = node.step_group(inputs) {
+                    break Err(e.into());
+                }
+            }
+            Some(round) = chain_rounds.recv() => {
+                if let Err(e) = node.chain_round(round) {
+                    break Err(e.into());
                 }
             }
             Some(call) = calls.recv() => {
@@ -247,47 +251,17 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
                     break Ok(());
                 }
-                match chain.chain_time().await {
-                    Ok(time) => {
-                        node.chain_time = Some(time);
-                        node.health.chain_reachable(None);
-                    }
-                    Err(error) => node.health.chain_unreachable(error),
-                }
-                if let Ok(balance) = chain.client().balance(me).await {
-                    node.wallet = Some(balance);
-                }
                 if let Err(e) = node.step(node.tick_input()) {
                     if node.fatal(&e) { break Err(e.into()); }
                 }
                 node.cancel_unneeded()?;
-                match watcher.poll().await {
-                    Ok(events) => {
-                        let mut failed = None;
-                        for event in events {
-                            if event.retracted_from().is_some() {
-                                tracing::warn!(?event, "a reorg took back reported chain events; undoing them");
-                            }
-                            if let Err(e) = node.step(Input::Chain(event)) {
-                                if node.fatal(&e) { failed = Some(e); break; }
-                            }
-                        }
-                        if let Some(e) = failed { break Err(e.into()); }
-                        // A durable write only when the watcher's state moved.
-                        if watcher_saved.as_ref() != Some(watcher.state()) {
-                            let state = serde_json::to_string(watcher.state()).map_err(EngineError::Encode)?;
-                            node.engine.store().set_meta(WATCHER_STATE, &state)?;
-                            watcher_saved = Some(watcher.state().clone());
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "chain poll failed; retrying"),
-                }
                 node.answer_waiters(true);
-                node.refresh_gauges(&chain, watcher.cursor()).await;
+                node.refresh_gauges();
             }
         }
     };
     node.health.stopping();
+    reader.abort();
     node.transactions.shutdown();
     if let Some(ops_server) = ops_server {
         let _ = ops_server.shutdown().await;
@@ -377,32 +351,66 @@ impl Node {
         }
     }
 
-    /// Once per [`GAUGE_REFRESH`] at most: the party gauges, the peers' unacknowledged
-    /// messages, the chain head and the watcher's lag (one `eth_blockNumber`); then marks the
-    /// main loop as turning.
-    async fn refresh_gauges(&mut self, chain: &EthChainService, cursor: u64) {
+    /// Once per [`GAUGE_REFRESH`] at most: the party gauges and the peers' unacknowledged
+    /// messages (the chain's gauges come with the chain reader's rounds); then marks the main
+    /// loop as turning.
+    fn refresh_gauges(&mut self) {
         let now = Instant::now();
         if self.gauges_at.is_none_or(|at| now.duration_since(at) >= GAUGE_REFRESH) {
             self.gauges_at = Some(now);
             self.metrics.party(&PartyGauges::of(self.engine.party()));
             self.metrics.peer_unacked(self.peers.iter().map(|p| self.transport.unacked(*p)).sum());
             self.metrics.peer_dropped(self.peers.iter().map(|p| self.transport.dropped(*p)).sum());
-            match chain.client().block_number().await {
-                Ok(head) => {
-                    // The cursor is the next block to scan.
-                    let lag = (head + 1).saturating_sub(cursor);
-                    self.metrics.chain(head, lag);
-                    self.health.chain_reachable(Some(head));
-                    self.health.watcher_lag(lag);
-                }
-                Err(error) => self.health.chain_unreachable(error),
-            }
         }
         if now.duration_since(self.upkeep_at) >= UPKEEP_EVERY {
             self.upkeep_at = now;
             self.metrics.upkeep();
         }
         self.health.turned();
+    }
+
+    /// Turns what the transport delivered into an engine input (an undecodable message is
+    /// logged and dropped).
+    fn push_inbound(&mut self, inbound: Inbound, inputs: &mut Vec<Input>) {
+        match inbound {
+            Inbound::Message { from, body, .. } => {
+                self.metrics.message_received();
+                match serde_json::from_value::<Payload>(body) {
+                    Ok(payload) => inputs.push(Input::Message { from, payload }),
+                    Err(e) => tracing::warn!(%from, error = %e, "undecodable message dropped"),
+                }
+            }
+            Inbound::Connected { peer } => {
+                tracing::debug!(%peer, "session established; resyncing the peer");
+                inputs.push(Input::PeerConnected { peer });
+            }
+        }
+    }
+
+    /// Steps inputs that arrived together as one group (group commit): one transaction, one
+    /// fsync, nothing sent before it. An input refused or declined is logged and changes
+    /// nothing; only a fatal error is returned.
+    fn step_group(&mut self, inputs: Vec<Input>) -> Result<(), EngineError> {
+        let Some(kind) = inputs.first().map(StepKind::of) else { return Ok(()) };
+        let started = Instant::now();
+        let group = self.engine.step_group(inputs);
+        self.metrics.step(kind, started.elapsed());
+        let group = match group {
+            Ok(group) => group,
+            Err(e) => {
+                self.fatal(&e);
+                return Err(e);
+            }
+        };
+        self.dispatch(&group.output);
+        for result in group.results {
+            match result {
+                Err(EngineError::Declined { error, .. }) => tracing::info!(%error, "declined a peer's objective"),
+                Err(e) if self.fatal(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Handles one API call. Returns an error only when the engine failed fatally.

@@ -1,6 +1,7 @@
 //! The operations endpoints of real nodes: two `node::run`s on anvil open a ledger; their
 //! `GET /health` and `GET /metrics` show it (no token), and health turns 503 with a reason
-//! when the chain goes away.
+//! when the chain goes away. A chain endpoint that hangs delays neither the API nor the
+//! node's health report: the chain is read on a task of its own.
 
 mod common;
 
@@ -96,4 +97,45 @@ async fn the_api_calls_still_need_the_token_on_a_running_node() {
     let ledgers = alice.client().call("ledger_list", Value::Null).await.unwrap();
     assert_eq!(ledgers["ledgers"], json!([]));
     alice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_chain_endpoint_never_delays_the_api() {
+    use nitro_chain::proxy::{Fault, RpcProxy};
+    use std::time::{Duration, Instant};
+
+    let net = Net::start().await;
+    let proxy = RpcProxy::start(net.anvil.port()).await.unwrap();
+    let alice = NodeHandle::start_via(&net, 1, &[2], &proxy.url()).await;
+    let bob = NodeHandle::start(&net, 2, &[1], false).await;
+    alice.wait_health(200).await;
+    bob.wait_health(200).await;
+    let client = alice.client();
+    let params = json!({ "counterparty": bob.address.to_string(), "my_amount": "1000", "counterparty_amount": "500" });
+    let started = client.call("ledger_open", params).await.unwrap();
+    let id = started["objective_id"].clone();
+    let waited = client.call("objectives_wait", json!({ "objective_ids": [id], "timeout_ms": 90_000 })).await.unwrap();
+    assert_eq!(waited["done"], json!([id]), "{waited}");
+    let ledger = started["channel_id"].clone();
+
+    // From now on every chain request hangs (each times out after the client's 10 s and is
+    // asked again). Once the node is stuck in one of them, its API still answers at once:
+    // twenty calls in less than one such timeout.
+    let before = proxy.count("eth_blockNumber") + proxy.count("eth_getBlockByNumber") + proxy.count("eth_getLogs");
+    proxy.set_rule(|_| Fault::Delay(Duration::from_secs(3_600)));
+    let start = Instant::now();
+    while proxy.count("eth_blockNumber") + proxy.count("eth_getBlockByNumber") + proxy.count("eth_getLogs") == before {
+        assert!(start.elapsed() < common::TIMEOUT, "the node stopped reading the chain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    for _ in 0..20 {
+        let got = client.call("ledger_get", json!({ "channel_id": ledger })).await.unwrap();
+        assert_eq!(got["channel_id"], ledger);
+        let (status, _) = get(alice.api, "/health").await;
+        assert!(status == 200 || status == 503, "{status}");
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "the API waited for the chain: {took:?} for 20 calls");
+    proxy.clear_rule();
 }

@@ -1,8 +1,15 @@
-//! The node's chain wiring: the event watcher at the confirmation depth (resuming from its
-//! stored state), and the transaction manager's requests and outcomes.
+//! The node's chain wiring: the chain reader (its own task: the event watcher at the
+//! confirmation depth, resuming from its stored state, the chain's clock, the wallet, the
+//! head), and the transaction manager's requests and outcomes.
 
-use nitro_chain::{EthChainService, EventWatcher, TxEvent, TxOutcome, WatcherConfig, WatcherState};
-use nitro_core::party::TransactionRequest;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, U256};
+use nitro_chain::{
+    ChainError, ChainService, EthChainService, EventWatcher, TxEvent, TxOutcome, WatcherConfig, WatcherState,
+};
+use nitro_core::{chain::ChainEvent, party::TransactionRequest};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{Node, NodeError};
 use crate::{
@@ -13,14 +20,14 @@ use crate::{
 /// The store's meta key of the watcher's state (cursor and reorg records).
 pub(super) const WATCHER_STATE: &str = "chain_watcher";
 
-/// The event watcher, resuming from its stored state (or the cursor older versions stored),
-/// at the configured depth.
 /// The watcher's stored state and legacy cursor, read before any await (the store is not
 /// shared across threads).
 pub(super) fn stored_watcher(engine: &Engine) -> Result<(Option<String>, Option<String>), NodeError> {
     Ok((engine.store().meta(WATCHER_STATE)?, engine.store().meta("chain_cursor")?))
 }
 
+/// The event watcher, resuming from its stored state (or the cursor older versions stored),
+/// at the configured depth.
 pub(super) async fn open_watcher(
     chain: &EthChainService,
     (stored, cursor): (Option<String>, Option<String>),
@@ -45,7 +52,103 @@ pub(super) async fn open_watcher(
     Ok(chain.watcher(state.cursor).with_config(watcher_config).with_state(state))
 }
 
+/// What the chain reader read in one round; the main loop applies it.
+pub(super) struct ChainRound {
+    /// The latest block's timestamp (or why it could not be read).
+    time: Result<u64, ChainError>,
+    /// The wallet's balance, if it could be read.
+    wallet: Option<U256>,
+    /// The chain head, read once per [`HEAD_EVERY`] at most.
+    head: Option<u64>,
+    /// Adjudicator events final at the depth, and retractions, in order.
+    events: Vec<ChainEvent>,
+    /// The watcher's state after those events: stored once they are stepped.
+    state: WatcherState,
+}
+
+/// How often the reader reads the head (for the watcher-lag gauge and the health report).
+const HEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the chain on a task of its own, one round every `every`: a slow or dead endpoint
+/// delays only this task, never the API, the peers or the party's timer. The channel holds one
+/// round: the watcher is never more than a round ahead of what the main loop has stepped (and
+/// stored), and a busy main loop slows the reader down rather than queueing rounds.
+pub(super) fn spawn_reader(
+    chain: EthChainService,
+    mut watcher: EventWatcher,
+    me: Address,
+    every: Duration,
+) -> (JoinHandle<()>, mpsc::Receiver<ChainRound>) {
+    let (rounds, received) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut head_at: Option<Instant> = None;
+        loop {
+            interval.tick().await;
+            let time = chain.chain_time().await;
+            let wallet = chain.client().balance(me).await.ok();
+            let events = match watcher.poll().await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::debug!(%error, "chain poll failed; retrying");
+                    Vec::new()
+                }
+            };
+            let mut head = None;
+            if head_at.is_none_or(|at| at.elapsed() >= HEAD_EVERY) {
+                head_at = Some(Instant::now());
+                head = chain.client().block_number().await.ok();
+            }
+            let round = ChainRound { time, wallet, head, events, state: watcher.state().clone() };
+            if rounds.send(round).await.is_err() {
+                return; // the node stopped
+            }
+        }
+    });
+    (task, received)
+}
+
 impl Node {
+    /// Applies a round of the chain reader: the clock, the wallet and the head for requests,
+    /// health and metrics; each event stepped in order; then the watcher's state stored (only
+    /// when it moved), so that a restart reads again what was not stepped.
+    pub(super) fn chain_round(&mut self, round: ChainRound) -> Result<(), EngineError> {
+        match round.time {
+            Ok(time) => {
+                self.chain_time = Some(time);
+                self.health.chain_reachable(None);
+            }
+            Err(error) => self.health.chain_unreachable(error),
+        }
+        if let Some(balance) = round.wallet {
+            self.wallet = Some(balance);
+        }
+        if let Some(head) = round.head {
+            // The cursor is the next block to scan.
+            let lag = (head + 1).saturating_sub(round.state.cursor);
+            self.metrics.chain(head, lag);
+            self.health.chain_reachable(Some(head));
+            self.health.watcher_lag(lag);
+        }
+        for event in round.events {
+            if event.retracted_from().is_some() {
+                tracing::warn!(?event, "a reorg took back reported chain events; undoing them");
+            }
+            if let Err(e) = self.step(Input::Chain(event)) {
+                if self.fatal(&e) {
+                    return Err(e);
+                }
+            }
+        }
+        if self.watcher_saved.as_ref() != Some(&round.state) {
+            let state = serde_json::to_string(&round.state).map_err(EngineError::Encode)?;
+            self.engine.store().set_meta(WATCHER_STATE, &state)?;
+            self.watcher_saved = Some(round.state);
+        }
+        Ok(())
+    }
+
     /// Hands a transaction to the manager and remembers it until it is settled.
     pub(super) fn submit(&mut self, id: u64, request: TransactionRequest) {
         if let Err(error) = self.transactions.submit(id, request.transaction.clone(), request.deadline) {

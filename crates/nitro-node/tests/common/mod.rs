@@ -115,9 +115,20 @@ impl NodeHandle {
 
     /// Like [`NodeHandle::start`], with `extra` top-level configuration lines.
     pub async fn start_with(net: &Net, index: usize, peers: &[usize], metrics_listen: bool, extra: &str) -> Self {
-        init_logs();
         let text = format!("{extra}{}", config_text(net, index, peers, metrics_listen));
-        let (dir, _) = node_dir(index, &text);
+        Self::start_text(net, index, metrics_listen, &text).await
+    }
+
+    /// Like [`NodeHandle::start`], reaching the chain at `chain_url` (e.g. through a proxy).
+    pub async fn start_via(net: &Net, index: usize, peers: &[usize], chain_url: &str) -> Self {
+        let text = config_text(net, index, peers, false).replace(&net.anvil.endpoint(), chain_url);
+        Self::start_text(net, index, false, &text).await
+    }
+
+    /// Starts the node of dev key `index` with the configuration `text`.
+    pub async fn start_text(net: &Net, index: usize, metrics_listen: bool, text: &str) -> Self {
+        init_logs();
+        let (dir, _) = node_dir(index, text);
         let (_, api, metrics) = net.ports[index];
         let mut node = Self {
             address: dev_key(index).unwrap().address(),
