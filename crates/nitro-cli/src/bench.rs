@@ -1,5 +1,6 @@
-//! `nitro bench ledger`: a leader and a follower in one process, against the floor measured in
-//! the same run.
+//! `nitro bench`: the dispatcher. `nitro bench ledger` (here): a leader and a follower in one
+//! process, against the floor measured in the same run; `nitro bench hub` (`bench_hub`): three
+//! node processes and anvil, virtual channels through the hub, against their floor.
 
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use crate::UsageError;
 pub enum BenchCommand {
     /// N add proposals then N removes, each countersigned and acknowledged, versus the floor.
     Ledger(LedgerArgs),
+    /// N virtual channels funded, paid and closed through a hub: three `nitro node` processes
+    /// and anvil on loopback, durable, versus the floor of the virtual channels' cryptography.
+    Hub(crate::bench_hub::HubArgs),
 }
 
 /// Options of `nitro bench ledger`.
@@ -39,7 +43,14 @@ pub struct LedgerArgs {
 
 /// Runs a `nitro bench` subcommand.
 pub fn run(cmd: BenchCommand) -> Result<Value, UsageError> {
-    let BenchCommand::Ledger(args) = cmd;
+    match cmd {
+        BenchCommand::Ledger(args) => run_ledger(args),
+        BenchCommand::Hub(args) => crate::bench_hub::run(args),
+    }
+}
+
+/// Runs `nitro bench ledger`.
+fn run_ledger(args: LedgerArgs) -> Result<Value, UsageError> {
     if args.proposals == 0 || args.repeat == 0 {
         return Err(UsageError("--proposals and --repeat must be at least 1".into()));
     }

@@ -2,6 +2,7 @@
 //! the demo, the node and the deployment of its contracts.
 
 mod bench;
+mod bench_hub;
 mod demo;
 mod deploy;
 mod node;
@@ -36,7 +37,7 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the demo.
     Demo(demo::DemoArgs),
-    /// Measure the ledger against its cryptographic floor.
+    /// Measure the ledger, or three nodes and a hub, against their cryptographic floor.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Compute the channel id of a fixed part (or of a full state).
