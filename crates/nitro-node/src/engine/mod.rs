@@ -87,8 +87,8 @@ pub struct Engine {
     party: Party,
     store: Store,
     poisoned: bool,
-    /// Steps committed since the outbox was last pruned.
-    commits: u64,
+    /// Messages written to the outbox since it was last pruned.
+    written: u64,
 }
 
 /// What a group of inputs produced ([`Engine::step_group`]).
@@ -119,7 +119,8 @@ pub struct Recovery {
 /// How many recent messages per peer are kept and re-sent after a restart.
 const OUTBOX_KEPT_PER_PEER: usize = 512;
 
-/// Steps between two prunings of the outbox to [`OUTBOX_KEPT_PER_PEER`] per peer.
+/// Messages written between two prunings of the outbox to [`OUTBOX_KEPT_PER_PEER`] per peer
+/// (counted in messages, not steps: one group commit can write hundreds).
 const PRUNE_EVERY: u64 = 1_000;
 
 const LEDGER: &str = "ledger";
@@ -152,7 +153,7 @@ impl Engine {
             let (party, replayed) = migrate::replay(&store, key, config, policy)?;
             migrate::upgrade_outbox(&mut store)?;
             recovery.replayed = replayed;
-            let mut engine = Self { party, store, poisoned: false, commits: 0 };
+            let mut engine = Self { party, store, poisoned: false, written: 0 };
             let mut record = StepRecord { clear_inputs: true, ..StepRecord::default() };
             let keys = engine.party.all_keys();
             engine.write_records(&keys, &mut record)?;
@@ -177,7 +178,7 @@ impl Engine {
         }
         let mut party = party;
         let _ = party.take_touched();
-        Ok((Self { party, store, poisoned: false, commits: 0 }, recovery))
+        Ok((Self { party, store, poisoned: false, written: 0 }, recovery))
     }
 
     /// Applies `input`; what it changed and everything it produced are committed durably
@@ -337,9 +338,9 @@ impl Engine {
                 }
             }
         };
-        self.commits += 1;
-        if self.commits >= PRUNE_EVERY {
-            self.commits = 0;
+        self.written += ids.messages.len() as u64;
+        if self.written >= PRUNE_EVERY {
+            self.written = 0;
             self.store.prune_outbox(OUTBOX_KEPT_PER_PEER)?;
         }
         Ok(Output {
