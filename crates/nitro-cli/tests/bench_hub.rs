@@ -28,8 +28,10 @@ fn succeeded(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// Whether `a` and `b` agree within `relative`, or within the report's rounding (rates are
+/// printed to one decimal: 2.96/s shows as 3.0).
 fn close(a: f64, b: f64, relative: f64) -> bool {
-    (a - b).abs() <= relative * a.abs().max(b.abs())
+    (a - b).abs() <= (relative * a.abs().max(b.abs())).max(0.05 + 1e-9)
 }
 
 #[test]
@@ -66,7 +68,10 @@ fn five_virtual_channels_two_in_flight_through_three_node_processes() {
     assert!(elapsed > 0.0 && floor > 0.0, "{v}");
     let per_s = number("lifecycles_per_s");
     assert!(close(per_s, 5.0 / (elapsed / 1e3), 0.01), "lifecycles_per_s ≈ N / elapsed: {v}");
-    assert!(close(number("ledger_changes_per_s"), 4.0 * per_s, 0.01), "4 ledger changes per lifecycle: {v}");
+    assert!(
+        close(number("ledger_changes_per_s"), 4.0 * 5.0 / (elapsed / 1e3), 0.01),
+        "4 ledger changes per lifecycle: {v}"
+    );
     assert!(close(number("ratio"), elapsed / floor, 0.01), "ratio = elapsed / floor: {v}");
     let (p50, p99) = (number("fund_p50_ms"), number("fund_p99_ms"));
     assert!(0.0 < p50 && p50 <= p99 && p99 <= elapsed, "0 < p50 ≤ p99 ≤ elapsed: {v}");

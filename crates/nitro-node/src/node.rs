@@ -154,6 +154,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let chain = EthChainService::new(client, config.adjudicator);
     let stored = chain::stored_watcher(&engine)?;
     let watcher = open_watcher(&chain, stored, &config).await?;
+    // The head for the health report from the start (the chain reader refreshes it).
+    if let Ok(head) = chain.client().block_number().await {
+        health.chain_reachable(Some(head));
+    }
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
@@ -235,8 +239,24 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
                     break Err(e.into());
                 }
             }
-            Some(call) = calls.recv() => {
-                if let Err(e) = node.api(call) {
+            Some(first) = calls.recv() => {
+                // Requests that arrived together start their objectives as one group (one
+                // commit); reads and refusals are answered as they come.
+                let mut writes = Vec::new();
+                let mut next = Some(first);
+                while let Some(call) = next.take() {
+                    if let Some(write) = node.api(call) {
+                        let alone = matches!(write.1, Request::Pay { .. });
+                        writes.push(write);
+                        if alone {
+                            break; // a payment's answer tells what is paid after it
+                        }
+                    }
+                    if writes.len() < MAX_GROUP {
+                        next = calls.try_recv().ok();
+                    }
+                }
+                if let Err(e) = node.step_requests(writes) {
                     break Err(e.into());
                 }
             }
@@ -413,13 +433,14 @@ impl Node {
         Ok(())
     }
 
-    /// Handles one API call. Returns an error only when the engine failed fatally.
-    fn api(&mut self, call: ApiCall) -> Result<(), EngineError> {
+    /// Handles one API call: reads and refusals are answered at once; a request for the
+    /// engine is returned with its call, to be stepped ([`Node::step_requests`]).
+    fn api(&mut self, call: ApiCall) -> Option<(ApiCall, Request)> {
         let request = match call.request() {
             Ok(r) => r,
             Err(e) => {
                 call.respond::<Value>(Err(e));
-                return Ok(());
+                return None;
             }
         };
         let me = self.me;
@@ -428,12 +449,12 @@ impl Node {
                 let party = self.engine.party();
                 if let Some(unknown) = w.objective_ids.iter().find(|id| party.objective(id).is_none()) {
                     call.respond::<Value>(Err(RpcError::refused(format!("unknown objective {unknown}"))));
-                    return Ok(());
+                    return None;
                 }
                 let deadline = Instant::now() + w.timeout;
                 self.waiters.push(Waiter { ids: w.objective_ids, any: w.any, deadline, call });
                 self.answer_waiters(false);
-                return Ok(());
+                return None;
             }
             ApiRequest::LedgerGet { channel_id } => {
                 let party = self.engine.party();
@@ -442,31 +463,31 @@ impl Node {
                     .map(|l| summary(party, l))
                     .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
                 call.respond(answer);
-                return Ok(());
+                return None;
             }
             ApiRequest::VirtualGet { channel_id } => {
                 call.respond(virtual_summary(self.engine.party(), channel_id));
-                return Ok(());
+                return None;
             }
             ApiRequest::LedgerList => {
                 let party = self.engine.party();
                 call.respond(Ok(LedgerList { ledgers: party.ledgers().map(|l| summary(party, l)).collect() }));
-                return Ok(());
+                return None;
             }
             ApiRequest::ObjectiveGet { objective_id } => {
                 call.respond(self.status(&objective_id));
-                return Ok(());
+                return None;
             }
             ApiRequest::ObjectiveList(filter) => {
                 call.respond(Ok(self.list(&filter)));
-                return Ok(());
+                return None;
             }
             ApiRequest::ObjectiveCancel { objective_id } => Request::Cancel { objective: objective_id },
             ApiRequest::ChannelForceClose { channel_id } => Request::ForceClose { channel_id },
             ApiRequest::LedgerOpen(o) => {
                 if let Err(why) = self.check_ledger_open(&o) {
                     call.respond::<Value>(Err(RpcError::refused(why)));
-                    return Ok(());
+                    return None;
                 }
                 Request::LedgerOpen {
                     participants: [me, o.counterparty],
@@ -481,14 +502,14 @@ impl Node {
                     call.respond::<Value>(Err(RpcError::refused(
                         "this node cannot be the payee or an intermediary of a channel it pays from",
                     )));
-                    return Ok(());
+                    return None;
                 }
                 if v.intermediaries.contains(&v.counterparty) {
                     call.respond::<Value>(Err(RpcError::refused(format!(
                         "{} is an intermediary, not a payee",
                         v.counterparty
                     ))));
-                    return Ok(());
+                    return None;
                 }
                 let mut participants = vec![me];
                 participants.extend(v.intermediaries);
@@ -503,28 +524,60 @@ impl Node {
             ApiRequest::VirtualPay { channel_id, amount } => Request::Pay { channel_id, amount },
             ApiRequest::VirtualDefund { channel_id } => Request::VirtualDefund { channel_id },
         };
-        let pay = match &write {
-            Request::Pay { channel_id, .. } => Some(*channel_id),
-            _ => None,
-        };
-        match self.step(Input::Request(write)) {
-            Ok(output) => match (output.started, pay) {
-                (Some(objective_id), _) => {
-                    call.respond(Ok(ObjectiveStarted { objective_id, channel_id: objective_id.channel_id() }))
-                }
-                (None, Some(channel_id)) => {
-                    call.respond(Ok(PaymentSent { channel_id, paid: self.engine.party().paid(&channel_id) }))
-                }
-                (None, None) => call.respond(Ok(json!({}))),
-            },
-            Err(EngineError::Party(e)) => call.respond::<Value>(Err(RpcError::refused(e))),
-            Err(EngineError::Declined { error, .. }) => call.respond::<Value>(Err(RpcError::refused(error))),
+        Some((call, write))
+    }
+
+    /// Steps the API's requests that arrived together as one group (one commit) and answers
+    /// each: the objective it started, what is paid after a payment, or why it was refused.
+    /// Returns an error only when the engine failed fatally.
+    fn step_requests(&mut self, writes: Vec<(ApiCall, Request)>) -> Result<(), EngineError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (calls, requests): (Vec<ApiCall>, Vec<Request>) = writes.into_iter().unzip();
+        let pays: Vec<Option<nitro_core::ChannelId>> = requests
+            .iter()
+            .map(|r| match r {
+                Request::Pay { channel_id, .. } => Some(*channel_id),
+                _ => None,
+            })
+            .collect();
+        let started = Instant::now();
+        let group = self.engine.step_group(requests.into_iter().map(Input::Request).collect());
+        self.metrics.step(StepKind::Request, started.elapsed());
+        let group = match group {
+            Ok(group) => group,
             Err(e) => {
-                call.respond::<Value>(Err(RpcError::internal(&e)));
+                for call in calls {
+                    call.respond::<Value>(Err(RpcError::internal(&e)));
+                }
+                self.fatal(&e);
                 return Err(e);
             }
+        };
+        self.dispatch(&group.output);
+        let mut fatal = None;
+        for ((call, result), pay) in calls.into_iter().zip(group.results).zip(pays) {
+            match (result, pay) {
+                (Ok(Some(objective_id)), _) => {
+                    call.respond(Ok(ObjectiveStarted { objective_id, channel_id: objective_id.channel_id() }))
+                }
+                (Ok(None), Some(channel_id)) => {
+                    call.respond(Ok(PaymentSent { channel_id, paid: self.engine.party().paid(&channel_id) }))
+                }
+                (Ok(None), None) => call.respond(Ok(json!({}))),
+                (Err(EngineError::Party(e)), _) => call.respond::<Value>(Err(RpcError::refused(e))),
+                (Err(EngineError::Declined { error, .. }), _) => call.respond::<Value>(Err(RpcError::refused(error))),
+                (Err(e), _) => {
+                    call.respond::<Value>(Err(RpcError::internal(&e)));
+                    fatal.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// What a ledger opening needs and can be checked before anything starts: a configured
