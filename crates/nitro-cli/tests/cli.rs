@@ -161,3 +161,35 @@ fn bench_ledger_batches_changes_into_fewer_states() {
     bad(&["bench", "ledger", "--batch", "0"], "");
     bad(&["bench", "ledger", "--batch", "257"], "");
 }
+
+#[test]
+fn bench_ledger_in_text_says_what_it_measured() {
+    let out = nitro(
+        &["bench", "ledger", "--proposals", "4", "--batch", "2", "--standing-guarantees", "1", "--repeat", "1"],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(text.starts_with("4 adds + 4 removes in batches of 2 (4 states) over 1 standing guarantees: "), "{text}");
+    for part in ["µs/state", "changes/s); floor ", "; ratio "] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    assert!(bad(&["bench", "ledger", "--repeat", "0"], "").contains("at least 1"));
+    assert!(bad(&["bench", "ledger", "--proposals", "1000001"], "").contains("1,000,000"));
+    assert!(bad(&["bench", "ledger", "--standing-guarantees", "1000001"], "").contains("1,000,000"));
+}
+
+#[test]
+fn help_and_version_go_to_stdout_and_succeed() {
+    for (args, expected) in [
+        (&["--version"][..], "nitro "),
+        (&["--help"][..], "Usage: nitro"),
+        (&["demo", "--help"][..], "--virtual-channels"),
+    ] {
+        let out = nitro(args, "");
+        assert!(out.status.success(), "nitro {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(expected), "nitro {args:?}: {text}");
+    }
+}

@@ -228,3 +228,71 @@ fn a_silent_counterparty_is_reported_for_a_force_close_after_the_patience() {
     // Bob answered everything: only alice's ledger is due.
     assert_eq!(w.parties[1].tick(clock(1_200)).force_close_due, vec![la], "silent past the patience");
 }
+
+/// Runs until objective `id` of party `i` fails; the reason.
+fn failure(w: &mut World, i: usize, id: ObjectiveId) -> String {
+    w.run_until(1, 10, |w| matches!(w.parties[i].waiting_for(&id), Some(WaitingFor::Failed(_))));
+    match w.parties[i].waiting_for(&id) {
+        Some(WaitingFor::Failed(why)) => why,
+        other => panic!("{id} did not fail: {other:?}"),
+    }
+}
+
+#[test]
+fn a_ledger_outside_the_peers_policy_is_declined_with_the_reason() {
+    let token = Address::repeat_byte(9);
+    let cases = [
+        (
+            PartyPolicy { assets: Some([Address::ZERO].into()), ..PartyPolicy::default() },
+            token,
+            [100, 100],
+            format!("asset {token} is not accepted"),
+        ),
+        (
+            PartyPolicy { challenge_duration: Some((3600, 7200)), ..PartyPolicy::default() },
+            Address::ZERO,
+            [100, 100],
+            format!("challenge duration {DURATION} s is outside [3600, 7200] s"),
+        ),
+        (
+            PartyPolicy { max_total_deposit: Some(amount(50)), ..PartyPolicy::default() },
+            Address::ZERO,
+            [100, 60],
+            "our deposits would pass the total limit 50".to_owned(),
+        ),
+    ];
+    for (policy, asset, [theirs, ours], reason) in cases {
+        let mut w = World::with_parties(2);
+        w.parties[1] = Party::new(key(2), config()).with_policy(policy);
+        let (opener, hub) = (w.addr(0), w.addr(1));
+        let id = w.call(0, |p| p.direct_fund([opener, hub], asset, [amount(theirs), amount(ours)], 1));
+        let why = failure(&mut w, 0, id);
+        assert!(why.contains(&format!("{hub} declined")) && why.contains(&reason), "{reason}: {why}");
+        assert_eq!(w.chain.deposited.get(&hub), None, "{reason}: the hub deposited nothing");
+        assert!(w.parties[1].objective(&id).is_none(), "{reason}: the hub kept nothing");
+    }
+}
+
+#[test]
+fn a_virtual_channel_outside_the_hubs_policy_is_declined_with_the_reason() {
+    let cases = [
+        (
+            PartyPolicy { max_virtual_amount: Some(amount(10)), ..PartyPolicy::default() },
+            "virtual channel of 50 is above the limit",
+        ),
+        (
+            PartyPolicy { max_locked_per_counterparty: Some(amount(40)), ..PartyPolicy::default() },
+            "locked funds would pass the per-counterparty limit",
+        ),
+    ];
+    for (policy, reason) in cases {
+        let mut w = World::new();
+        w.open_ledgers(1000);
+        let hub = std::mem::replace(&mut w.parties[1], Party::new(key(2), config()));
+        w.parties[1] = hub.with_policy(policy);
+        let (alice, hub, bob) = (w.addr(0), w.addr(1), w.addr(2));
+        let v = w.call(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [amount(50), U256::ZERO], 1));
+        let why = failure(&mut w, 0, v);
+        assert!(why.contains(&format!("{hub} declined")) && why.contains(reason), "{reason}: {why}");
+    }
+}

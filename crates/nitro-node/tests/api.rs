@@ -603,6 +603,40 @@ async fn the_token_file_is_created_private_on_first_start_and_reused() {
     assert!(matches!(api::load_or_create_token(dir.path()), Err(ApiError::BadTokenFile { .. })));
 }
 
+#[cfg(unix)]
+#[test]
+fn a_token_file_too_large_or_not_plain_ascii_is_refused_saying_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let private = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let reason = |path: &Path| match api::load_or_create_token(path) {
+        Err(e @ ApiError::BadTokenFile { .. }) => e.to_string(),
+        other => panic!("{}: expected a bad token file, got {other:?}", path.display()),
+    };
+    let large = private("large.token", &"a".repeat(5000));
+    assert!(reason(&large).contains("too large (5000 bytes) for a token"));
+    let spaced = private("spaced.token", &format!("{} {}\n", "a".repeat(20), "b".repeat(20)));
+    assert!(reason(&spaced).contains("the token must be visible ASCII characters without spaces"));
+    let accented = private("accented.token", &format!("{}é\n", "a".repeat(40)));
+    assert!(reason(&accented).contains("visible ASCII"));
+    let long = private("long.token", &"a".repeat(600));
+    assert!(reason(&long).contains("the token must be 32 to 512 characters long, found 600"));
+    // Surrounding whitespace is not part of the token.
+    let padded = private("padded.token", &format!("  {}\n\n", "t".repeat(40)));
+    assert_eq!(api::load_or_create_token(&padded).unwrap(), "t".repeat(40));
+    // A token that cannot be created where a file stands in for its directory.
+    let blocked = private("not-a-dir", "x").join("api.token");
+    match api::load_or_create_token(&blocked) {
+        Err(e @ ApiError::TokenFile { .. }) => assert!(e.to_string().contains("not-a-dir"), "{e}"),
+        other => panic!("expected a token file error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_non_loopback_listen_address_is_refused() {
     let dir = tempfile::tempdir().unwrap();

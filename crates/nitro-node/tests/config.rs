@@ -171,3 +171,83 @@ async fn contracts_without_code_stop_the_start() {
         assert!(!dir.path().join("node.token").exists(), "the API started");
     }
 }
+
+#[test]
+fn values_out_of_range_are_refused_naming_the_key_and_the_range() {
+    let cases: &[(&str, &str)] = &[
+        ("tick_ms = 0\n", "tick_ms must be > 0 and challenge_duration < 2^48"),
+        ("challenge_duration = 281474976710656\n", "tick_ms must be > 0 and challenge_duration < 2^48"),
+        ("peer_queue_capacity = 0\n", "peer_queue_capacity must be between 1 and 1048576, got 0"),
+        ("peer_queue_capacity = 1048577\n", "peer_queue_capacity must be between 1 and 1048576, got 1048577"),
+        ("challenge_duration = 60\n", "challenge_duration 60 is outside the policy's [3600, 604800] s"),
+        ("challenge_duration = 700000\n", "challenge_duration 700000 is outside the policy's [3600, 604800] s"),
+        (
+            "[policy]\nchallenge_duration_max = 281474976710656\n",
+            "policy.challenge_duration_min (3600) must not exceed policy.challenge_duration_max (281474976710656), \
+             itself below 2^48",
+        ),
+        ("[policy]\nmax_deposit_per_ledger = \"lots\"\n", "policy.max_deposit_per_ledger: "),
+        ("[policy]\nmax_total_deposit = \"-1\"\n", "policy.max_total_deposit: "),
+        ("[policy]\nmax_virtual_amount = \"1.5\"\n", "policy.max_virtual_amount: "),
+        ("[policy]\nmax_locked_per_counterparty = \"\"\n", "policy.max_locked_per_counterparty: "),
+        ("confirmations = 3\n[chain]\nconfirmations = 4\n", "confirmations = 3 and [chain] confirmations = 4 disagree"),
+        ("[chain]\nconfirmations = 0\n", "chain.confirmations (0) must be at least 1 and at most reorg_window (128)"),
+        ("[chain]\nreorg_window = 0\n", "chain.reorg_window (0) must be within 1..=100000"),
+        ("[chain]\nreorg_window = 100001\n", "chain.reorg_window (100001) must be within 1..=100000"),
+        ("[chain]\npoll_ms = 0\n", "chain.poll_ms, bump_after_blocks and bump_after_secs must be > 0"),
+        ("[chain]\nbump_after_blocks = 0\n", "chain.poll_ms, bump_after_blocks and bump_after_secs must be > 0"),
+        ("[chain]\nbump_after_secs = 0\n", "chain.poll_ms, bump_after_blocks and bump_after_secs must be > 0"),
+        ("[chain]\nbump_percent = 1001\n", "chain.bump_percent (1001) must be within 10..=1000"),
+        (
+            "[chain]\nmax_fee_gwei = 0\n",
+            "chain.max_fee_gwei (0) must be > 0 and deadline_max_fee_gwei (5000) at least as high",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let e = refused(&format!("{}{extra}", base()));
+        assert!(e.contains(expected), "{extra:?}: {e}");
+    }
+    let inverted = nitro_node::config::PolicyConfig {
+        challenge_duration_min: 90_000,
+        challenge_duration_max: 80_000,
+        ..Default::default()
+    };
+    let e = inverted.to_policy(&[]).unwrap_err().to_string();
+    assert!(
+        e.contains("policy.challenge_duration_min (90000) must not exceed policy.challenge_duration_max (80000)"),
+        "{e}"
+    );
+    let public = base().replace("api = \"127.0.0.1:0\"", "api = \"0.0.0.0:9801\"");
+    assert!(refused(&public).contains("api 0.0.0.0:9801 must be a loopback address"));
+    // A policy with the range given and every amount a decimal: loads, and means what it says.
+    let config = load(&format!(
+        "{}challenge_duration = 7200\n[policy]\naccept_ledgers_from = \"anyone\"\nchallenge_duration_min = 7200\n\
+         challenge_duration_max = 7200\nmax_deposit_per_ledger = \"5\"\nauto_force_close_secs = 0\n\
+         [chain]\nconfirmations = 128\npoll_ms = 250\nbump_after_secs = 7\nbump_percent = 10\n",
+        base()
+    ))
+    .unwrap();
+    let policy = config.policy.to_policy(&config.peers).unwrap();
+    assert_eq!(policy.challenge_duration, Some((7200, 7200)));
+    assert_eq!(policy.ledger_peers, None, "anyone may open a ledger with a hub");
+    assert_eq!(policy.auto_force_close_after, None);
+    assert_eq!(policy.max_deposit_per_ledger, Some(alloy_primitives::U256::from(5)));
+    assert_eq!(config.chain.confirmations_on(1), 128);
+    let manager = config.chain.manager();
+    assert_eq!(manager.poll_interval, std::time::Duration::from_millis(250));
+    assert_eq!(manager.bump_after, std::time::Duration::from_secs(7));
+    assert_eq!(manager.bump_percent, 10);
+}
+
+#[test]
+fn an_unreadable_or_malformed_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let e = NodeConfig::load(&missing).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+    assert!(e.to_string().starts_with(&format!("cannot read {}: ", missing.display())), "{e}");
+    let e = refused("key_file = [not toml");
+    assert!(e.contains("node.toml"), "{e}");
+    let e = refused(&format!("{}surprise = 1\n", base()));
+    assert!(e.contains("surprise"), "{e}");
+}

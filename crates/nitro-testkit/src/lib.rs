@@ -394,3 +394,121 @@ impl MemoryAdjudicator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nitro_core::{destination_of, Allocation, AssetMetadata, Bytes, SigningKey, SingleAssetExit, State, U48};
+
+    const CONSENSUS: Address = Address::repeat_byte(0xca);
+    const VIRTUAL: Address = Address::repeat_byte(0xfa);
+
+    fn keys() -> [SigningKey; 2] {
+        [SigningKey::from_bytes(&[1; 32]).unwrap(), SigningKey::from_bytes(&[2; 32]).unwrap()]
+    }
+
+    fn outcome(amounts: [u64; 2]) -> Exit {
+        let [a, b] = keys();
+        Exit(vec![SingleAssetExit {
+            asset: Address::ZERO,
+            asset_metadata: AssetMetadata::default(),
+            allocations: vec![
+                Allocation::simple(destination_of(a.address()), U256::from(amounts[0])),
+                Allocation::simple(destination_of(b.address()), U256::from(amounts[1])),
+            ],
+        }])
+    }
+
+    /// A state of the channel between the two keys, judged by `app`, signed by `signers`.
+    fn state(app: Address, turn: u64, is_final: bool, app_data: Bytes, signers: &[usize]) -> SignedState {
+        let keys = keys();
+        let mut signed = SignedState::new(State {
+            participants: keys.iter().map(SigningKey::address).collect(),
+            channel_nonce: 7,
+            app_definition: app,
+            challenge_duration: U48::from(100),
+            outcome: outcome([5, 5]),
+            app_data,
+            turn_num: TurnNum::from(turn),
+            is_final,
+        });
+        for &i in signers {
+            signed.sign(&keys[i]).unwrap();
+        }
+        signed
+    }
+
+    fn ledger(turn: u64, is_final: bool) -> SignedState {
+        state(CONSENSUS, turn, is_final, Bytes::new(), &[0, 1])
+    }
+
+    fn challenge(proof: Vec<SignedState>, state: SignedState) -> ChainTransaction {
+        let challenger_signature = keys()[0].sign(&challenge_hash(&state.hash()));
+        ChainTransaction::Challenge { proof, state, challenger_signature }
+    }
+
+    fn reverted(chain: &mut MemoryAdjudicator, tx: &ChainTransaction) -> String {
+        let before = (chain.reverts, chain.block);
+        let e = chain.execute(Address::ZERO, tx).expect_err("reverts");
+        assert_eq!((chain.reverts, chain.block), (before.0 + 1, before.1), "counted, and no block mined");
+        e.0
+    }
+
+    #[test]
+    fn checkpoints_challenges_and_conclusions_follow_the_contracts_mode_rules() {
+        let mut chain = MemoryAdjudicator::new(CONSENSUS, VIRTUAL, 1_000);
+        let id = ledger(1, false).channel_id();
+        let checkpoint = |turn| ChainTransaction::Checkpoint { state: ledger(turn, false) };
+        let events = chain.execute(Address::ZERO, &checkpoint(2)).unwrap();
+        assert!(matches!(events[..], [ChainEvent::Checkpointed { .. }]), "{events:?}");
+        assert_eq!(reverted(&mut chain, &checkpoint(2)), "turnNumRecord not increased.");
+        assert_eq!(reverted(&mut chain, &challenge(vec![ledger(1, false)], ledger(3, false))), "|proof|!=0");
+
+        chain.execute(Address::ZERO, &challenge(vec![], ledger(3, false))).unwrap();
+        assert_eq!(chain.mode(&id), Mode::Challenge);
+        assert_eq!(reverted(&mut chain, &challenge(vec![], ledger(3, false))), "turnNumRecord not increased.");
+        // A transfer before the channel finalizes, and one with the wrong fingerprint after.
+        let transfer = |state_hash| ChainTransaction::Transfer {
+            channel_id: id,
+            asset_index: 0,
+            outcome: outcome([5, 5]),
+            state_hash,
+            indices: vec![],
+        };
+        assert_eq!(reverted(&mut chain, &transfer(ledger(3, false).hash())), "Channel not finalized.");
+        chain.advance(100);
+        assert_eq!(chain.mode(&id), Mode::Finalized);
+        assert_eq!(reverted(&mut chain, &transfer(B256::ZERO)), "incorrect fingerprint");
+        assert_eq!(reverted(&mut chain, &challenge(vec![], ledger(4, false))), "Channel finalized.");
+        assert_eq!(reverted(&mut chain, &checkpoint(5)), "Channel finalized.");
+        let concluded = ChainTransaction::Conclude { state: ledger(5, true) };
+        assert_eq!(reverted(&mut chain, &concluded), "Channel finalized.");
+
+        // Another channel (nonce 8) concludes at once with its final state.
+        let mut other = ledger(4, true).state().clone();
+        other.channel_nonce = 8;
+        let mut final_state = SignedState::new(other);
+        for key in keys() {
+            final_state.sign(&key).unwrap();
+        }
+        let events = chain.execute(Address::ZERO, &ChainTransaction::Conclude { state: final_state.clone() }).unwrap();
+        assert!(matches!(events[..], [ChainEvent::Concluded { finalizes_at: 1_100, .. }]), "{events:?}");
+        assert_eq!(chain.mode(&final_state.channel_id()), Mode::Finalized);
+    }
+
+    #[test]
+    fn the_virtual_payment_app_supports_only_its_prefund_postfund_and_redemptions() {
+        let mut chain = MemoryAdjudicator::new(CONSENSUS, VIRTUAL, 1_000);
+        let vpa = |turn, signers: &[usize]| state(VIRTUAL, turn, false, Bytes::new(), signers);
+        let bad = |chain: &mut MemoryAdjudicator, proof, candidate| reverted(chain, &challenge(proof, candidate));
+        assert_eq!(bad(&mut chain, vec![], vpa(2, &[0, 1])), "bad candidate turnNum; |proof|=0");
+        assert_eq!(bad(&mut chain, vec![vpa(0, &[0, 1])], vpa(2, &[1])), "postfund !unanimous; |proof|=1");
+        assert_eq!(bad(&mut chain, vec![vpa(1, &[0, 1])], vpa(3, &[1])), "bad candidate turnNum; |proof|=1");
+        assert_eq!(bad(&mut chain, vec![vpa(1, &[0, 1])], vpa(2, &[0])), "redemption not signed by Bob");
+        assert_eq!(bad(&mut chain, vec![vpa(1, &[0, 1])], vpa(2, &[1])), "bad app data");
+        assert_eq!(bad(&mut chain, vec![vpa(0, &[0, 1]), vpa(1, &[0, 1])], vpa(2, &[1])), "bad proof length");
+        // Its postfund, unanimous, is supported on its own.
+        chain.execute(Address::ZERO, &challenge(vec![], vpa(1, &[0, 1]))).unwrap();
+        assert_eq!(chain.reverts, 6);
+    }
+}

@@ -565,6 +565,72 @@ mod tests {
         assert!(parse_amount(&"9".repeat(10_000)).is_err());
     }
 
+    fn parsed(method: &str, params: Value) -> ApiRequest {
+        let request = ApiRequest::parse(method, &params).unwrap_or_else(|e| panic!("{method} {params}: {e:?}"));
+        assert_eq!(request.method(), method);
+        // The canonical form reads back to the same request.
+        assert_eq!(ApiRequest::parse(method, &request.to_params()).unwrap(), request, "{method}");
+        request
+    }
+
+    fn refused(method: &str, params: Value) -> RpcError {
+        ApiRequest::parse(method, &params).expect_err(&format!("{method} {params} accepted"))
+    }
+
+    #[test]
+    fn objective_filters_cancels_and_force_closes_parse_and_round_trip() {
+        let channel = format!("0x{}", "cd".repeat(32));
+        let filter =
+            parsed("objective_list", json!({ "kind": "VirtualFund", "status": "failed", "channel_id": channel }));
+        let ApiRequest::ObjectiveList(f) = filter else { panic!("{filter:?}") };
+        assert_eq!(f.kind.as_deref(), Some("VirtualFund"));
+        assert_eq!(f.status, Some(ObjectiveState::Failed));
+        assert_eq!(f.channel_id.map(|c| json::format_hex(c.as_slice())), Some(channel.clone()));
+        for status in ["pending", "done"] {
+            parsed("objective_list", json!({ "status": status }));
+        }
+        assert_eq!(parsed("objective_list", json!(null)), ApiRequest::ObjectiveList(ObjectiveFilter::default()));
+        assert_eq!(parsed("objective_list", json!([])), ApiRequest::ObjectiveList(ObjectiveFilter::default()));
+        parsed("objective_cancel", json!({ "objective_id": format!("ForceClose-{channel}") }));
+        parsed("channel_force_close", json!({ "channel_id": channel }));
+        assert_eq!(
+            parsed("objectives_wait", json!({ "objective_ids": [format!("DirectFund-{channel}")] })).wait_time(),
+            Duration::from_millis(DEFAULT_WAIT_MS)
+        );
+        assert_eq!(parsed("ledger_list", json!({})).wait_time(), Duration::ZERO);
+
+        let e = refused("objective_list", json!({ "kind": "Lunch" }));
+        assert_eq!(e.code, RpcError::INVALID_PARAMS);
+        assert!(e.message.contains("one of DirectFund, DirectDefund, VirtualFund, VirtualDefund, ForceClose"), "{e:?}");
+        let e = refused("objective_list", json!({ "status": "sleeping" }));
+        assert!(e.message.contains("pending, done or failed"), "{e:?}");
+        let e = refused("objective_list", json!({ "status": 3 }));
+        assert!(e.message.contains("the number 3"), "{e:?}");
+        assert_eq!(refused("objective_cancel", json!({})).data, Some(json!({ "field": "objective_id" })));
+        assert_eq!(refused("channel_force_close", json!({ "channel_id": "0x12" })).code, RpcError::INVALID_PARAMS);
+        assert_eq!(refused("ledger_destroy", json!({})).code, RpcError::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn params_must_be_named_and_known() {
+        let e = refused("ledger_list", json!([1]));
+        assert!(e.message.contains("expected named parameters (an object), got an array"), "{e:?}");
+        for (params, described) in
+            [(json!(true), "true"), (json!(7), "the number 7"), (json!("x"), "\"x\""), (json!(1.5), "the number 1.5")]
+        {
+            let e = refused("ledger_list", params);
+            assert!(e.message.contains(&format!("expected an object, got {described}")), "{e:?}");
+        }
+        let e = refused("ledger_list", json!({ "extra": 1 }));
+        assert!(e.message.contains("unknown parameter (expected: none)"), "{e:?}");
+        let e = refused("ledger_get", json!({ "extra": 1 }));
+        assert!(e.message.contains("unknown parameter (expected: channel_id)"), "{e:?}");
+        let e = refused("virtual_pay", json!({ "channel_id": null, "amount": "1" }));
+        assert_eq!(e.data, Some(json!({ "field": "channel_id" })), "null is absent: {e:?}");
+        assert!(describe(&json!([1])).contains("an array") && describe(&json!({})).contains("an object"));
+        assert_eq!(describe(&Value::Null), "null");
+    }
+
     #[test]
     fn every_method_has_its_fields() {
         assert_eq!(METHODS.len(), FIELDS.len());
