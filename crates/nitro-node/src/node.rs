@@ -101,6 +101,9 @@ struct Node {
 /// one fsync, their ledger changes proposed together).
 const MAX_GROUP: usize = 64;
 
+/// One input's result in a group: the objective it started, or why it was refused.
+type StepResult = Result<Option<ObjectiveId>, EngineError>;
+
 /// Runs a node until `shutdown` resolves (or a fatal error).
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
     for warning in config.warnings() {
@@ -349,23 +352,36 @@ impl Node {
         }
     }
 
-    fn step(&mut self, input: Input) -> Result<Output, EngineError> {
+    /// Steps one input. A refused or declined input is returned as an error (the decline's
+    /// answer is sent like any output); a store failure is fatal.
+    fn step(&mut self, input: Input) -> Result<(), EngineError> {
         let kind = StepKind::of(&input);
-        let started = Instant::now();
-        let stepped = self.engine.step(input);
-        self.metrics.step(kind, started.elapsed());
-        match stepped {
-            Ok(output) => {
-                self.dispatch(&output);
-                Ok(output)
-            }
-            Err(EngineError::Declined { error, output }) => {
+        match self.run_group(kind, vec![input])?.pop() {
+            Some(Err(EngineError::Declined { error, output })) => {
                 tracing::info!(%error, "declined a peer's objective");
-                self.dispatch(&output);
                 Err(EngineError::Declined { error, output })
             }
-            Err(e) => Err(e),
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
         }
+    }
+
+    /// Steps `inputs` of one `kind` through the engine as one group: timed, and what it
+    /// produced dispatched (sent, submitted, logged). Returns each input's result; a store
+    /// failure is logged and returned (fatal).
+    fn run_group(&mut self, kind: StepKind, inputs: Vec<Input>) -> Result<Vec<StepResult>, EngineError> {
+        let started = Instant::now();
+        let group = self.engine.step_group(inputs);
+        self.metrics.step(kind, started.elapsed());
+        let group = match group {
+            Ok(group) => group,
+            Err(e) => {
+                self.fatal(&e);
+                return Err(e);
+            }
+        };
+        self.dispatch(&group.output);
+        Ok(group.results)
     }
 
     /// Once per [`GAUGE_REFRESH`] at most: the party gauges and the peers' unacknowledged
@@ -409,18 +425,7 @@ impl Node {
     /// nothing; only a fatal error is returned.
     fn step_group(&mut self, inputs: Vec<Input>) -> Result<(), EngineError> {
         let Some(kind) = inputs.first().map(StepKind::of) else { return Ok(()) };
-        let started = Instant::now();
-        let group = self.engine.step_group(inputs);
-        self.metrics.step(kind, started.elapsed());
-        let group = match group {
-            Ok(group) => group,
-            Err(e) => {
-                self.fatal(&e);
-                return Err(e);
-            }
-        };
-        self.dispatch(&group.output);
-        for result in group.results {
+        for result in self.run_group(kind, inputs)? {
             match result {
                 Err(EngineError::Declined { error, .. }) => tracing::info!(%error, "declined a peer's objective"),
                 Err(e) if self.fatal(&e) => return Err(e),

@@ -130,22 +130,17 @@ impl Node {
                 _ => None,
             })
             .collect();
-        let started = Instant::now();
-        let group = self.engine.step_group(requests.into_iter().map(Input::Request).collect());
-        self.metrics.step(StepKind::Request, started.elapsed());
-        let group = match group {
-            Ok(group) => group,
+        let results = match self.run_group(StepKind::Request, requests.into_iter().map(Input::Request).collect()) {
+            Ok(results) => results,
             Err(e) => {
                 for call in calls {
                     call.respond::<Value>(Err(RpcError::internal(&e)));
                 }
-                self.fatal(&e);
                 return Err(e);
             }
         };
-        self.dispatch(&group.output);
         let mut fatal = None;
-        for ((call, result), pay) in calls.into_iter().zip(group.results).zip(pays) {
+        for ((call, result), pay) in calls.into_iter().zip(results).zip(pays) {
             match (result, pay) {
                 (Ok(Some(objective_id)), _) => {
                     call.respond(Ok(ObjectiveStarted { objective_id, channel_id: objective_id.channel_id() }))
