@@ -79,10 +79,24 @@ mod declared {
             event Checkpointed(bytes32 indexed channelId, uint48 newTurnNumRecord);
             event Reclaimed(bytes32 indexed channelId, uint256 assetIndex);
         }
+
+        /// The ERC-20 functions the chain shell calls: `approve` before a token deposit (the
+        /// adjudicator pulls the tokens with `transferFrom`), and reads to check a token
+        /// before trusting it with a deposit.
+        #[sol(all_derives)]
+        interface IERC20 {
+            function approve(address spender, uint256 amount) external returns (bool);
+            function allowance(address owner, address spender) external view returns (uint256);
+            function balanceOf(address account) external view returns (uint256);
+            function transfer(address to, uint256 amount) external returns (bool);
+            function transferFrom(address from, address to, uint256 amount) external returns (bool);
+            function totalSupply() external view returns (uint256);
+            function decimals() external view returns (uint8);
+        }
     }
 }
 
-pub use declared::INitroAdjudicator;
+pub use declared::{INitroAdjudicator, IERC20};
 use INitroAdjudicator::{INitroAdjudicatorCalls as Calls, INitroAdjudicatorEvents as Events};
 
 /// `selector ‖ abi.encode(params...)`.
