@@ -144,6 +144,8 @@ impl MemoryAdjudicator {
                 *self.deposited.entry(sender).or_default() += *amount;
                 Ok(vec![ChainEvent::Deposited { channel_id: *channel_id, block_number, asset: *asset, now_held }])
             }
+            // An allowance on a token: nothing the adjudicator records.
+            ChainTransaction::Approve { .. } => Ok(Vec::new()),
             ChainTransaction::Checkpoint { state } => {
                 let channel_id = state.channel_id();
                 self.require_not_finalized(&channel_id)?;

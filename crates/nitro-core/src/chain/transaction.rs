@@ -35,6 +35,26 @@ pub enum ChainTransaction {
         #[serde(with = "crate::json::uint256")]
         amount: U256,
     },
+    /// `approve(spender, amount)` on an ERC-20 `token` (the spender: the adjudicator): lets the adjudicator pull `amount`
+    /// with the deposit into `channel_id` that follows (`deposit` uses `transferFrom`).
+    ///
+    /// Asked for by the chain shell before a token deposit, never by an objective: the
+    /// objective asks for the [`ChainTransaction::Deposit`], and the shell lands the approval
+    /// it needs first, through the same transaction manager.
+    Approve {
+        /// The deposit the approval is for.
+        #[serde(with = "crate::json::bytes32")]
+        channel_id: ChannelId,
+        /// The ERC-20 contract called (never the zero address).
+        #[serde(with = "crate::json::address")]
+        token: Address,
+        /// Who may pull the tokens: the adjudicator.
+        #[serde(with = "crate::json::address")]
+        spender: Address,
+        /// The allowance set, in the token's smallest unit.
+        #[serde(with = "crate::json::uint256")]
+        amount: U256,
+    },
     /// `checkpoint(fixedPart, [], candidate)`: register a supported state with a higher turn
     /// number than the chain's record, clearing any challenge.
     Checkpoint {
@@ -114,6 +134,9 @@ pub enum ChainTransaction {
 /// Why a [`ChainTransaction`] is refused before it is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ChainTransactionError {
+    /// An `approve` of the zero address: ETH is sent as value, never approved.
+    #[error("ETH (the zero address) is not approved: a deposit of ETH carries its value")]
+    ApproveEth,
     /// The candidate state lacks some participants' signatures.
     #[error("state {turn_num} of channel {channel_id} is not signed by participants {missing:?}")]
     NotFullySigned {
@@ -267,7 +290,9 @@ impl ChainTransaction {
     /// The channel the transaction acts on (the source ledger for `reclaim`).
     pub fn channel_id(&self) -> ChannelId {
         match self {
-            Self::Deposit { channel_id, .. } | Self::Transfer { channel_id, .. } => *channel_id,
+            Self::Deposit { channel_id, .. } | Self::Approve { channel_id, .. } | Self::Transfer { channel_id, .. } => {
+                *channel_id
+            }
             Self::Checkpoint { state }
             | Self::Challenge { state, .. }
             | Self::Conclude { state }
@@ -280,6 +305,7 @@ impl ChainTransaction {
     pub fn function_name(&self) -> &'static str {
         match self {
             Self::Deposit { .. } => "deposit",
+            Self::Approve { .. } => "approve",
             Self::Checkpoint { .. } => "checkpoint",
             Self::Challenge { .. } => "challenge",
             Self::Conclude { .. } => "conclude",
@@ -297,12 +323,27 @@ impl ChainTransaction {
         }
     }
 
+    /// For a deposit of an ERC-20 token: the token and the amount (`None` for ETH and for
+    /// every other transaction).
+    pub fn token_deposit(&self) -> Option<(Address, U256)> {
+        match self {
+            Self::Deposit { asset, amount, .. } if !asset.is_zero() => Some((*asset, *amount)),
+            _ => None,
+        }
+    }
+
     /// Checks everything the contract would check that can be known off chain.
     pub fn validate(&self) -> Result<(), ChainTransactionError> {
         match self {
             Self::Deposit { channel_id, .. } => {
                 if address_of(channel_id).is_some() {
                     return Err(ChainTransactionError::ExternalDestination(*channel_id));
+                }
+                Ok(())
+            }
+            Self::Approve { token, .. } => {
+                if token.is_zero() {
+                    return Err(ChainTransactionError::ApproveEth);
                 }
                 Ok(())
             }

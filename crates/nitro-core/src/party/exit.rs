@@ -171,6 +171,29 @@ impl Party {
         }
     }
 
+    /// The asset a channel of ours holds (`None`: not a channel we know).
+    fn channel_asset(&self, channel: &ChannelId) -> Option<crate::Address> {
+        if let Some(l) = self.ledgers.get(channel) {
+            return Some(l.consensus_outcome().asset());
+        }
+        if let Some(Objective::DirectFund(d)) =
+            self.objectives.get(&ObjectiveId::DirectFund(*channel)).map(|e| &e.objective)
+        {
+            return Some(d.asset());
+        }
+        match self.objectives.get(&ObjectiveId::VirtualFund(*channel)).map(|e| &e.objective) {
+            Some(Objective::VirtualFund(v)) => Some(v.channel().asset),
+            _ => None,
+        }
+    }
+
+    /// Whether an event about `asset` in `channel` concerns what the channel holds: anyone can
+    /// deposit any token into any channel id, and a deposit of another asset (a worthless
+    /// token with huge holdings) must never count as funding.
+    fn is_channel_asset(&self, channel: &ChannelId, asset: crate::Address) -> bool {
+        self.channel_asset(channel).is_none_or(|a| a == asset)
+    }
+
     /// Takes an adjudicator event (from a watcher that only reports blocks final at its
     /// configured depth), or a retraction of earlier events (a deeper reorg took their blocks
     /// back: what they did is undone, see [`ChainEvent::Retracted`]).
@@ -184,8 +207,10 @@ impl Party {
         let mut effects = Effects::default();
         let channel = event.channel_id();
         match event {
-            ChainEvent::Deposited { now_held, block_number, .. } => {
-                self.chain.observe_holdings(channel, *block_number, *now_held, true);
+            ChainEvent::Deposited { now_held, block_number, asset, .. } => {
+                if self.is_channel_asset(&channel, *asset) {
+                    self.chain.observe_holdings(channel, *block_number, *now_held, true);
+                }
             }
             ChainEvent::AllocationUpdated { final_holdings, block_number, .. } => {
                 self.chain.observe_holdings(channel, *block_number, *final_holdings, false);
@@ -204,8 +229,10 @@ impl Party {
                 self.chain.checkpointed(channel, *new_turn_num_record, *block_number);
             }
             ChainEvent::Reclaimed { .. } => {}
-            ChainEvent::Retracted { from_block, block_number, held, turn_num_record, finalizes_at, .. } => {
-                let re_read = ReRead { held: *held, turn_num_record: *turn_num_record, finalizes_at: *finalizes_at };
+            ChainEvent::Retracted { from_block, block_number, held, turn_num_record, finalizes_at, asset, .. } => {
+                // Holdings re-read of another asset leave ours as they are.
+                let held = if self.is_channel_asset(&channel, *asset) { *held } else { self.chain.holdings(&channel) };
+                let re_read = ReRead { held, turn_num_record: *turn_num_record, finalizes_at: *finalizes_at };
                 self.chain.retract(channel, *from_block, *block_number, re_read);
                 if self.fixed_part(&channel).is_none() {
                     return effects; // not a channel of ours

@@ -36,7 +36,7 @@ pub use exit::Clock;
 pub use force_close::ForceClose;
 pub use ids::ObjectiveId;
 pub use objective::Objective;
-pub use policy::PartyPolicy;
+pub use policy::{AssetLimits, PartyPolicy};
 pub use records::{ChannelRecord, ObjectiveRecord, PartyRecord, StateKey, EVICT_AFTER_TICKS};
 pub use virtual_defund::{VirtualDefund, LEGACY_VIRTUAL_FINAL_TURN, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
@@ -563,6 +563,20 @@ impl Party {
     pub fn transaction_failed(&mut self, id: ObjectiveId) -> Effects {
         if let Some(entry) = self.objectives.get_mut(&id) {
             entry.objective.transaction_failed();
+            self.touch(StateKey::Objective(id));
+        }
+        let effects = self.crank_all();
+        self.note(&effects);
+        effects
+    }
+
+    /// A transaction objective `id` asked for was refused for good before anything was sent
+    /// (a token that takes a fee on transfer, or whose `transfer` returns `false`): the
+    /// objective fails with `why` instead of asking again. Nothing of ours was spent; a
+    /// counterparty's deposit made before stays recoverable on chain (ADR-0017).
+    pub fn transaction_refused(&mut self, id: ObjectiveId, why: &str) -> Effects {
+        if let Some(entry) = self.objectives.get_mut(&id) {
+            entry.objective.fail_with(why);
             self.touch(StateKey::Objective(id));
         }
         let effects = self.crank_all();

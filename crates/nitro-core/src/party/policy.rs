@@ -6,7 +6,7 @@
 //! forever; an objective a peer declines, or the operator cancels before it committed
 //! anything, fails with the reason.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     objective::Crank, virtual_fund::VirtualFund, DirectFund, Effects, Envelope, Objective, ObjectiveId, Party,
@@ -30,7 +30,7 @@ pub struct PartyPolicy {
     pub ledger_peers: Option<BTreeSet<Address>>,
     /// Peers we know (configured): a stranger must put its deposit on chain before ours.
     pub known_peers: BTreeSet<Address>,
-    /// The most we deposit into one ledger a peer opens.
+    /// The most we deposit into one ledger a peer opens (ETH; tokens: [`Self::token_limits`]).
     pub max_deposit_per_ledger: Option<U256>,
     /// The most we hold in all our ledgers and fundings together (our balances, as
     /// deposited), counting the new one.
@@ -44,6 +44,37 @@ pub struct PartyPolicy {
     /// The most we lock in guarantees in the ledger with any one counterparty, counting the
     /// new one.
     pub max_locked_per_counterparty: Option<U256>,
+    /// The limits of each ERC-20 token, in its smallest unit (the four fields above are the
+    /// limits of ETH). A token accepted by [`Self::assets`] without an entry here has none.
+    pub token_limits: BTreeMap<Address, AssetLimits>,
+}
+
+/// The limits of one asset, in its smallest unit (`None`: no limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AssetLimits {
+    /// The most we deposit into one ledger a peer opens.
+    pub max_deposit_per_ledger: Option<U256>,
+    /// The most we hold in all our ledgers of the asset together, counting the new one.
+    pub max_total_deposit: Option<U256>,
+    /// The largest virtual channel in the asset we help fund as an intermediary or payee.
+    pub max_virtual_amount: Option<U256>,
+    /// The most of the asset we lock in guarantees in the ledger with one counterparty.
+    pub max_locked_per_counterparty: Option<U256>,
+}
+
+impl PartyPolicy {
+    /// The limits of `asset`: the top-level fields for ETH, [`Self::token_limits`] for a token.
+    pub fn limits(&self, asset: Address) -> AssetLimits {
+        if asset.is_zero() {
+            return AssetLimits {
+                max_deposit_per_ledger: self.max_deposit_per_ledger,
+                max_total_deposit: self.max_total_deposit,
+                max_virtual_amount: self.max_virtual_amount,
+                max_locked_per_counterparty: self.max_locked_per_counterparty,
+            };
+        }
+        self.token_limits.get(&asset).copied().unwrap_or_default()
+    }
 }
 
 fn refuse(why: String) -> Result<(), PartyError> {
@@ -72,11 +103,12 @@ impl Party {
             }
         }
         let [ours, theirs] = funding.amounts_mine_first();
-        if p.max_deposit_per_ledger.is_some_and(|max| ours > max) {
+        let limits = p.limits(asset);
+        if limits.max_deposit_per_ledger.is_some_and(|max| ours > max) {
             return refuse(format!("our deposit {ours} is above the per-ledger limit"));
         }
-        if let Some(max) = p.max_total_deposit {
-            let total = self.deposits_held().checked_add(ours);
+        if let Some(max) = limits.max_total_deposit {
+            let total = self.deposits_held(asset).checked_add(ours);
             if total.is_none_or(|t| t > max) {
                 return refuse(format!("our deposits would pass the total limit {max}"));
             }
@@ -88,12 +120,12 @@ impl Party {
         Ok(())
     }
 
-    /// What we hold in our ledgers (our consensus balances plus our guarantee shares) and
-    /// have committed to fundings in progress.
-    fn deposits_held(&self) -> U256 {
+    /// What we hold of `asset` in our ledgers (our consensus balances plus our guarantee
+    /// shares) and have committed to fundings in progress.
+    fn deposits_held(&self, asset: Address) -> U256 {
         let me = destination_of(self.address());
         let mut total = U256::ZERO;
-        for l in self.ledgers.values() {
+        for l in self.ledgers.values().filter(|l| l.consensus_outcome().asset() == asset) {
             let o = l.consensus_outcome();
             let balance = if o.leader().destination == me { o.leader().amount } else { o.follower().amount };
             let locked = o.guarantees().map(|g| g.amount()).fold(U256::ZERO, |a, b| a.saturating_add(b));
@@ -101,6 +133,9 @@ impl Party {
         }
         for e in self.objectives.values().filter(|e| !e.done) {
             if let Objective::DirectFund(d) = &e.objective {
+                if d.asset() != asset {
+                    continue;
+                }
                 total = total.saturating_add(d.amounts_mine_first()[0]);
             }
         }
@@ -116,11 +151,12 @@ impl Party {
         if p.assets.as_ref().is_some_and(|assets| !assets.contains(&c.asset)) {
             return refuse(format!("asset {} is not accepted", c.asset));
         }
-        if p.max_virtual_amount.is_some_and(|max| amount > max) {
+        let limits = p.limits(c.asset);
+        if limits.max_virtual_amount.is_some_and(|max| amount > max) {
             return refuse(format!("virtual channel of {amount} is above the limit"));
         }
         self.check_capacity(v)?;
-        if let Some(max) = p.max_locked_per_counterparty {
+        if let Some(max) = limits.max_locked_per_counterparty {
             for side in &v.ledgers {
                 let Some(l) = self.ledgers.get(&side.channel_id) else { continue };
                 let locked =
