@@ -116,6 +116,15 @@ fn index(i: usize) -> U256 {
     U256::from(i)
 }
 
+/// The contract `tx` calls: the token for an [`ChainTransaction::Approve`], the adjudicator
+/// for everything else.
+pub fn target(tx: &ChainTransaction, adjudicator: alloy_primitives::Address) -> alloy_primitives::Address {
+    match tx {
+        ChainTransaction::Approve { token, .. } => *token,
+        _ => adjudicator,
+    }
+}
+
 /// The calldata of `tx` (which should have passed [`ChainTransaction::validate`]).
 pub fn calldata(tx: &ChainTransaction) -> Vec<u8> {
     use INitroAdjudicator as I;
@@ -123,6 +132,9 @@ pub fn calldata(tx: &ChainTransaction) -> Vec<u8> {
         ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
             I::depositCall { asset: *asset, channelId: *channel_id, expectedHeld: *expected_held, amount: *amount }
                 .abi_encode()
+        }
+        ChainTransaction::Approve { spender, amount, .. } => {
+            IERC20::approveCall { spender: *spender, amount: *amount }.abi_encode()
         }
         ChainTransaction::Checkpoint { state } => abi::checkpoint_calldata(state),
         ChainTransaction::Challenge { proof, state, challenger_signature } => with_selector(

@@ -52,6 +52,16 @@ pub enum ChainError {
         /// What the chain holds.
         actual: U256,
     },
+    /// A token deposit refused before anything was sent: the token would lose money in the
+    /// adjudicator (a fee on transfer, a `transfer` returning `false`), or it could not be
+    /// checked. Permanent: the objective asking for the deposit fails with this reason.
+    #[error("token {token} is refused: {reason}")]
+    UnsafeToken {
+        /// The ERC-20 contract.
+        token: Address,
+        /// What the check found.
+        reason: String,
+    },
     /// Waited too long for something (a receipt, confirmations, holdings).
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {

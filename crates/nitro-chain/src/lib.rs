@@ -16,6 +16,9 @@
 //!   depth and retracting what a deeper reorg takes back.
 //! - [`proxy::RpcProxy`]: a fault-injecting JSON-RPC proxy for tests (lost answers, delays,
 //!   5xx, outages).
+//! - ERC-20 deposits: the approval each needs, landed by the same manager, and a check by
+//!   simulation that the token neither takes a fee on transfer nor returns `false` from
+//!   `transfer` ([`EthChainService::check_token`]).
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
 //!
 //! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
@@ -30,6 +33,7 @@ pub mod bindings;
 mod client;
 mod contracts;
 mod depth;
+mod erc20;
 mod error;
 mod locate;
 pub mod manager;

@@ -170,8 +170,15 @@ impl ChainService for EthChainService {
                 sleep(config.poll_interval).await;
             }
         }
+        self.check_token(tx).await?;
+        if let Some(approve) = self.approval_needed(tx).await? {
+            let input = Bytes::from(bindings::calldata(&approve));
+            let to = bindings::target(&approve, self.adjudicator);
+            self.client.transact(approve.function_name(), to, input, U256::ZERO).await?;
+        }
         let input = Bytes::from(bindings::calldata(tx));
-        self.client.transact(tx.function_name(), self.adjudicator, input, tx.value()).await
+        let to = bindings::target(tx, self.adjudicator);
+        self.client.transact(tx.function_name(), to, input, tx.value()).await
     }
 
     async fn holdings(&self, asset: Address, channel_id: ChannelId) -> Result<U256, ChainError> {

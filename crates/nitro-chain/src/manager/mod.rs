@@ -26,6 +26,11 @@
 //!   transaction taken out is sent again (same bytes, same nonce).
 //! - An identical request while one is in flight joins it: the core's own retries never send a
 //!   transaction twice.
+//! - **Token deposits** are checked first by simulation (a token that takes a fee on transfer
+//!   or whose `transfer` returns `false` is refused: [`ChainError::UnsafeToken`]); the
+//!   `approve` a deposit needs is a transaction of its own, landed like every other one before
+//!   the deposit is signed; one deposit (or approval) per token is in flight at a time, so
+//!   approvals cannot race each other.
 //!
 //! Alloy's pieces used: the signer and transaction builder ([`EthClient`]), the EIP-1559 tip
 //! estimator (`eip1559_default_estimator`) over `eth_feeHistory`. Not used, and why: the
@@ -130,6 +135,17 @@ pub enum TxOutcome {
     /// It never will be mined: refused before sending, reverting at estimation, its nonce
     /// taken by another transaction, or its deadline passed unmined.
     Failed(ChainError),
+}
+
+impl TxOutcome {
+    /// `Some(why)` when the transaction was refused for good before anything was sent because
+    /// its token would lose money ([`ChainError::UnsafeToken`]): asking again cannot help.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            Self::Failed(error @ ChainError::UnsafeToken { .. }) => Some(error.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// What the manager reports: how one transaction ended, for every request it stood for.
@@ -329,6 +345,8 @@ struct Tracked {
     nonce_moved_at: Option<Instant>,
     last_search: Option<Instant>,
     last_alarm: Option<Instant>,
+    /// For a token deposit: the approvals asked for it so far.
+    approvals: u32,
     outcome: Option<TxOutcome>,
 }
 
@@ -357,6 +375,7 @@ impl Tracked {
             nonce_moved_at: None,
             last_search: None,
             last_alarm: None,
+            approvals: 0,
             outcome: None,
         }
     }

@@ -1,7 +1,7 @@
 //! The manager's task: one poll at a time over the transactions it owns, each moved on by
 //! what the chain shows (see the ule above for the rules).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use alloy::{
     eips::BlockNumberOrTag,
@@ -9,7 +9,7 @@ use alloy::{
     providers::{utils::eip1559_default_estimator, Provider},
     rpc::types::TransactionRequest,
 };
-use alloy_primitives::{Bytes, U256};
+use alloy_primitives::{Address, Bytes, U256};
 use nitro_core::chain::ChainTransaction;
 use tokio::{
     sync::mpsc,
@@ -39,6 +39,9 @@ pub(super) const MAX_GAP: u64 = 16;
 pub(super) const SEARCH_EVERY: Duration = Duration::from_secs(1);
 /// Gas of a no-op (a plain transfer).
 const NOOP_GAS: u64 = 21_000;
+/// Approvals asked for one token deposit before it fails (each one landed or failed: the
+/// allowance still short after that many is not going to change).
+const MAX_APPROVALS: u32 = 3;
 /// Fee history depth and percentile of the tip estimate (alloy's defaults).
 const FEE_HISTORY_BLOCKS: u64 = 10;
 const TIP_PERCENTILE: f64 = 20.0;
@@ -52,6 +55,9 @@ pub(super) struct Worker {
     pub(super) next_nonce: Option<u64>,
     pub(super) events: mpsc::UnboundedSender<TxEvent>,
     pub(super) counters: Arc<Counters>,
+    /// Tokens with a deposit signed or an approval in flight (recomputed every poll): another
+    /// deposit of the token waits, so that it cannot spend an allowance meant for that one.
+    pub(super) busy_tokens: HashSet<Address>,
 }
 
 impl Worker {
@@ -64,7 +70,16 @@ impl Worker {
         let client_config = ChainConfig { retries: config.rpc_retries, ..service.client().config().clone() };
         let client = service.client().clone().with_config(client_config);
         let service = EthChainService::new(client.clone(), service.adjudicator());
-        Self { service, client, config, txs: Vec::new(), next_nonce: None, events, counters }
+        Self {
+            service,
+            client,
+            config,
+            txs: Vec::new(),
+            next_nonce: None,
+            events,
+            counters,
+            busy_tokens: HashSet::new(),
+        }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -146,6 +161,7 @@ impl Worker {
         };
         let mut market = None;
         let mut txs = std::mem::take(&mut self.txs);
+        self.busy_tokens = txs.iter().filter_map(busy_token).collect();
         for tx in &mut txs {
             self.step(tx, &head, &mut market).await;
         }
@@ -231,6 +247,11 @@ impl Worker {
                 return;
             }
         }
+        if let Some((token, _)) = transaction.token_deposit() {
+            if !self.token_ready(tx, &transaction, token).await {
+                return;
+            }
+        }
         if tx.gas.is_none() {
             match self.client.estimate_gas(transaction.function_name(), &self.request_of(&transaction)).await {
                 Ok(gas) => tx.gas = Some(gas),
@@ -249,6 +270,44 @@ impl Worker {
             Err(_) => return self.back_off(tx),
         }
         self.first_attempt(tx, head, market, urgency).await;
+    }
+
+    /// Whether the token deposit `tx` may be signed now: no other deposit of the token in
+    /// flight, the token checked ([`EthChainService::check_token`]), and the allowance enough
+    /// (else an approval is added, and the deposit waits for it).
+    async fn token_ready(&mut self, tx: &mut Tracked, transaction: &ChainTransaction, token: Address) -> bool {
+        if self.busy_tokens.contains(&token) {
+            return false;
+        }
+        let checked = match self.service.check_token(transaction).await {
+            Ok(()) => self.service.approval_needed(transaction).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(None) => {
+                self.busy_tokens.insert(token);
+                true
+            }
+            Ok(Some(approve)) => {
+                self.busy_tokens.insert(token);
+                if tx.approvals >= MAX_APPROVALS {
+                    let reason = format!("the allowance is still short after {MAX_APPROVALS} approvals");
+                    tx.outcome = Some(TxOutcome::Failed(ChainError::UnsafeToken { token, reason }));
+                    return false;
+                }
+                tx.approvals += 1;
+                self.txs.push(Tracked::new(None, Some(approve), None, self.config.initial_backoff));
+                false
+            }
+            Err(e) if e.is_transient() => {
+                self.back_off(tx);
+                false
+            }
+            Err(e) => {
+                tx.outcome = Some(TxOutcome::Failed(e));
+                false
+            }
+        }
     }
 
     pub(super) async fn first_attempt(
@@ -467,13 +526,25 @@ impl Worker {
 
     pub(super) fn request_of(&self, transaction: &ChainTransaction) -> TransactionRequest {
         TransactionRequest::default()
-            .with_to(self.service.adjudicator())
+            .with_to(bindings::target(transaction, self.service.adjudicator()))
             .with_input(Bytes::from(bindings::calldata(transaction)))
             .with_value(transaction.value())
     }
 
     pub(super) fn noop_request(&self) -> TransactionRequest {
         TransactionRequest::default().with_to(self.client.address()).with_value(U256::ZERO)
+    }
+}
+
+/// The token a tracked transaction holds busy: an approval not yet ended, or a token deposit
+/// with a nonce (signed, or about to be).
+fn busy_token(tx: &Tracked) -> Option<Address> {
+    if tx.outcome.is_some() {
+        return None;
+    }
+    match tx.transaction.as_ref()? {
+        ChainTransaction::Approve { token, .. } => Some(*token),
+        deposit => deposit.token_deposit().filter(|_| tx.nonce.is_some()).map(|(token, _)| token),
     }
 }
 
