@@ -5,10 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::Address;
-use nitro_core::party::PartyPolicy;
+use nitro_core::party::{AssetLimits, PartyPolicy};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -250,6 +250,26 @@ pub struct PolicyConfig {
     /// seconds; 0: never (default 86,400, a day). Costs a challenge (~0.1–0.15 M gas), the
     /// payout (`transfer`, ~0.06 M) and one `reclaim` (~0.05 M) per guarantee.
     pub auto_force_close_secs: u64,
+    /// ERC-20 tokens accepted besides ETH, each with its limits (`[[policy.tokens]]`). None
+    /// by default: a token is accepted only when named here.
+    pub tokens: Vec<TokenPolicyConfig>,
+}
+
+/// One accepted ERC-20 token and its limits, in the token's smallest unit (the ETH limits
+/// above mean nothing for a token with other decimals, so each is given explicitly).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPolicyConfig {
+    /// The token contract.
+    pub address: Address,
+    /// The most we deposit into one ledger a peer opens.
+    pub max_deposit_per_ledger: String,
+    /// The most we hold in all ledgers of the token together.
+    pub max_total_deposit: String,
+    /// The largest virtual channel in the token we help fund.
+    pub max_virtual_amount: String,
+    /// The most of the token we lock in guarantees in the ledger with one counterparty.
+    pub max_locked_per_counterparty: String,
 }
 
 impl Default for PolicyConfig {
@@ -263,6 +283,7 @@ impl Default for PolicyConfig {
             max_virtual_amount: "1000000000000000000".into(),
             max_locked_per_counterparty: "5000000000000000000".into(),
             auto_force_close_secs: 86_400,
+            tokens: Vec::new(),
         }
     }
 }
@@ -302,10 +323,41 @@ impl PolicyConfig {
             max_deposit_per_ledger: Some(wei("max_deposit_per_ledger", &self.max_deposit_per_ledger)?),
             max_total_deposit: Some(wei("max_total_deposit", &self.max_total_deposit)?),
             challenge_duration: Some((self.challenge_duration_min, self.challenge_duration_max)),
-            assets: Some(BTreeSet::from([Address::ZERO])),
+            assets: Some(std::iter::once(Address::ZERO).chain(self.tokens.iter().map(|t| t.address)).collect()),
             max_virtual_amount: Some(wei("max_virtual_amount", &self.max_virtual_amount)?),
             max_locked_per_counterparty: Some(wei("max_locked_per_counterparty", &self.max_locked_per_counterparty)?),
+            token_limits: self.token_limits()?,
         })
+    }
+
+    /// The limits of each `[[policy.tokens]]` entry; the zero address or a token named twice
+    /// is refused.
+    fn token_limits(&self) -> Result<BTreeMap<Address, AssetLimits>, ConfigError> {
+        let mut limits = BTreeMap::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let units = |name: &str, value: &str| {
+                crate::api::parse_amount(value).map(Some).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "policy.tokens[{i}].{name}: {e} (a decimal amount in the token's smallest unit)"
+                    ))
+                })
+            };
+            if t.address.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.tokens[{i}].address is the zero address: ETH's limits are the [policy] keys themselves"
+                )));
+            }
+            let entry = AssetLimits {
+                max_deposit_per_ledger: units("max_deposit_per_ledger", &t.max_deposit_per_ledger)?,
+                max_total_deposit: units("max_total_deposit", &t.max_total_deposit)?,
+                max_virtual_amount: units("max_virtual_amount", &t.max_virtual_amount)?,
+                max_locked_per_counterparty: units("max_locked_per_counterparty", &t.max_locked_per_counterparty)?,
+            };
+            if limits.insert(t.address, entry).is_some() {
+                return Err(ConfigError::Invalid(format!("policy.tokens[{i}]: token {} is named twice", t.address)));
+            }
+        }
+        Ok(limits)
     }
 }
 

@@ -460,12 +460,13 @@ impl LocalNetwork {
                 true
             }
         };
+        let refused = event.outcome.refusal();
         for id in event.ids {
             let Some(request) = self.transactions.remove(&(i, id)) else { continue };
             self.transaction_done(i, id)?;
             if let (true, Some(objective)) = (failed, request.objective) {
                 if !self.is_gone(i) {
-                    self.step(i, Input::TransactionFailed { objective })?;
+                    self.step(i, Input::TransactionFailed { objective, refused: refused.clone() })?;
                 }
             }
         }

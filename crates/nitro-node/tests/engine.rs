@@ -54,7 +54,7 @@ impl Chain {
                 Ok(events) => self.events.extend(events),
                 Err(revert) => {
                     let objective = t.objective.unwrap_or_else(|| panic!("{revert}"));
-                    let more = engine.step(Input::TransactionFailed { objective }).unwrap();
+                    let more = engine.step(Input::TransactionFailed { objective, refused: None }).unwrap();
                     out.extend(more.messages.into_iter().map(|(_, m)| m));
                     self.execute(engine, more.transactions, out);
                 }
@@ -179,7 +179,7 @@ fn every_kind_of_input_survives_the_log() {
             )),
         },
         Input::Chain(ChainEvent::Concluded { channel_id: Default::default(), block_number: 9, finalizes_at: 10 }),
-        Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()) },
+        Input::TransactionFailed { objective: ObjectiveId::DirectFund(Default::default()), refused: None },
         Input::tick(),
         Input::PeerConnected { peer: key(3).address() },
         Input::Request(Request::ForceClose { channel_id: Default::default() }),

@@ -84,6 +84,10 @@ pub enum Input {
     TransactionFailed {
         /// The objective that asked for it.
         objective: ObjectiveId,
+        /// `Some(why)`: refused for good by the chain shell (a token that would lose money in
+        /// the adjudicator); the objective fails with the reason instead of asking again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
     },
     /// The transport (re)established an authenticated session with `peer`: the party sends
     /// what the peer may lack from us ([`Party::resync`]; a peer that acknowledged a message
@@ -129,7 +133,10 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
         },
         Input::Message { from, payload } => (party.handle_message(*from, payload.clone())?, None),
         Input::Chain(event) => (party.handle_chain_event(event), None),
-        Input::TransactionFailed { objective } => (party.transaction_failed(*objective), None),
+        Input::TransactionFailed { objective, refused: None } => (party.transaction_failed(*objective), None),
+        Input::TransactionFailed { objective, refused: Some(why) } => {
+            (party.transaction_refused(*objective, why), None)
+        }
         Input::PeerConnected { peer } => (party.resync(*peer), None),
         Input::Tick { unix_secs, chain_time } => {
             (party.tick(Clock { unix_secs: *unix_secs, chain_time: *chain_time }), None)

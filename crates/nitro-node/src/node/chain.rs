@@ -185,11 +185,12 @@ impl Node {
         if let (Some(transaction), false) = (&event.transaction, matches!(event.outcome, TxOutcome::Cancelled(_))) {
             self.metrics.transaction(transaction.function_name(), gas);
         }
+        let refused = event.outcome.refusal();
         for id in event.ids {
             self.engine.store().transaction_done(id)?;
             let Some(request) = self.outstanding.remove(&id) else { continue };
             if let (true, Some(objective)) = (failed, request.objective) {
-                if let Err(e) = self.step(Input::TransactionFailed { objective }) {
+                if let Err(e) = self.step(Input::TransactionFailed { objective, refused: refused.clone() }) {
                     if self.fatal(&e) {
                         return Err(e);
                     }

@@ -178,11 +178,15 @@ impl Node {
         if o.my_amount.checked_add(o.counterparty_amount).is_none() {
             return Err("the two deposits overflow 256 bits".into());
         }
-        if !o.asset.is_zero() {
-            return Err(format!("asset {} is not supported: ledgers hold ETH (the zero address)", o.asset));
+        let policy = self.engine.party().policy();
+        if policy.assets.as_ref().is_some_and(|assets| !assets.contains(&o.asset)) {
+            return Err(format!(
+                "asset {} is not accepted by this node's policy (name it under [[policy.tokens]] with its limits)",
+                o.asset
+            ));
         }
         match self.wallet {
-            Some(held) if held < o.my_amount => {
+            Some(held) if o.asset.is_zero() && held < o.my_amount => {
                 Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
             }
             _ => Ok(()),

@@ -144,7 +144,7 @@ impl Sim {
             Err(_) => {
                 self.report.reverted += 1;
                 if let Some(objective) = request.objective {
-                    self.step_engine(i, Input::TransactionFailed { objective })?;
+                    self.step_engine(i, Input::TransactionFailed { objective, refused: None })?;
                 }
             }
         }
