@@ -278,7 +278,17 @@ impl EthClient {
 
     /// Deploys `artifact` (no constructor arguments) and returns the contract's address.
     pub async fn deploy(&self, artifact: &Artifact) -> Result<Address, ChainError> {
-        let request = TransactionRequest::default().with_deploy_code(artifact.bytecode.clone());
+        self.deploy_with_args(artifact, &[]).await
+    }
+
+    /// Deploys `artifact` with `args`, the ABI-encoded constructor arguments appended to the
+    /// creation code (as the EVM expects them), and returns the contract's address. The
+    /// arguments are not checked against the ABI: callers encode them for the constructor.
+    pub async fn deploy_with_args(&self, artifact: &Artifact, args: &[u8]) -> Result<Address, ChainError> {
+        let mut code = Vec::with_capacity(artifact.bytecode.len() + args.len());
+        code.extend_from_slice(&artifact.bytecode);
+        code.extend_from_slice(args);
+        let request = TransactionRequest::default().with_deploy_code(Bytes::from(code));
         let receipt = self.send("deploy", request).await?;
         let address = receipt.contract_address.ok_or_else(|| ChainError::Deployment(artifact.name.clone()))?;
         let code = with_retries(&self.config, "eth_getCode", "", || self.provider.get_code_at(address)).await?;

@@ -78,19 +78,7 @@ impl Artifacts {
         let path = self.dir.join("contracts").join(format!("{name}.sol")).join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ArtifactError::Read { path: path.clone(), message: e.to_string() })?;
-        let malformed = |message: String| ArtifactError::Malformed { path: path.clone(), message };
-        let raw: HardhatArtifact = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
-        if raw.contract_name != name {
-            return Err(malformed(format!("contract name is {}", raw.contract_name)));
-        }
-        if !raw.link_references.is_empty() {
-            return Err(malformed("needs library linking, which this loader does not do".into()));
-        }
-        let bytecode: Bytes = raw.bytecode.parse().map_err(|e| malformed(format!("bytecode: {e}")))?;
-        if bytecode.is_empty() {
-            return Err(malformed("empty bytecode (an interface?)".into()));
-        }
-        Ok(Artifact { name: raw.contract_name, path, abi: raw.abi, bytecode })
+        parse_artifact(path, name, &text)
     }
 
     /// Reads the `NitroAdjudicator` and checks it has every function and event declared in
@@ -122,4 +110,23 @@ impl Contracts {
         let virtual_payment_app = client.deploy(&artifacts.load("VirtualPaymentApp")?).await?;
         Ok(Self { adjudicator, consensus_app, virtual_payment_app })
     }
+}
+
+/// Parses the Hardhat-shaped artifact `text` of contract `name` read from `path`: an ABI and
+/// non-empty creation bytecode needing no library links. Shared with the test tokens
+/// ([`crate::tokens`]), whose compile script writes the same shape.
+pub(crate) fn parse_artifact(path: PathBuf, name: &str, text: &str) -> Result<Artifact, ArtifactError> {
+    let malformed = |message: String| ArtifactError::Malformed { path: path.clone(), message };
+    let raw: HardhatArtifact = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    if raw.contract_name != name {
+        return Err(malformed(format!("contract name is {}", raw.contract_name)));
+    }
+    if !raw.link_references.is_empty() {
+        return Err(malformed("needs library linking, which this loader does not do".into()));
+    }
+    let bytecode: Bytes = raw.bytecode.parse().map_err(|e| malformed(format!("bytecode: {e}")))?;
+    if bytecode.is_empty() {
+        return Err(malformed("empty bytecode (an interface?)".into()));
+    }
+    Ok(Artifact { name: raw.contract_name, path, abi: raw.abi, bytecode })
 }

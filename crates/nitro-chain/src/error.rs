@@ -99,6 +99,15 @@ pub enum ChainError {
     /// A contract deployment produced no contract.
     #[error("deployment of {0} produced no contract code")]
     Deployment(String),
+    /// An ERC-20 token answered `false` to `function` instead of reverting: it refused without
+    /// moving anything (the `transfer` of [`crate::tokens::TestToken::FalseToken`]).
+    #[error("token {token} returned false from {function}")]
+    TokenRefused {
+        /// The token contract.
+        token: Address,
+        /// The ERC-20 function.
+        function: &'static str,
+    },
     /// An artifact could not be found or read.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
@@ -196,6 +205,16 @@ pub enum ArtifactError {
     )]
     NotInstalled {
         /// The directories searched from.
+        searched: Vec<PathBuf>,
+    },
+    /// The compiled test tokens (`build/contracts`, written by `scripts/compile-contracts.js`)
+    /// were not found: they are built at setup, never committed.
+    #[error(
+        "the compiled test tokens were not found (looked for build/contracts above {searched:?}, and \
+         NITRO_TOKEN_ARTIFACTS is unset): run `scripts/setup.sh` at the repository root"
+    )]
+    TokensNotBuilt {
+        /// The directories searched from (or the `NITRO_TOKEN_ARTIFACTS` directory).
         searched: Vec<PathBuf>,
     },
     /// An artifact file could not be read.

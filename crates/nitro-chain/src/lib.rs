@@ -20,11 +20,17 @@
 //!   simulation that the token neither takes a fee on transfer nor returns `false` from
 //!   `transfer` ([`EthChainService::check_token`]).
 //! - [`Anvil`]: a local node (the `anvil` binary from npm) for tests and demos.
+//! - [`tokens`]: real ERC-20 tokens for tests and demos ([`TestToken`]: nitro-protocol's
+//!   `Token`, a `FalseToken` whose `transfer` returns false, a 1%-`FeeToken`), compiled by
+//!   `scripts/setup.sh` into `build/contracts` ([`TokenArtifacts`]), deployed with
+//!   [`deploy_token`], moved with [`transfer_tokens`] / [`approve_tokens`], read with
+//!   [`token_balance`].
 //!
 //! The contracts and anvil come from the repository's `package.json` (pinned, locked): run
 //! `npm ci` at the repository root once, then `cargo test -p nitro-chain`. The tests start
 //! their own anvil and fail with a message naming `npm ci` when it is missing.
-//! `NITRO_ARTIFACTS` and `NITRO_ANVIL` override where both are looked for.
+//! `NITRO_ARTIFACTS` and `NITRO_ANVIL` override where both are looked for; the token tests
+//! also need `scripts/setup.sh` to have compiled the tokens (`NITRO_TOKEN_ARTIFACTS` overrides).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -39,6 +45,7 @@ mod locate;
 pub mod manager;
 pub mod proxy;
 mod service;
+pub mod tokens;
 mod watcher;
 
 pub use anvil::{dev_key, Anvil, AnvilBuilder, ANVIL_CHAIN_ID, DEV_PRIVATE_KEYS};
@@ -48,4 +55,5 @@ pub use depth::{default_confirmations, UNKNOWN_CHAIN_CONFIRMATIONS};
 pub use error::{AnvilError, ArtifactError, ChainError};
 pub use manager::{TxEvent, TxManager, TxManagerConfig, TxManagerStats, TxOutcome};
 pub use service::{ChainService, EthChainService};
+pub use tokens::{approve_tokens, deploy_token, token_balance, transfer_tokens, TestToken, TokenArtifacts};
 pub use watcher::{EventWatcher, WatcherConfig, WatcherState};
