@@ -105,10 +105,21 @@ impl EthChainService {
             )));
         }
         let ours_before = word(4, "balanceOf(depositor)")?;
-        if word(5, "transfer")?.is_zero() {
-            return Err(refuse(
-                "its transfer returns false, and the adjudicator pays out with transfer without checking it".into(),
-            ));
+        // The adjudicator calls `transfer` through an interface returning `bool`: no return
+        // data makes every payout revert (funds stuck), `false` makes it a silent no-op.
+        match results.returned(5) {
+            Ok(data) if data.len() < 32 => {
+                return Err(refuse(
+                    "its transfer returns no value, so every payout by the adjudicator would revert".into(),
+                ))
+            }
+            Ok(data) if U256::from_be_slice(&data[..32]).is_zero() => {
+                return Err(refuse(
+                    "its transfer returns false, and the adjudicator pays out with transfer without checking it".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(why) => return Err(refuse(format!("a payout by the adjudicator would fail: {why}"))),
         }
         let paid = word(6, "balanceOf(depositor)")?.saturating_sub(ours_before);
         if paid != amount {
@@ -147,12 +158,17 @@ impl SimulatedCalls {
         Err(why.to_owned())
     }
 
+    /// The data call `i` returned, if it succeeded.
+    fn returned(&self, i: usize) -> Result<Bytes, String> {
+        let call = self.succeeded(i)?;
+        let data = call.get("returnData").and_then(Value::as_str).unwrap_or("0x");
+        data.parse().map_err(|e| format!("return data {data}: {e}"))
+    }
+
     /// The first 32-byte word call `i` returned (a `uint256` or a `bool`); an empty return is
     /// `1` (tokens that return nothing from `approve`/`transfer` succeed by not reverting).
     fn word(&self, i: usize) -> Result<U256, String> {
-        let call = self.succeeded(i)?;
-        let data = call.get("returnData").and_then(Value::as_str).unwrap_or("0x");
-        let bytes: Bytes = data.parse().map_err(|e| format!("return data {data}: {e}"))?;
+        let bytes = self.returned(i)?;
         match bytes.len() {
             0 => Ok(U256::from(1)),
             n if n >= 32 => Ok(U256::from_be_slice(&bytes[..32])),

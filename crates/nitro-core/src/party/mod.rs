@@ -575,11 +575,18 @@ impl Party {
     /// objective fails with `why` instead of asking again. Nothing of ours was spent; a
     /// counterparty's deposit made before stays recoverable on chain (ADR-0017).
     pub fn transaction_refused(&mut self, id: ObjectiveId, why: &str) -> Effects {
+        let mut declines = Effects::default();
         if let Some(entry) = self.objectives.get_mut(&id) {
             entry.objective.fail_with(why);
+            let peers = self.objectives.get(&id).map(|e| self.participants_of(&e.objective)).unwrap_or_default();
+            // The other participants stop waiting for a deposit that will not come.
+            declines = self.decline_to(id, peers, why);
+            declines.events.push(PartyEvent::ObjectiveFailed { id, reason: why.to_owned() });
             self.touch(StateKey::Objective(id));
         }
-        let effects = self.crank_all();
+        let mut effects = self.crank_all();
+        effects.messages.splice(0..0, declines.messages);
+        effects.events.splice(0..0, declines.events);
         self.note(&effects);
         effects
     }

@@ -214,7 +214,7 @@ impl Party {
     }
 
     /// The other participants of an objective's channel.
-    fn participants_of(&self, objective: &Objective) -> Vec<Address> {
+    pub(crate) fn participants_of(&self, objective: &Objective) -> Vec<Address> {
         let me = self.address();
         let all: Vec<Address> = match objective {
             Objective::DirectFund(d) => d.participants().to_vec(),

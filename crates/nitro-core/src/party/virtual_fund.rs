@@ -58,6 +58,13 @@ impl VirtualChannel {
         if exit.asset_metadata != AssetMetadata::default() {
             return Err(invalid("default asset metadata"));
         }
+        if !exit.asset.is_zero() {
+            // The deployed VirtualPaymentApp checks a redemption with "only native asset
+            // allowed": a payee could never enforce its vouchers in a token on chain (ADR-0022).
+            return Err(invalid(
+                "ETH only: the VirtualPaymentApp redeems vouchers only in the native asset, so a payee could not                  enforce a payment in a token on chain",
+            ));
+        }
         let [first, last] = exit.allocations.as_slice() else { return Err(invalid("two allocations")) };
         for (a, p) in [(first, state.participants[0]), (last, state.participants[n - 1])] {
             if a.destination != destination_of(p)
