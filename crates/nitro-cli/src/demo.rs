@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::{utils::format_ether, Address, U256};
 use clap::Args;
-use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthClient};
+use nitro_chain::{
+    deploy_token, dev_key, token_balance, transfer_tokens, Anvil, Artifacts, ChainConfig, ChainService, Contracts,
+    EthClient, TestToken, TokenArtifacts,
+};
 use nitro_core::{party::PartyConfig, U48};
 use nitro_node::{engine::Request, store_path, LocalChainSettings, LocalNetwork, NetworkError, Stores};
 use serde_json::{json, Value};
@@ -210,6 +213,10 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
         say.line(format!("{name} concluded and paid out: on-chain holdings {}", eth(held)));
     }
 
+    // 6. The same two ledgers' parties in an ERC-20 token (nitro-protocol's Token.sol): a
+    // ledger holds one asset, so they open token ledgers once the ETH ones are closed.
+    let token = token_ledgers(&mut net, &deployer, &say, timeout).await?;
+
     let mut deposited = serde_json::Map::new();
     let mut withdrawn = serde_json::Map::new();
     for i in 0..3 {
@@ -243,6 +250,19 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
         "deposited_wei": deposited,
         "withdrawn_wei": withdrawn,
         "leftover_holdings_wei": leftover.to_string(),
+        "assets": {
+            Address::ZERO.to_string(): {
+                "deposited_wei": deposited,
+                "withdrawn_wei": withdrawn,
+                "leftover_holdings_wei": leftover.to_string(),
+            },
+            token.address.to_string(): {
+                "deposited_wei": token.deposited,
+                "withdrawn_wei": token.withdrawn,
+                "leftover_holdings_wei": token.leftover.to_string(),
+            },
+        },
+        "resized_ledgers": 0,
     });
     drop(anvil);
     if args.json {
@@ -250,6 +270,65 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     } else {
         Ok(Value::String(format!("done: every state above was signed by its parties and settled on chain\n{summary}")))
     }
+}
+
+/// What the token part of the demo moved, per party, in the token's smallest unit.
+struct TokenRun {
+    address: Address,
+    deposited: serde_json::Map<String, Value>,
+    withdrawn: serde_json::Map<String, Value>,
+    leftover: U256,
+}
+
+/// Deploys `Token`, gives Alice and Bob some, opens L(hub, alice) and L(hub, bob) in it
+/// (approve + deposit through each party's transaction manager) and closes them.
+async fn token_ledgers(
+    net: &mut LocalNetwork,
+    deployer: &EthClient,
+    say: &Say,
+    timeout: Duration,
+) -> Result<TokenRun, UsageError> {
+    let artifact = TokenArtifacts::locate().and_then(|a| a.token(TestToken::Token)).map_err(fail)?;
+    let address = deploy_token(deployer, &artifact, deployer.address()).await.map_err(fail)?;
+    let per_ledger = U256::from(1_000_000u64);
+    let mut before = Vec::new();
+    for i in 0..3 {
+        transfer_tokens(deployer, address, net.address(i), per_ledger).await.map_err(fail)?;
+        before.push(token_balance(deployer, address, net.address(i)).await.map_err(fail)?);
+    }
+    say.line(format!("deployed ERC-20 Token {address}; opening token ledgers, {per_ledger} units from each side"));
+    let (alice, hub, bob) = (net.address(0), net.address(1), net.address(2));
+    // The hub puts half of its tokens into each ledger, Alice and Bob as much.
+    let amount = per_ledger / U256::from(2u64);
+    let ta = net
+        .start(
+            1,
+            Request::LedgerOpen { participants: [hub, alice], asset: address, amounts: [amount, amount], nonce: 5 },
+        )
+        .map_err(fail)?;
+    let tb = net
+        .start(1, Request::LedgerOpen { participants: [hub, bob], asset: address, amounts: [amount, amount], nonce: 6 })
+        .map_err(fail)?;
+    net.run_objectives(&[ta, tb], timeout).await.map_err(fail_net)?;
+    say.line(format!("token ledgers {} and {} funded", ta.channel_id(), tb.channel_id()));
+    let ca = net.start(1, Request::LedgerClose { channel_id: ta.channel_id() }).map_err(fail)?;
+    let cb = net.start(1, Request::LedgerClose { channel_id: tb.channel_id() }).map_err(fail)?;
+    net.run_objectives(&[ca, cb], timeout).await.map_err(fail_net)?;
+    let mut leftover = U256::ZERO;
+    for id in [ta, tb] {
+        leftover += net.participants[1].chain.holdings(address, id.channel_id()).await.map_err(fail)?;
+    }
+    let (mut deposited, mut withdrawn) = (serde_json::Map::new(), serde_json::Map::new());
+    for i in 0..3 {
+        let p = &net.participants[i];
+        let put = p.deposits.get(&address).copied().unwrap_or_default();
+        let after = token_balance(deployer, address, net.address(i)).await.map_err(fail)?;
+        let got = (after + put).saturating_sub(before[i]);
+        deposited.insert(p.name.clone(), json!(put.to_string()));
+        withdrawn.insert(p.name.clone(), json!(got.to_string()));
+    }
+    say.line(format!("token ledgers concluded and paid out in the token: on-chain holdings {leftover}"));
+    Ok(TokenRun { address, deposited, withdrawn, leftover })
 }
 
 fn fail_net(e: NetworkError) -> UsageError {

@@ -95,8 +95,10 @@ pub struct Participant {
     pub transactions: TxManager,
     /// Wei it paid in transaction fees.
     pub fees_paid: U256,
-    /// Wei it deposited into channels.
+    /// Wei it deposited into channels (ETH only).
     pub deposited: U256,
+    /// What it deposited into channels, per asset (the zero address: ETH, as `deposited`).
+    pub deposits: std::collections::BTreeMap<Address, U256>,
 }
 
 impl Participant {
@@ -249,6 +251,7 @@ impl LocalNetwork {
                 transactions: manager,
                 fees_paid: U256::ZERO,
                 deposited: U256::ZERO,
+                deposits: std::collections::BTreeMap::new(),
             });
         }
         let from_block = match participants.first() {
@@ -437,8 +440,11 @@ impl LocalNetwork {
             TxOutcome::Confirmed(receipt) => {
                 self.stats.transactions += 1;
                 participant.fees_paid += receipt.fee();
-                if let Some(ChainTransaction::Deposit { amount, .. }) = &event.transaction {
-                    participant.deposited += *amount;
+                if let Some(ChainTransaction::Deposit { amount, asset, .. }) = &event.transaction {
+                    if asset.is_zero() {
+                        participant.deposited += *amount;
+                    }
+                    *participant.deposits.entry(*asset).or_default() += *amount;
                 }
                 false
             }
