@@ -319,11 +319,10 @@ async fn token_ledgers(
         leftover += net.participants[1].chain.holdings(address, id.channel_id()).await.map_err(fail)?;
     }
     let (mut deposited, mut withdrawn) = (serde_json::Map::new(), serde_json::Map::new());
-    for i in 0..3 {
-        let p = &net.participants[i];
+    for (p, held_before) in net.participants.iter().zip(&before) {
         let put = p.deposits.get(&address).copied().unwrap_or_default();
-        let after = token_balance(deployer, address, net.address(i)).await.map_err(fail)?;
-        let got = (after + put).saturating_sub(before[i]);
+        let after = token_balance(deployer, address, p.chain.client().address()).await.map_err(fail)?;
+        let got = (after + put).saturating_sub(*held_before);
         deposited.insert(p.name.clone(), json!(put.to_string()));
         withdrawn.insert(p.name.clone(), json!(got.to_string()));
     }
