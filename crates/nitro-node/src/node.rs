@@ -158,6 +158,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     if let Ok(head) = chain.client().block_number().await {
         health.chain_reachable(Some(head));
     }
+    // The wallet too, so that a request made before the chain reader's first round is checked
+    // against it (a deposit beyond the wallet fails at once, from the first request on).
+    let wallet = chain.client().balance(me).await.ok();
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
@@ -190,7 +193,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         nonce: 0,
         peers: config.peers.iter().map(|p| p.address).collect(),
         chain_time: None,
-        wallet: None,
+        wallet,
         watcher_saved: None,
     };
     // The recent outbox goes to the transport again (the peer recognises what it had); what

@@ -42,7 +42,7 @@ async fn a_node_refuses_what_it_cannot_do_and_starts_nothing() {
     let mut token = open(&bob, "1", "1");
     token["asset"] = json!(Address::repeat_byte(0x42).to_string());
     let e = refusal(&client, "ledger_open", token).await;
-    assert!(e.contains("is not supported: ledgers hold ETH (the zero address)"), "{e}");
+    assert!(e.contains("is not accepted by this node's policy (name it under [[policy.tokens]]"), "{e}");
     // Far more than a dev account's 10,000 ETH.
     let e = refusal(&client, "ledger_open", open(&bob, "100000000000000000000000000", "0")).await;
     assert!(e.contains("the wallet holds") && e.contains("the deposit needs 100000000000000000000000000 wei"), "{e}");
