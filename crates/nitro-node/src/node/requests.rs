@@ -185,10 +185,19 @@ impl Node {
                 o.asset
             ));
         }
-        match self.wallet {
-            Some(held) if o.asset.is_zero() && held < o.my_amount => {
-                Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
-            }
+        if o.asset.is_zero() {
+            return match self.wallet {
+                Some(held) if held < o.my_amount => {
+                    Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
+                }
+                _ => Ok(()),
+            };
+        }
+        match self.token_wallet.get(&o.asset) {
+            Some(held) if *held < o.my_amount => Err(format!(
+                "the wallet holds {held} of token {}; the deposit needs {} (in its smallest unit)",
+                o.asset, o.my_amount
+            )),
             _ => Ok(()),
         }
     }
