@@ -219,6 +219,7 @@ impl Party {
         let all: Vec<Address> = match objective {
             Objective::DirectFund(d) => d.participants().to_vec(),
             Objective::VirtualFund(v) => v.channel().prefund.participants.clone(),
+            Objective::Withdraw(w) => w.final_state().state().participants.clone(),
             _ => Vec::new(),
         };
         all.into_iter().filter(|p| *p != me).collect()
