@@ -85,6 +85,7 @@ impl Node {
                 }
             }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
+            ApiRequest::LedgerWithdraw { channel_id, amount } => Request::LedgerWithdraw { channel_id, amount },
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
                     call.respond::<Value>(Err(RpcError::refused(
