@@ -171,6 +171,8 @@ fn the_responder_vanishing_before_m2_leaves_the_asker_its_share_of_the_old_ledge
     let (_, lb) = w.open_ledgers(1000);
     let id = w.call(2, |p| p.withdraw(lb, amount(300)));
     w.gone[1] = true; // M1 is never read
+                      // The hub may have signed F on bob's successor signatures: no cancel, only a force close.
+    assert!(matches!(w.parties[2].cancel(id), Err(PartyError::NotCancellable(_))));
     let exit = w.call(2, |p| p.force_close(lb));
     assert!(matches!(w.parties[2].waiting_for(&id), Some(WaitingFor::Failed(_))), "nothing committed: it stops");
     settle(&mut w, |w| w.parties[2].is_complete(&exit));
@@ -240,4 +242,19 @@ fn after_a_withdrawal_the_payee_redeems_from_the_successor_when_the_hub_is_gone(
     assert_eq!(paid(&w, 0), amount(1000 - 30));
     assert!(w.chain.holdings(&successor).is_zero());
     assert!(no_holdings(&w));
+}
+
+#[test]
+fn withdrawals_asked_by_both_at_once_both_fail_and_the_ledger_stays_usable() {
+    let mut w = World::new();
+    let (_, lb) = w.open_ledgers(1000);
+    let id = w.call(1, |p| p.withdraw(lb, amount(100)));
+    w.call(2, |p| p.withdraw(lb, amount(200)));
+    settle(&mut w, |w| [1, 2].iter().all(|i| matches!(w.parties[*i].waiting_for(&id), Some(WaitingFor::Failed(_)))));
+    assert!(w.chain.paid_out.is_empty(), "nothing concluded");
+    // Asked again, one at a time, it goes through.
+    let again = w.call(2, |p| p.withdraw(lb, amount(200)));
+    w.run();
+    assert!(w.parties[1].is_complete(&again) && w.parties[2].is_complete(&again));
+    assert_eq!(paid(&w, 2), amount(200));
 }

@@ -13,7 +13,12 @@ use nitro_core::{
     party::{ObjectiveId, PartyConfig},
     ChannelId, U48,
 };
-use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores};
+use nitro_node::{
+    api::{ApiRequest, RpcError},
+    engine::Request,
+    LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores,
+};
+use serde_json::json;
 
 const CHALLENGE_DURATION: u64 = 60;
 const STEP: Duration = Duration::from_secs(3);
@@ -153,6 +158,14 @@ async fn bob_withdraws_then_the_hub_vanishes_and_bob_leaves_through_the_successo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_withdrawal_the_virtual_channel_and_the_successor_close_cooperatively() {
     let (mut s, [la, lb, v]) = Setup::start().await;
+    // Refused at once, with the reason, changing nothing: another's ledger, nothing, too much.
+    for (channel_id, amount, why) in
+        [(la, milli(1), "unknown ledger"), (lb, U256::ZERO, "zero"), (lb, milli(1001), "available")]
+    {
+        let err = s.net.start(2, Request::LedgerWithdraw { channel_id, amount }).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    assert!(s.net.participants[2].party().objective(&ObjectiveId::Withdraw(lb)).is_none());
     let (before, fees) = (s.balances().await, s.fees());
     let successor = s.bob_withdraws(lb).await;
 
@@ -170,5 +183,22 @@ async fn after_a_withdrawal_the_virtual_channel_and_the_successor_close_cooperat
     assert_eq!(g[1], milli(2000));
     for c in [la, lb, successor] {
         assert_eq!(s.holdings(c).await, U256::ZERO);
+    }
+}
+
+#[test]
+fn ledger_withdraw_parses_and_round_trips() {
+    let channel = format!("0x{}", "ab".repeat(32));
+    let params = json!({ "channel_id": channel, "amount": "0x3e8" });
+    let request = ApiRequest::parse("ledger_withdraw", &params).unwrap();
+    let ApiRequest::LedgerWithdraw { channel_id, amount } = &request else { panic!("{request:?}") };
+    assert_eq!((*channel_id, *amount), (ChannelId::repeat_byte(0xab), U256::from(1000)));
+    assert_eq!(request.method(), "ledger_withdraw");
+    assert_eq!(ApiRequest::parse("ledger_withdraw", &request.to_params()).unwrap(), request);
+    for bad in
+        [json!({ "channel_id": channel }), json!({ "amount": "1" }), json!({ "channel_id": channel, "amount": "-1" })]
+    {
+        let e = ApiRequest::parse("ledger_withdraw", &bad).unwrap_err();
+        assert_eq!(e.code, RpcError::INVALID_PARAMS, "{bad}");
     }
 }

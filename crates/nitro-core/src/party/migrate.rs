@@ -48,14 +48,30 @@ impl Party {
         nonce.copy_from_slice(&digest[..8]);
         let objective = Withdraw::new(channel, amounts, u64::from_be_bytes(nonce), true)?;
         // A withdrawal that failed before anything was committed may be asked for again.
-        let view = self.view();
-        if let Some(e) = self.objectives.get(&id) {
-            if e.done || e.objective.failure().is_none() || e.objective.has_committed(&view) {
-                return Err(PartyError::ObjectiveExists(id));
-            }
-            self.objectives.remove(&id);
+        self.forget_failed_withdrawal(id, None);
+        if self.objectives.contains_key(&id) {
+            return Err(PartyError::ObjectiveExists(id));
         }
         self.start(Objective::Withdraw(objective))
+    }
+
+    /// Forgets objective `id` if it is a withdrawal that failed without committing anything
+    /// (we never signed its final state) and `incoming` (a peer's state for it, if any) is of
+    /// another successor: a new withdrawal from the same ledger takes its id. A late copy of
+    /// the failed attempt's own states stays with it (and is signed no more).
+    pub(crate) fn forget_failed_withdrawal(&mut self, id: ObjectiveId, incoming: Option<ChannelId>) {
+        let me = self.address();
+        let stale = matches!(
+            self.objectives.get(&id),
+            Some(Entry { objective: Objective::Withdraw(w), done: false })
+                if w.failure().is_some() && !w.signed_final(me)
+                    && incoming.is_none_or(|c| c != w.successor() && c != w.channel_id())
+        );
+        if stale {
+            self.objectives.remove(&id);
+            self.finished_ticks.remove(&id);
+            self.touch(StateKey::Objective(id));
+        }
     }
 
     /// The ledger that replaced `ledger` through withdrawals (itself if none did).

@@ -415,6 +415,7 @@ impl Party {
                 }
                 // A refused state changes nothing: a new objective is kept only once the
                 // state merged into it.
+                self.forget_failed_withdrawal(objective, Some(state.channel_id()));
                 let mut created = match self.objectives.contains_key(&objective) {
                     true => None,
                     false => match self.objective_from_state(objective, state.state()) {
@@ -430,7 +431,20 @@ impl Party {
                     Some(entry) => entry,
                     None => self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?,
                 };
-                let ours = entry.objective.receive_state(&state, self.ledgers.get(&objective.channel_id()))?;
+                let ours = match entry.objective.receive_state(&state, self.ledgers.get(&objective.channel_id())) {
+                    Ok(ours) => ours,
+                    // Both parties asked for a withdrawal at once (each signs only its own
+                    // successor): each declines the other's, both fail, and either may ask again.
+                    Err(e)
+                        if matches!(objective, ObjectiveId::Withdraw(_))
+                            && state.channel_id() != objective.channel_id() =>
+                    {
+                        let declined =
+                            self.decline_to(objective, vec![from], &format!("a withdrawal of ours is under way: {e}"));
+                        return Err(PartyError::Refused { error: Box::new(e), answer: Box::new(declined) });
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(entry) = created {
                     if let ObjectiveId::DirectDefund(ledger) = objective {
                         self.closing.insert(ledger);

@@ -211,6 +211,11 @@ impl Withdraw {
             .is_some_and(|i| self.final_round.signed_by(i))
     }
 
+    /// Whether we signed L′'s turn-0 state (our successor signatures are out).
+    pub fn signed_successor(&self, me: Address) -> bool {
+        self.prefund.state.state().participants.iter().position(|p| *p == me).is_some_and(|i| self.prefund.signed_by(i))
+    }
+
     fn successor_complete(&self) -> bool {
         self.prefund.is_complete() && self.postfund.is_complete()
     }
