@@ -46,8 +46,9 @@ impl Node {
             }
             ApiRequest::LedgerGet { channel_id } => {
                 let party = self.engine.party();
+                // A ledger replaced by a withdrawal answers with its successor.
                 let answer = party
-                    .ledger(&channel_id)
+                    .ledger(&party.current_ledger(channel_id))
                     .map(|l| summary(party, l))
                     .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
                 call.respond(answer);
