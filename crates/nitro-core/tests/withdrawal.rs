@@ -7,6 +7,7 @@ mod common;
 
 use common::{outcome_of, World};
 use nitro_core::{
+    chain::ChainEvent,
     party::{ObjectiveId, PartyError, WaitingFor},
     Address, ChannelId, ConsensusChannel, U256,
 };
@@ -257,4 +258,37 @@ fn withdrawals_asked_by_both_at_once_both_fail_and_the_ledger_stays_usable() {
     w.run();
     assert!(w.parties[1].is_complete(&again) && w.parties[2].is_complete(&again));
     assert_eq!(paid(&w, 2), amount(200));
+}
+
+#[test]
+fn a_challenge_of_the_old_ledger_meeting_the_conclusion_of_f_ends_in_the_successor() {
+    let mut w = World::new();
+    let (_, lb) = w.open_ledgers(1000);
+    let id = w.call(2, |p| p.withdraw(lb, amount(300)));
+    deliver_to(&mut w, 1); // M1 → hub, M2 queued for bob
+                           // The hub, tired of waiting, challenges L with its consensus state...
+    let hub_exit = w.call(1, |p| p.force_close(lb));
+    assert!(w.chain_events.iter().any(|e| matches!(e, ChainEvent::ChallengeRegistered { .. })));
+    // ...and bob, reading M2 before he hears of the challenge, completes F and concludes L
+    // during it (M3 is lost), then vanishes.
+    let queued: Vec<_> = std::mem::take(&mut w.network).into_iter().collect();
+    for (from, e) in queued {
+        if w.index_of(e.to) == 2 {
+            let mut fx = w.parties[2].handle_message(from, e.payload).unwrap();
+            fx.messages.clear();
+            w.absorb(2, fx);
+        }
+    }
+    w.gone[2] = true;
+    assert!(w.chain.holdings(&lb).is_zero(), "F concluded during the challenge");
+    settle(&mut w, |w| w.parties[1].is_complete(&id));
+    let successor = w.parties[1].successor(&lb).unwrap();
+    assert_eq!(paid(&w, 2), amount(300));
+    // The hub's exit continues into the successor by itself.
+    let exit = ObjectiveId::ForceClose(successor);
+    settle(&mut w, |w| w.parties[1].is_complete(&exit));
+    assert!(w.parties[1].objective(&hub_exit).is_some());
+    assert_eq!(paid(&w, 1), amount(1000));
+    assert_eq!(paid(&w, 2), amount(1000));
+    assert!(bobs_ledgers_empty(&w, lb));
 }

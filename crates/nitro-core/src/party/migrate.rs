@@ -100,8 +100,9 @@ impl Party {
         )
     }
 
-    /// `from` concluded and `to` is funded: everything that named `from` names `to`.
-    pub(crate) fn follow_successor(&mut self, from: ChannelId, to: ChannelId, effects: &mut Effects) {
+    /// `from` concluded and `to` is funded: everything that named `from` names `to`. Returns
+    /// whether we were taking `from` to chain (the exit is to continue in `to`).
+    pub(crate) fn follow_successor(&mut self, from: ChannelId, to: ChannelId, effects: &mut Effects) -> bool {
         self.successors.insert(from, to);
         self.touch(StateKey::Party);
         let mut touched = Vec::new();
@@ -118,6 +119,7 @@ impl Party {
         }
         self.deferred.remove(&from);
         effects.events.push(PartyEvent::LedgerMigrated { from, to });
+        self.objectives.contains_key(&ObjectiveId::ForceClose(from))
     }
 
     /// `ledger` paid out `asset_index` from `initial_holdings` (an `AllocationUpdated`): if it

@@ -717,7 +717,10 @@ impl Party {
             self.touch(StateKey::Objective(id));
         }
         for (from, to) in migrated {
-            self.follow_successor(from, to, effects);
+            // We were taking the old ledger to chain: the exit continues in the successor.
+            if self.follow_successor(from, to, effects) {
+                needed.push(to);
+            }
         }
         needed
     }

@@ -364,9 +364,12 @@ impl Crank for Withdraw {
             }
         }
         let funded = ctx.chain.holdings(&self.successor) >= self.successor_total();
-        if ctx.chain.is_concluded(&self.ledger) && funded && ctx.ledgers.contains_key(&self.ledger) {
+        if ctx.chain.is_concluded(&self.ledger) && funded {
             ctx.opened.push(ConsensusChannel::new(ctx.key.clone(), &self.postfund.state)?);
-            ctx.closed.push(self.ledger);
+            // A force close of L that met F's conclusion may have closed it already.
+            if ctx.ledgers.contains_key(&self.ledger) {
+                ctx.closed.push(self.ledger);
+            }
             ctx.migrated.push((self.ledger, self.successor));
             return Ok(true);
         }
