@@ -292,3 +292,27 @@ fn a_challenge_of_the_old_ledger_meeting_the_conclusion_of_f_ends_in_the_success
     assert_eq!(paid(&w, 2), amount(1000));
     assert!(bobs_ledgers_empty(&w, lb));
 }
+
+#[test]
+fn a_virtual_channel_funded_during_a_withdrawal_gets_its_guarantee_in_the_successor() {
+    let mut w = World::new();
+    let (_, lb) = w.open_ledgers(1000);
+    let (alice, hub, bob) = (w.addr(0), w.addr(1), w.addr(2));
+    let id = w.call(2, |p| p.withdraw(lb, amount(300)));
+    // Alice funds V while bob's withdrawal is in flight: its guarantee waits for L′.
+    let v = w.call(0, |p| p.virtual_fund(vec![alice, hub, bob], Address::ZERO, [amount(50), U256::ZERO], 11));
+    w.run();
+    for i in [1, 2] {
+        assert!(w.parties[i].is_complete(&id), "{:?}", w.parties[i].waiting_for(&id));
+    }
+    for p in &w.parties {
+        assert!(p.is_complete(&v), "{:?}", p.waiting_for(&v));
+    }
+    let successor = w.parties[1].successor(&lb).unwrap();
+    assert!(w.parties[1].ledger(&successor).unwrap().is_locked(&v.channel_id()));
+    assert!(w.parties[2].ledger(&successor).unwrap().is_locked(&v.channel_id()));
+    let after = outcome_of(&w.parties[2], &successor);
+    assert_eq!(after.follower().amount, amount(700));
+    assert_eq!(after.leader().amount, amount(1000 - 50), "the hub's side of V");
+    assert_eq!(w.chain.holdings(&successor), amount(1700));
+}
