@@ -262,7 +262,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 "leftover_holdings_wei": token.leftover.to_string(),
             },
         },
-        "resized_ledgers": 0,
+        "resized_ledgers": net.stats.resized_ledgers,
     });
     drop(anvil);
     if args.json {

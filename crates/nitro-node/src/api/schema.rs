@@ -21,6 +21,7 @@ use super::error::{truncate, RpcError};
 pub const METHODS: &[&str] = &[
     "ledger_open",
     "ledger_close",
+    "ledger_withdraw",
     "ledger_get",
     "ledger_list",
     "virtual_fund",
@@ -38,6 +39,7 @@ pub const METHODS: &[&str] = &[
 const FIELDS: &[(&str, &[&str])] = &[
     ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "nonce"]),
     ("ledger_close", &["channel_id"]),
+    ("ledger_withdraw", &["channel_id", "amount"]),
     ("ledger_get", &["channel_id"]),
     ("ledger_list", &[]),
     ("virtual_fund", &["counterparty", "amount", "counterparty_amount", "hub", "intermediaries", "asset", "nonce"]),
@@ -102,6 +104,14 @@ pub enum ApiRequest {
         /// The ledger.
         channel_id: ChannelId,
     },
+    /// `ledger_withdraw`: withdraw part of our own funds from a ledger to chain, keeping the
+    /// virtual channels it funds (the ledger migrates to a successor, ADR-0022 §5).
+    LedgerWithdraw {
+        /// The ledger (or one it replaced: the successor is followed).
+        channel_id: ChannelId,
+        /// How much of our balance to withdraw.
+        amount: U256,
+    },
     /// `ledger_get`: one ledger's summary.
     LedgerGet {
         /// The ledger.
@@ -165,7 +175,7 @@ pub enum ObjectiveState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectiveFilter {
     /// Only this kind (`"DirectFund"`, `"DirectDefund"`, `"VirtualFund"`, `"VirtualDefund"`,
-    /// `"ForceClose"`).
+    /// `"ForceClose"`, `"Withdraw"`).
     pub kind: Option<String>,
     /// Only objectives in this state.
     pub status: Option<ObjectiveState>,
@@ -174,7 +184,8 @@ pub struct ObjectiveFilter {
 }
 
 /// The objective kinds `objective_list` filters on.
-pub const OBJECTIVE_KINDS: &[&str] = &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose"];
+pub const OBJECTIVE_KINDS: &[&str] =
+    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "Withdraw"];
 
 /// Params of `ledger_open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +250,10 @@ impl ApiRequest {
             "ledger_close" => {
                 ApiRequest::LedgerClose { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
             }
+            "ledger_withdraw" => ApiRequest::LedgerWithdraw {
+                channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
+                amount: amount(p.required("amount")?, "amount")?,
+            },
             "ledger_get" => ApiRequest::LedgerGet { channel_id: channel_id(p.required("channel_id")?, "channel_id")? },
             "ledger_list" => ApiRequest::LedgerList,
             "virtual_get" => {
@@ -354,6 +369,7 @@ impl ApiRequest {
         match self {
             ApiRequest::LedgerOpen(_) => "ledger_open",
             ApiRequest::LedgerClose { .. } => "ledger_close",
+            ApiRequest::LedgerWithdraw { .. } => "ledger_withdraw",
             ApiRequest::LedgerGet { .. } => "ledger_get",
             ApiRequest::LedgerList => "ledger_list",
             ApiRequest::VirtualGet { .. } => "virtual_get",
@@ -389,6 +405,9 @@ impl ApiRequest {
             | ApiRequest::VirtualGet { channel_id }
             | ApiRequest::VirtualDefund { channel_id }
             | ApiRequest::ChannelForceClose { channel_id } => json!({ "channel_id": id(channel_id) }),
+            ApiRequest::LedgerWithdraw { channel_id, amount: a } => {
+                json!({ "channel_id": id(channel_id), "amount": amount(a) })
+            }
             ApiRequest::ObjectiveCancel { objective_id } => json!({ "objective_id": objective_id.to_string() }),
             ApiRequest::ObjectiveList(f) => {
                 let mut params = Map::new();

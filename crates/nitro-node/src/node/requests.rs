@@ -46,8 +46,9 @@ impl Node {
             }
             ApiRequest::LedgerGet { channel_id } => {
                 let party = self.engine.party();
+                // A ledger replaced by a withdrawal answers with its successor.
                 let answer = party
-                    .ledger(&channel_id)
+                    .ledger(&party.current_ledger(channel_id))
                     .map(|l| summary(party, l))
                     .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
                 call.respond(answer);
@@ -85,6 +86,7 @@ impl Node {
                 }
             }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
+            ApiRequest::LedgerWithdraw { channel_id, amount } => Request::LedgerWithdraw { channel_id, amount },
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
                     call.respond::<Value>(Err(RpcError::refused(
