@@ -182,3 +182,39 @@ fn a_stale_challenge_whose_answer_a_reorg_took_back_is_answered_again() {
     assert_eq!(w.chain.status(&la).turn_num_record, latest);
     let _: ChannelId = la;
 }
+
+#[test]
+fn deposits_and_retractions_of_another_asset_never_count_as_the_ledgers_funding() {
+    let mut w = World::with_parties(2);
+    let (a, b) = (w.addr(0), w.addr(1));
+    let id = w.call(0, |p| p.direct_fund([a, b], Address::ZERO, [amount(100), amount(50)], 1));
+    let ledger = id.channel_id();
+    deliver_messages(&mut w);
+    // Before any ETH deposit, anyone can deposit a worthless token into the ledger's id: an
+    // event claiming far more than the ledger's total, then a retraction re-reading as much.
+    let junk = Address::repeat_byte(0x66);
+    let forged = [
+        ChainEvent::Deposited { channel_id: ledger, block_number: 1, asset: junk, now_held: U256::MAX },
+        ChainEvent::Retracted {
+            channel_id: ledger,
+            from_block: 2,
+            block_number: 1,
+            asset: junk,
+            held: U256::MAX,
+            turn_num_record: U48::ZERO,
+            finalizes_at: 0,
+        },
+    ];
+    for event in &forged {
+        deliver(&mut w, event);
+        deliver_messages(&mut w);
+        for party in 0..2 {
+            assert_eq!(postfund_signatures(&w, party, &id), 0, "party {party} signed a postfund on junk holdings");
+        }
+    }
+    // The real deposits still happen, in order, and only then is the postfund signed.
+    w.run();
+    assert!(w.parties[0].is_complete(&id) && w.parties[1].is_complete(&id));
+    assert_eq!(w.chain.deposited.get(&a), Some(&amount(100)));
+    assert_eq!(w.chain.deposited.get(&b), Some(&amount(50)));
+}
