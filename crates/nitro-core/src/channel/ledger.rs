@@ -1,7 +1,8 @@
 //! The ledger's outcome and the one rule that changes it: applying a [`Proposal`].
 //!
-//! Every state of a ledger is `[leader, follower, guarantees ascending by target]` for a single
-//! asset. [`LedgerOutcome::apply`] is the only code that computes the effect of a proposal:
+//! Every state of a ledger is `[leader, follower, guarantees ascending by target, top-up slot?]`
+//! for a single asset (the slot is a simple allocation to one party, see [`Slot`] and ADR-0022
+//! §4). [`LedgerOutcome::apply`] is the only code that computes the effect of a proposal:
 //! the leader uses it to build what it signs, the follower to check what it countersigns, and
 //! the tests to predict both.
 
@@ -126,15 +127,50 @@ pub enum Proposal {
         #[serde(with = "json::uint256")]
         left_amount: U256,
     },
+    /// Appends a top-up slot of `amount` for `side` as the asset's last allocation, before
+    /// `side` deposits it (ADR-0022 §4): unfunded, it takes nothing from anyone.
+    Reserve {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// Who deposits, and whom the slot pays.
+        side: Side,
+        /// The amount to deposit (> 0).
+        #[serde(with = "json::uint256")]
+        amount: U256,
+    },
+    /// Folds the slot into `side`'s balance, once the deposit is on chain at depth.
+    Credit {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// The slot's owner (must be the side the slot names).
+        side: Side,
+        /// The slot's amount (must equal it).
+        #[serde(with = "json::uint256")]
+        amount: U256,
+    },
+    /// Drops an unfunded slot of `side` (its deposit will never come).
+    CancelReserve {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// The slot's owner.
+        side: Side,
+    },
 }
 
 impl Proposal {
-    /// The target channel this proposal is about.
-    pub fn target(&self) -> ChannelId {
+    /// The target channel this proposal is about (`None` for the top-up proposals, which are
+    /// about the ledger itself).
+    pub fn target(&self) -> Option<ChannelId> {
         match self {
-            Proposal::Add { guarantee, .. } => guarantee.target,
-            Proposal::Remove { target, .. } => *target,
+            Proposal::Add { guarantee, .. } => Some(guarantee.target),
+            Proposal::Remove { target, .. } => Some(*target),
+            Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => None,
         }
+    }
+
+    /// Whether this is one of the top-up proposals (`Reserve`, `Credit`, `CancelReserve`).
+    pub fn is_top_up(&self) -> bool {
+        self.target().is_none()
     }
 }
 
@@ -195,6 +231,38 @@ pub enum ProposalError {
     /// An amount would overflow 256 bits.
     #[error("arithmetic overflow")]
     Overflow,
+    /// A top-up proposal names another asset than the ledger's.
+    #[error("asset {got} is not the ledger's asset {expected}")]
+    AssetMismatch {
+        /// The ledger's asset.
+        expected: Address,
+        /// The asset named.
+        got: Address,
+    },
+    /// A `Reserve` of zero.
+    #[error("a top-up slot of zero")]
+    ZeroTopUp,
+    /// A `Reserve` while a slot is pending (at most one at a time).
+    #[error("a top-up slot of {amount} for {side:?} is already pending")]
+    SlotPending {
+        /// Whose slot.
+        side: Side,
+        /// Its amount.
+        amount: U256,
+    },
+    /// A `Credit` or `CancelReserve` without a slot.
+    #[error("no top-up slot is pending")]
+    NoSlot,
+    /// A `Credit` or `CancelReserve` that does not match the slot (another side or amount).
+    #[error("the pending slot is {slot:?}, not {side:?} with {amount}")]
+    SlotMismatch {
+        /// The pending slot.
+        slot: Slot,
+        /// The side named.
+        side: Side,
+        /// The amount named (the slot's, for a `CancelReserve`).
+        amount: U256,
+    },
 }
 
 /// Why an exit is not a well-formed ledger outcome.
@@ -242,18 +310,39 @@ pub enum OutcomeError {
     /// The total exceeds 256 bits.
     #[error("the ledger's total overflows 256 bits")]
     Overflow,
+    /// A simple allocation after the guarantees that is not a top-up slot: not last, not
+    /// paying one of the two parties, or of zero.
+    #[error("allocation {0} is not a valid top-up slot (last, non-zero, paying a party)")]
+    Slot(usize),
 }
 
-/// The outcome of a ledger: the two parties' balances and the guarantees, for one asset.
+/// A top-up slot (ADR-0022 §4): an allocation of `amount` to `side`, the asset's last item,
+/// agreed before `side` deposits it. Last in priority order, it is paid only from what the
+/// holdings hold beyond every other allocation, so it costs the other side nothing while
+/// unfunded, and it pays the deposit back on any exit once funded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slot {
+    /// Who deposits it, and whom it pays.
+    pub side: Side,
+    /// The amount (never zero in an outcome).
+    #[serde(with = "json::uint256")]
+    pub amount: U256,
+}
+
+/// The outcome of a ledger: the two parties' balances, the guarantees and at most one top-up
+/// slot, for one asset.
 ///
 /// Always well formed: balances first, guarantees keyed (so sorted) by target, every guarantee
-/// between the two parties with a non-zero amount, and a total that fits in 256 bits.
+/// between the two parties with a non-zero amount, a slot (if any) of a non-zero amount, and a
+/// total that fits in 256 bits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LedgerOutcome {
     asset: Address,
     leader: Balance,
     follower: Balance,
     guarantees: BTreeMap<ChannelId, Guarantee>,
+    slot: Option<Slot>,
 }
 
 impl LedgerOutcome {
@@ -272,7 +361,7 @@ impl LedgerOutcome {
         if leader.destination == follower.destination {
             return Err(OutcomeError::SameParties);
         }
-        let mut outcome = Self { asset, leader, follower, guarantees: BTreeMap::new() };
+        let mut outcome = Self { asset, leader, follower, guarantees: BTreeMap::new(), slot: None };
         for (i, g) in guarantees.into_iter().enumerate() {
             let index = i + 2;
             if !outcome.is_party_pair(&g) {
@@ -307,7 +396,12 @@ impl LedgerOutcome {
         };
         let (leader, follower) = (balance(0)?, balance(1)?);
         let mut guarantees = Vec::with_capacity(allocations.len() - 2);
+        let mut slot = None;
         for (index, a) in allocations.iter().enumerate().skip(2) {
+            if a.allocation_type == AllocationType::SIMPLE && guarantee_type != AllocationType::SIMPLE {
+                slot = Some(Self::parse_slot(allocations, index, &leader, &follower)?);
+                continue;
+            }
             if a.allocation_type != guarantee_type {
                 return Err(OutcomeError::GuaranteeType {
                     index,
@@ -323,7 +417,10 @@ impl LedgerOutcome {
                 .map_err(|error| OutcomeError::Guarantee { index, error })?;
             guarantees.push(g);
         }
-        Self::with_guarantees(single.asset, leader, follower, guarantees)
+        let mut outcome = Self::with_guarantees(single.asset, leader, follower, guarantees)?;
+        outcome.slot = slot;
+        outcome.total().ok_or(OutcomeError::Overflow)?;
+        Ok(outcome)
     }
 
     /// Parses an on-chain exit as a ledger outcome (guarantees of type 2).
@@ -343,6 +440,9 @@ impl LedgerOutcome {
             allocation_type: guarantee_type,
             metadata: g.metadata(),
         }));
+        if let Some(slot) = self.slot {
+            allocations.push(Allocation::simple(self.destination(slot.side), slot.amount));
+        }
         Exit(vec![SingleAssetExit { asset: self.asset, asset_metadata: AssetMetadata::default(), allocations }])
     }
 
@@ -384,6 +484,14 @@ impl LedgerOutcome {
             allocationType: AllocationType::GUARANTEE.0,
             metadata: g.metadata(),
         }));
+        if let Some(slot) = self.slot {
+            allocations.push(abi::Allocation {
+                destination: self.destination(slot.side),
+                amount: slot.amount,
+                allocationType: AllocationType::SIMPLE.0,
+                metadata: Bytes::new(),
+            });
+        }
         let outcome = vec![abi::SingleAssetExit {
             asset: self.asset,
             assetMetadata: abi::AssetMetadata { assetType: 0, metadata: Bytes::new() },
@@ -417,11 +525,32 @@ impl LedgerOutcome {
         self.guarantees.get(target)
     }
 
-    /// Leader + follower + Σ guarantees; `None` on overflow (never, for a built outcome).
+    /// The pending top-up slot, if any.
+    pub fn slot(&self) -> Option<Slot> {
+        self.slot
+    }
+
+    /// Leader + follower + Σ guarantees + slot; `None` on overflow (never, for a built outcome).
     pub fn total(&self) -> Option<U256> {
+        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
         self.guarantees
             .values()
-            .try_fold(self.leader.amount.checked_add(self.follower.amount)?, |acc, g| acc.checked_add(g.amount))
+            .try_fold(self.leader.amount.checked_add(self.follower.amount)?, |acc, g| acc.checked_add(g.amount))?
+            .checked_add(slot)
+    }
+
+    /// The total without the slot: what the holdings cover before a top-up deposit.
+    pub fn total_without_slot(&self) -> Option<U256> {
+        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
+        self.total()?.checked_sub(slot)
+    }
+
+    /// The destination of `side`'s balance.
+    pub fn destination(&self, side: Side) -> Destination {
+        match side {
+            Side::Leader => self.leader.destination,
+            Side::Follower => self.follower.destination,
+        }
     }
 
     fn is_party_pair(&self, g: &Guarantee) -> bool {
@@ -447,7 +576,8 @@ impl LedgerOutcome {
 
     /// Checks `proposal` against this outcome and applies it; on error nothing changes.
     ///
-    /// Money is conserved: the total is the same before and after.
+    /// Money is conserved: `Add`, `Remove` and `Credit` leave the total (slot included)
+    /// unchanged; only `Reserve` and `CancelReserve` change it, by the slot's amount.
     pub fn apply(&mut self, proposal: &Proposal) -> Result<(), ProposalError> {
         match *proposal {
             Proposal::Add { guarantee, left_deposit } => {
@@ -490,174 +620,17 @@ impl LedgerOutcome {
                 self.balance_mut(guarantee.right).amount = right_new;
                 self.guarantees.remove(&target);
             }
+            Proposal::Reserve { asset, side, amount } => self.reserve(asset, side, amount)?,
+            Proposal::Credit { asset, side, amount } => self.credit(asset, side, amount)?,
+            Proposal::CancelReserve { asset, side } => self.cancel_reserve(asset, side)?,
         }
         Ok(())
     }
 }
 
+#[path = "ledger_slot.rs"]
+mod slot;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dest(n: u8) -> Destination {
-        crate::destination_of(Address::repeat_byte(n))
-    }
-
-    fn outcome(leader: u64, follower: u64) -> LedgerOutcome {
-        LedgerOutcome::new(
-            Address::ZERO,
-            Balance { destination: dest(1), amount: U256::from(leader) },
-            Balance { destination: dest(2), amount: U256::from(follower) },
-        )
-        .unwrap()
-    }
-
-    fn add(target: u8, amount: u64, left: u8, left_deposit: u64) -> Proposal {
-        let right = if left == 1 { 2 } else { 1 };
-        Proposal::Add {
-            guarantee: Guarantee::new(B256::repeat_byte(target), U256::from(amount), dest(left), dest(right)).unwrap(),
-            left_deposit: U256::from(left_deposit),
-        }
-    }
-
-    #[test]
-    fn add_takes_left_deposit_from_left_and_rest_from_right() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 5, 2, 3)).unwrap();
-        assert_eq!(o.follower().amount, U256::from(7));
-        assert_eq!(o.leader().amount, U256::from(8));
-        assert_eq!(o.total(), Some(U256::from(20)));
-    }
-
-    #[test]
-    fn remove_pays_left_amount_to_left() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 6, 1, 6)).unwrap();
-        o.apply(&Proposal::Remove { target: B256::repeat_byte(7), left_amount: U256::from(1) }).unwrap();
-        assert_eq!((o.leader().amount, o.follower().amount), (U256::from(5), U256::from(15)));
-        assert_eq!(o.guarantees().len(), 0);
-    }
-
-    #[test]
-    fn refusals_leave_the_outcome_unchanged() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 6, 1, 6)).unwrap();
-        let before = o.clone();
-        let refusals = [
-            (add(7, 1, 1, 1), ProposalError::DuplicateTarget(B256::repeat_byte(7))),
-            (
-                add(8, 5, 1, 6),
-                ProposalError::DepositExceedsAmount { left_deposit: U256::from(6), amount: U256::from(5) },
-            ),
-            (
-                add(8, 5, 1, 5),
-                ProposalError::InsufficientFunds {
-                    side: Side::Leader,
-                    needed: U256::from(5),
-                    available: U256::from(4),
-                },
-            ),
-            (
-                add(8, 11, 1, 0),
-                ProposalError::InsufficientFunds {
-                    side: Side::Follower,
-                    needed: U256::from(11),
-                    available: U256::from(10),
-                },
-            ),
-            (
-                Proposal::Remove { target: B256::repeat_byte(9), left_amount: U256::ZERO },
-                ProposalError::TargetNotFound(B256::repeat_byte(9)),
-            ),
-            (
-                Proposal::Remove { target: B256::repeat_byte(7), left_amount: U256::from(7) },
-                ProposalError::LeftAmountExceedsAmount { left_amount: U256::from(7), amount: U256::from(6) },
-            ),
-        ];
-        for (p, e) in refusals {
-            assert_eq!(o.apply(&p), Err(e));
-            assert_eq!(o, before);
-        }
-        let stranger = Guarantee::new(B256::repeat_byte(8), U256::from(1), dest(1), dest(3)).unwrap();
-        assert_eq!(
-            o.apply(&Proposal::Add { guarantee: stranger, left_deposit: U256::ZERO }),
-            Err(ProposalError::NotLedgerParties(B256::repeat_byte(8)))
-        );
-        assert_eq!(o, before);
-    }
-
-    #[test]
-    fn guarantee_invariants() {
-        assert_eq!(
-            Guarantee::new(B256::ZERO, U256::ZERO, dest(1), dest(2)),
-            Err(ProposalError::ZeroAmount(B256::ZERO))
-        );
-        assert_eq!(
-            Guarantee::new(B256::ZERO, U256::from(1), dest(1), dest(1)),
-            Err(ProposalError::SameLeftAndRight(B256::ZERO))
-        );
-        let json = serde_json::json!({"target": format!("0x{}", "00".repeat(32)), "amount": "0x0",
-            "left": format!("0x{}", "00".repeat(32)), "right": format!("0x{}", "11".repeat(32))});
-        assert!(serde_json::from_value::<Guarantee>(json).is_err());
-    }
-
-    #[test]
-    fn exit_round_trip_and_state_hash_shortcut() {
-        let mut o = outcome(100, 100);
-        for t in [9u8, 3, 5] {
-            o.apply(&add(t, 10, 1 + t % 2, 4)).unwrap();
-        }
-        let exit = o.to_exit();
-        let targets: Vec<_> = exit.0[0].allocations[2..].iter().map(|a| a.destination).collect();
-        assert!(targets.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(LedgerOutcome::from_exit(&exit).unwrap(), o);
-        let fixed = FixedPart {
-            participants: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
-            channel_nonce: 3,
-            app_definition: Address::repeat_byte(4),
-            challenge_duration: crate::U48::from(60),
-        };
-        let turn = crate::U48::from(7);
-        assert_eq!(o.state_hash(fixed.channel_id(), turn), o.to_state(&fixed, turn).hash());
-    }
-
-    #[test]
-    fn malformed_exits_are_refused() {
-        let mut o = outcome(100, 100);
-        o.apply(&add(9, 10, 1, 4)).unwrap();
-        o.apply(&add(3, 10, 2, 4)).unwrap();
-        let good = o.to_exit();
-        let check = |f: &dyn Fn(&mut Exit), expect: &dyn Fn(&OutcomeError) -> bool| {
-            let mut e = good.clone();
-            f(&mut e);
-            let err = LedgerOutcome::from_exit(&e).unwrap_err();
-            assert!(expect(&err), "unexpected {err:?}");
-        };
-        check(&|e| e.0.push(e.0[0].clone()), &|e| matches!(e, OutcomeError::AssetCount(2)));
-        check(&|e| e.0.clear(), &|e| matches!(e, OutcomeError::AssetCount(0)));
-        check(&|e| e.0[0].asset_metadata.asset_type = 1, &|e| matches!(e, OutcomeError::AssetMetadata));
-        check(&|e| e.0[0].allocations.truncate(1), &|e| matches!(e, OutcomeError::MissingBalances));
-        check(&|e| e.0[0].allocations[1].allocation_type = AllocationType(2), &|e| {
-            matches!(e, OutcomeError::NotSimple(1))
-        });
-        check(&|e| e.0[0].allocations[2].allocation_type = AllocationType(1), &|e| {
-            matches!(e, OutcomeError::GuaranteeType { index: 2, .. })
-        });
-        check(&|e| e.0[0].allocations[2].metadata = Bytes::from(vec![0u8; 63]), &|e| {
-            matches!(e, OutcomeError::GuaranteeMetadata(2))
-        });
-        check(&|e| e.0[0].allocations.swap(2, 3), &|e| matches!(e, OutcomeError::GuaranteeOrder(3)));
-        check(&|e| e.0[0].allocations[3].destination = e.0[0].allocations[2].destination, &|e| {
-            matches!(e, OutcomeError::GuaranteeOrder(3))
-        });
-        check(&|e| e.0[0].allocations[2].amount = U256::ZERO, &|e| matches!(e, OutcomeError::Guarantee { .. }));
-        check(&|e| e.0[0].allocations[1].destination = e.0[0].allocations[0].destination, &|e| {
-            matches!(e, OutcomeError::SameParties)
-        });
-        check(&|e| e.0[0].allocations[0].amount = U256::MAX, &|e| matches!(e, OutcomeError::Overflow));
-        check(
-            &|e| e.0[0].allocations[2].metadata = GuaranteeMetadata { left: dest(1), right: dest(5) }.encode(),
-            &|e| matches!(e, OutcomeError::Guarantee { error: ProposalError::NotLedgerParties(_), .. }),
-        );
-    }
-}
+#[path = "ledger_tests.rs"]
+mod tests;

@@ -19,6 +19,8 @@ pub enum ObjectiveId {
     VirtualDefund(ChannelId),
     /// Taking a channel to chain alone.
     ForceClose(ChannelId),
+    /// Depositing more into an open ledger (one top-up of a ledger at a time).
+    TopUp(ChannelId),
 }
 
 impl std::str::FromStr for ObjectiveId {
@@ -32,6 +34,7 @@ impl std::str::FromStr for ObjectiveId {
             "VirtualFund" => Ok(Self::VirtualFund(id)),
             "VirtualDefund" => Ok(Self::VirtualDefund(id)),
             "ForceClose" => Ok(Self::ForceClose(id)),
+            "TopUp" => Ok(Self::TopUp(id)),
             other => Err(format!("unknown objective kind {other:?}")),
         }
     }
@@ -58,7 +61,8 @@ impl ObjectiveId {
             | Self::DirectDefund(c)
             | Self::VirtualFund(c)
             | Self::VirtualDefund(c)
-            | Self::ForceClose(c) => c,
+            | Self::ForceClose(c)
+            | Self::TopUp(c) => c,
         }
     }
 }
@@ -71,6 +75,7 @@ impl fmt::Display for ObjectiveId {
             Self::VirtualFund(_) => "VirtualFund",
             Self::VirtualDefund(_) => "VirtualDefund",
             Self::ForceClose(_) => "ForceClose",
+            Self::TopUp(_) => "TopUp",
         };
         write!(f, "{kind}-{}", self.channel_id())
     }

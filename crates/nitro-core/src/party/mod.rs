@@ -21,6 +21,7 @@ mod policy;
 mod records;
 mod round;
 mod sync;
+mod top_up;
 mod virtual_defund;
 mod virtual_fund;
 mod waiting;
@@ -38,6 +39,7 @@ pub use ids::ObjectiveId;
 pub use objective::Objective;
 pub use policy::{AssetLimits, PartyPolicy};
 pub use records::{ChannelRecord, ObjectiveRecord, PartyRecord, StateKey, EVICT_AFTER_TICKS};
+pub use top_up::TopUp;
 pub use virtual_defund::{VirtualDefund, LEGACY_VIRTUAL_FINAL_TURN, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
@@ -110,11 +112,13 @@ pub struct Party {
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
 const UNEXPECTED_PROPOSAL_PATIENCE: u32 = 200;
 
-/// The objective that would expect `proposal`.
-fn expecting(proposal: &Proposal) -> ObjectiveId {
-    match proposal {
-        Proposal::Add { .. } => ObjectiveId::VirtualFund(proposal.target()),
-        Proposal::Remove { .. } => ObjectiveId::VirtualDefund(proposal.target()),
+/// The objective that would expect `proposal` (`None` for the top-up proposals, which the
+/// party decides by its own rule: [`Party::decide_top_up`]).
+fn expecting(proposal: &Proposal) -> Option<ObjectiveId> {
+    match *proposal {
+        Proposal::Add { guarantee, .. } => Some(ObjectiveId::VirtualFund(guarantee.target())),
+        Proposal::Remove { target, .. } => Some(ObjectiveId::VirtualDefund(target)),
+        Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => None,
     }
 }
 
@@ -391,6 +395,9 @@ impl Party {
             }
             Payload::Ledger(m) => self.touch(StateKey::Ledger(m.channel_id())),
             Payload::Voucher(v) => self.touch(StateKey::Channel(v.channel_id)),
+            Payload::TopUpRequest { channel_id, .. } => {
+                self.touch(StateKey::Objective(ObjectiveId::TopUp(*channel_id)))
+            }
         }
         match payload {
             Payload::State { objective, state } => {
@@ -443,6 +450,9 @@ impl Party {
             }
             Payload::Decline { objective, reason } => {
                 effects.extend(self.receive_decline(from, objective, &reason));
+            }
+            Payload::TopUpRequest { channel_id, amount } => {
+                effects.extend(self.receive_top_up_request(from, channel_id, amount)?);
             }
             Payload::Voucher(voucher) => {
                 self.receive_voucher(from, &voucher)?;
@@ -544,7 +554,7 @@ impl Party {
                 }
                 Ok(Objective::VirtualDefund(VirtualDefund::new(state.clone(), &v.ledgers)))
             }
-            ObjectiveId::ForceClose(_) => Err(PartyError::UnexpectedState),
+            ObjectiveId::ForceClose(_) | ObjectiveId::TopUp(_) => Err(PartyError::UnexpectedState),
         }
     }
 
@@ -675,17 +685,31 @@ impl Party {
     }
 
     fn decide_pending(&mut self, effects: &mut Effects) {
-        let Self { ledgers, objectives, closing, peers, deferred, .. } = self;
+        let Self { ledgers, objectives, closing, peers, deferred, chain, policy, .. } = self;
         for (channel_id, ledger) in ledgers.iter_mut() {
             let ConsensusChannel::Follower(follower) = ledger else { continue };
             if follower.pending().len() == 0 {
                 continue;
             }
+            let totals = top_up::Totals::of(follower);
+            let asset_accepted = {
+                let asset = follower.consensus_outcome().asset();
+                policy.assets.as_ref().is_none_or(|a| a.contains(&asset))
+            };
             let mut policy = |p: &Proposal| -> Approval {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
                 }
-                let decision = objectives.get(&expecting(p)).and_then(|e| e.objective.decide(*channel_id, p));
+                if p.is_top_up() {
+                    let ours = match objectives.get(&ObjectiveId::TopUp(*channel_id)) {
+                        Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
+                        _ => None,
+                    };
+                    let decided = top_up::decide_top_up(&totals, p, chain, ours, asset_accepted);
+                    return decided.unwrap_or(Approval::Defer);
+                }
+                let decision =
+                    expecting(p).and_then(|id| objectives.get(&id)).and_then(|e| e.objective.decide(*channel_id, p));
                 decision.unwrap_or(Approval::Defer)
             };
             let mut step = follower.decide(&mut policy);
@@ -698,7 +722,7 @@ impl Party {
                     .proposals
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| !objectives.contains_key(&expecting(c)))
+                    .filter(|(_, c)| expecting(c).is_some_and(|id| !objectives.contains_key(&id)))
                     .map(|(i, _)| i as u16)
                     .collect();
                 (p.turn_num, unexpected)

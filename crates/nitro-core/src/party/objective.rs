@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError,
+    chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError, TopUp,
     VirtualDefund, VirtualFund, WaitingFor,
 };
 use crate::{chain::ChainEvent, Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey};
@@ -45,7 +45,7 @@ impl Ctx<'_> {
 
     /// Whether a change for `target` in `ledger` is asked for and not proposed yet.
     pub fn is_requested(&self, ledger: ChannelId, target: ChannelId) -> bool {
-        self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == target))
+        self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == Some(target)))
     }
 }
 
@@ -126,6 +126,8 @@ pub enum Objective {
     VirtualDefund(VirtualDefund),
     /// Taking a channel to chain alone.
     ForceClose(ForceClose),
+    /// Depositing more into an open ledger.
+    TopUp(TopUp),
 }
 
 /// Calls `$call` on whichever objective `$self` holds: the one place that matches on kinds.
@@ -137,6 +139,7 @@ macro_rules! dispatch {
             Objective::VirtualFund($o) => $call,
             Objective::VirtualDefund($o) => $call,
             Objective::ForceClose($o) => $call,
+            Objective::TopUp($o) => $call,
         }
     };
 }

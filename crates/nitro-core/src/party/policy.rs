@@ -122,14 +122,17 @@ impl Party {
 
     /// What we hold of `asset` in our ledgers (our consensus balances plus our guarantee
     /// shares) and have committed to fundings in progress.
-    fn deposits_held(&self, asset: Address) -> U256 {
+    pub(crate) fn deposits_held(&self, asset: Address) -> U256 {
         let me = destination_of(self.address());
         let mut total = U256::ZERO;
         for l in self.ledgers.values().filter(|l| l.consensus_outcome().asset() == asset) {
             let o = l.consensus_outcome();
             let balance = if o.leader().destination == me { o.leader().amount } else { o.follower().amount };
             let locked = o.guarantees().map(|g| g.amount()).fold(U256::ZERO, |a, b| a.saturating_add(b));
-            total = total.saturating_add(balance).saturating_add(locked);
+            // A top-up slot of ours counts from its reservation (ADR-0022 §4).
+            let side = if o.leader().destination == me { crate::Side::Leader } else { crate::Side::Follower };
+            let slot = o.slot().filter(|s| s.side == side).map_or(U256::ZERO, |s| s.amount);
+            total = total.saturating_add(balance).saturating_add(locked).saturating_add(slot);
         }
         for e in self.objectives.values().filter(|e| !e.done) {
             if let Objective::DirectFund(d) = &e.objective {
@@ -219,6 +222,7 @@ impl Party {
         let all: Vec<Address> = match objective {
             Objective::DirectFund(d) => d.participants().to_vec(),
             Objective::VirtualFund(v) => v.channel().prefund.participants.clone(),
+            Objective::TopUp(t) => vec![t.peer()],
             _ => Vec::new(),
         };
         all.into_iter().filter(|p| *p != me).collect()
