@@ -21,6 +21,7 @@ use super::error::{truncate, RpcError};
 pub const METHODS: &[&str] = &[
     "ledger_open",
     "ledger_close",
+    "ledger_top_up",
     "ledger_get",
     "ledger_list",
     "virtual_fund",
@@ -38,6 +39,7 @@ pub const METHODS: &[&str] = &[
 const FIELDS: &[(&str, &[&str])] = &[
     ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "nonce"]),
     ("ledger_close", &["channel_id"]),
+    ("ledger_top_up", &["channel_id", "amount"]),
     ("ledger_get", &["channel_id"]),
     ("ledger_list", &[]),
     ("virtual_fund", &["counterparty", "amount", "counterparty_amount", "hub", "intermediaries", "asset", "nonce"]),
@@ -101,6 +103,14 @@ pub enum ApiRequest {
     LedgerClose {
         /// The ledger.
         channel_id: ChannelId,
+    },
+    /// `ledger_top_up`: deposit `amount` more of the ledger's asset into an open ledger of
+    /// ours (ADR-0022 §4: reserve a slot, deposit, credit).
+    LedgerTopUp {
+        /// The ledger.
+        channel_id: ChannelId,
+        /// How much more to deposit.
+        amount: U256,
     },
     /// `ledger_get`: one ledger's summary.
     LedgerGet {
@@ -174,7 +184,8 @@ pub struct ObjectiveFilter {
 }
 
 /// The objective kinds `objective_list` filters on.
-pub const OBJECTIVE_KINDS: &[&str] = &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose"];
+pub const OBJECTIVE_KINDS: &[&str] =
+    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "TopUp"];
 
 /// Params of `ledger_open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +250,10 @@ impl ApiRequest {
             "ledger_close" => {
                 ApiRequest::LedgerClose { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
             }
+            "ledger_top_up" => ApiRequest::LedgerTopUp {
+                channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
+                amount: amount(p.required("amount")?, "amount")?,
+            },
             "ledger_get" => ApiRequest::LedgerGet { channel_id: channel_id(p.required("channel_id")?, "channel_id")? },
             "ledger_list" => ApiRequest::LedgerList,
             "virtual_get" => {
@@ -354,6 +369,7 @@ impl ApiRequest {
         match self {
             ApiRequest::LedgerOpen(_) => "ledger_open",
             ApiRequest::LedgerClose { .. } => "ledger_close",
+            ApiRequest::LedgerTopUp { .. } => "ledger_top_up",
             ApiRequest::LedgerGet { .. } => "ledger_get",
             ApiRequest::LedgerList => "ledger_list",
             ApiRequest::VirtualGet { .. } => "virtual_get",
@@ -411,6 +427,9 @@ impl ApiRequest {
                 "counterparty_amount": amount(&v.counterparty_amount),
                 "asset": addr(&v.asset),
             }),
+            ApiRequest::LedgerTopUp { channel_id, amount: more } => {
+                json!({ "channel_id": id(channel_id), "amount": amount(more) })
+            }
             ApiRequest::VirtualPay { channel_id, amount: paid } => {
                 json!({ "channel_id": id(channel_id), "amount": amount(paid) })
             }

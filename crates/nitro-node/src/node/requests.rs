@@ -85,6 +85,13 @@ impl Node {
                 }
             }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
+            ApiRequest::LedgerTopUp { channel_id, amount } => {
+                if let Err(why) = self.check_top_up(channel_id, amount) {
+                    call.respond::<Value>(Err(RpcError::refused(why)));
+                    return None;
+                }
+                Request::LedgerTopUp { channel_id, amount }
+            }
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
                     call.respond::<Value>(Err(RpcError::refused(
@@ -188,6 +195,35 @@ impl Node {
         match self.wallet {
             Some(held) if o.asset.is_zero() && held < o.my_amount => {
                 Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails a `ledger_top_up` fast, before anything is signed: an unknown ledger, a zero or
+    /// overflowing amount, a slot pending, or an ETH wallet smaller than the deposit. The
+    /// party checks the rest (its policy's limits, a top-up running) and answers with the
+    /// reason too.
+    pub(super) fn check_top_up(
+        &self,
+        channel_id: nitro_core::ChannelId,
+        amount: nitro_core::U256,
+    ) -> Result<(), String> {
+        let party = self.engine.party();
+        let ledger = party.ledger(&channel_id).ok_or_else(|| format!("unknown ledger {channel_id}"))?;
+        if amount.is_zero() {
+            return Err("a top-up of zero".into());
+        }
+        let outcome = ledger.latest_outcome();
+        if outcome.slot().is_some() || ledger.consensus_outcome().slot().is_some() {
+            return Err(format!("a top-up is already pending in ledger {channel_id}"));
+        }
+        if outcome.total().and_then(|t| t.checked_add(amount)).is_none() {
+            return Err("the ledger's total would overflow 256 bits".into());
+        }
+        match self.wallet {
+            Some(held) if outcome.asset().is_zero() && held < amount => {
+                Err(format!("the wallet holds {held} wei; the deposit needs {amount} wei plus gas"))
             }
             _ => Ok(()),
         }
