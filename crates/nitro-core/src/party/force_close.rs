@@ -374,14 +374,17 @@ fn first_guarantee(outcome: &Exit) -> Option<(usize, ChannelId)> {
 }
 
 /// What a payout transfer names: every allocation once no guarantee is left (`[]`), else
-/// the parties' balances (a guarantee cannot be transferred).
+/// the parties' balances (a guarantee cannot be transferred). At most two indices while
+/// guarantees remain: the adjudicator checks `allocations[k]` for `k < len(indices)` against
+/// guarantees, so a top-up slot (the last allocation) waits for the transfer after the
+/// reclaims.
 fn transfer_indices(outcome: &Exit) -> Vec<usize> {
     let Some(asset) = outcome.0.first() else { return Vec::new() };
     if asset.allocations.iter().all(|a| a.allocation_type != AllocationType::GUARANTEE) {
         return Vec::new();
     }
     let simple = |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
-    asset.allocations.iter().enumerate().filter_map(simple).collect()
+    asset.allocations.iter().enumerate().filter_map(simple).take(2).collect()
 }
 
 impl Crank for ForceClose {
