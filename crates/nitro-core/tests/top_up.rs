@@ -86,3 +86,36 @@ fn follower_top_up_is_credited_and_paid_out_at_close() {
     assert_eq!(w.chain.paid_out.get(&w.addr(alice)).copied(), Some(U256::from(130)));
     assert_eq!(w.chain.paid_out.get(&w.addr(hub)).copied(), Some(U256::from(100)));
 }
+
+#[test]
+fn a_deposit_refused_for_good_cancels_the_slot_and_frees_the_ledger() {
+    let mut w = World::new();
+    let (ledger, _) = w.open_ledgers(100);
+    let (alice, hub) = (0, 1);
+    w.lose_transactions = 1; // alice's deposit never reaches the chain
+    let id = w.call(alice, |p| p.top_up(ledger, U256::from(25)));
+    w.run();
+    let slot = Slot { side: Side::Follower, amount: U256::from(25) };
+    assert_eq!(outcome_of(&w.parties[hub], &ledger).slot(), Some(slot));
+    assert_eq!(w.chain.holdings(&ledger), U256::from(200));
+    // While her deposit may still land, the slot stays and the ledger cannot close.
+    assert!(w.parties[hub].direct_defund(ledger).is_err());
+    // Her deposit is refused for good (say, a token that charges a fee): she declines, the
+    // hub cancels the slot, and she agrees since nothing of hers is on its way.
+    let fx = w.parties[alice].transaction_refused(id, "refused for good");
+    w.absorb(alice, fx);
+    w.run();
+    for p in [alice, hub] {
+        let o = outcome_of(&w.parties[p], &ledger);
+        assert_eq!((o.slot(), o.total()), (None, Some(U256::from(200))));
+        assert!(matches!(w.parties[p].waiting_for(&id), Some(WaitingFor::Failed(_))));
+    }
+    // The ledger is free again: another top-up goes through, then it closes.
+    let again = w.call(alice, |p| p.top_up(ledger, U256::from(10)));
+    w.run();
+    assert!(w.parties[alice].is_complete(&again) && w.parties[hub].is_complete(&again));
+    assert_eq!(outcome_of(&w.parties[hub], &ledger).follower().amount, U256::from(110));
+    let close = w.call(hub, |p| p.direct_defund(ledger));
+    w.run_until(1, 50, |w| w.parties[0].is_complete(&close) && w.parties[1].is_complete(&close));
+    assert_eq!(w.chain.paid_out.get(&w.addr(alice)).copied(), Some(U256::from(110)));
+}

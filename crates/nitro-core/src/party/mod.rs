@@ -587,7 +587,7 @@ impl Party {
     pub fn transaction_refused(&mut self, id: ObjectiveId, why: &str) -> Effects {
         let mut declines = Effects::default();
         if let Some(entry) = self.objectives.get_mut(&id) {
-            entry.objective.fail_with(why);
+            entry.objective.transaction_refused(why);
             let peers = self.objectives.get(&id).map(|e| self.participants_of(&e.objective)).unwrap_or_default();
             // The other participants stop waiting for a deposit that will not come.
             declines = self.decline_to(id, peers, why);

@@ -89,6 +89,12 @@ pub(crate) trait Crank {
     /// A transaction the objective asked for failed.
     fn transaction_failed(&mut self) {}
 
+    /// A transaction the objective asked for was refused for good before anything was sent:
+    /// by default the objective stops with `why`.
+    fn transaction_refused(&mut self, why: &str) {
+        self.fail_with(why);
+    }
+
     /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
     fn decide(&self, _ledger: ChannelId, _proposal: &Proposal) -> Option<Approval> {
         None
@@ -171,6 +177,10 @@ impl Crank for Objective {
 
     fn transaction_failed(&mut self) {
         dispatch!(self, o => o.transaction_failed())
+    }
+
+    fn transaction_refused(&mut self, why: &str) {
+        dispatch!(self, o => o.transaction_refused(why))
     }
 
     fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {

@@ -239,7 +239,9 @@ impl Party {
     }
 
     /// A peer declined objective `id`: it fails with the reason, unless it committed
-    /// something already (then only a force close gets out, and the decline is reported).
+    /// something already (then only a force close gets out, and the decline is reported). A
+    /// TopUp fails even with its slot reserved: a failed TopUp still settles the slot (credits
+    /// it once funded, cancels it while unfunded), which is the way out.
     pub(crate) fn receive_decline(&mut self, from: Address, id: ObjectiveId, reason: &str) -> Effects {
         let view = self.view();
         let Some(entry) = self.objectives.get(&id) else { return Effects::default() };
@@ -247,7 +249,7 @@ impl Party {
             return Effects::default();
         }
         let why = format!("{from} declined: {}", crate::channel::bounded_reason(reason));
-        if entry.objective.has_committed(&view) {
+        if entry.objective.has_committed(&view) && !matches!(entry.objective, Objective::TopUp(_)) {
             return Effects { events: vec![PartyEvent::ObjectiveFailed { id, reason: why }], ..Effects::default() };
         }
         if let Some(entry) = self.objectives.get_mut(&id) {

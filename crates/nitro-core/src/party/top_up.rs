@@ -35,7 +35,11 @@ pub struct TopUp {
     asked: bool,
     /// The ledger's total with the slot, once the slot was seen in the consensus state.
     reserved_total: Option<U256>,
-    credit_asked: bool,
+    /// Leader: a `Credit` or `CancelReserve` was asked for; seen back out of the queue without
+    /// reaching consensus, it was refused, and is asked for again only after a timer tick.
+    settle_asked: bool,
+    /// Leader: the next `Credit` or `CancelReserve` waits for a timer tick.
+    settle_wait: bool,
     deposit_submitted: bool,
     deposit_failed: bool,
     /// Chain time when our deposit was last asked for.
@@ -54,7 +58,8 @@ impl TopUp {
             slot: Slot { side: depositor, amount },
             asked: false,
             reserved_total: None,
-            credit_asked: false,
+            settle_asked: false,
+            settle_wait: false,
             deposit_submitted: false,
             deposit_failed: false,
             submitted_at: 0,
@@ -94,6 +99,35 @@ impl TopUp {
         Proposal::Credit { asset: self.asset, side: self.slot.side, amount: self.slot.amount }
     }
 
+    /// Leader: settles our slot while it is in the consensus state and no change of ours is
+    /// queued or asked for — a `Credit` once the holdings at depth cover the ledger's total
+    /// with the slot (never before), or, once this TopUp failed, a `CancelReserve` while the
+    /// holdings show no deposit for it. A change the follower refused is asked for again after
+    /// the next timer tick (a follower that refuses everything, closing, costs one proposal per
+    /// tick, not a message loop).
+    fn settle_slot(&mut self, ctx: &mut Ctx<'_>, consensus: &LedgerOutcome, latest: Option<Slot>, pending: bool) {
+        if self.me != Side::Leader || pending || consensus.slot() != Some(self.slot) || latest != Some(self.slot) {
+            return;
+        }
+        if self.settle_asked {
+            self.settle_asked = false;
+            self.settle_wait = true;
+        }
+        if self.settle_wait {
+            return;
+        }
+        let (Some(total), Some(base)) = (consensus.total(), consensus.total_without_slot()) else { return };
+        let held = ctx.chain.holdings(&self.ledger);
+        if held >= total {
+            ctx.request_change(self.ledger, self.id(), self.credit());
+            self.settle_asked = true;
+        } else if self.failure.is_some() && held <= base {
+            let cancel = Proposal::CancelReserve { asset: self.asset, side: self.slot.side };
+            ctx.request_change(self.ledger, self.id(), cancel);
+            self.settle_asked = true;
+        }
+    }
+
     /// Our deposit, if due: holdings in `[total without the slot, total)`, amount the rest.
     fn deposit(&mut self, outcome: &LedgerOutcome, ctx: &mut Ctx<'_>) {
         let (Some(before), Some(total)) = (outcome.total_without_slot(), outcome.total()) else { return };
@@ -126,9 +160,6 @@ impl Crank for TopUp {
     }
 
     fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
-        if self.failure.is_some() {
-            return Ok(false);
-        }
         let id = self.id();
         let Some(ledger) = ctx.ledgers.get(&self.ledger) else {
             self.fail_with("the ledger is closed");
@@ -137,6 +168,11 @@ impl Crank for TopUp {
         let consensus = ledger.consensus_outcome().clone();
         let latest_slot = ledger.latest_outcome().slot();
         let pending = ctx.changes.get(&self.ledger).is_some_and(|c| c.iter().any(|(by, _)| *by == id));
+        if self.failure.is_some() {
+            // Stopped: nothing more is deposited, but the slot is still settled.
+            self.settle_slot(ctx, &consensus, latest_slot, pending);
+            return Ok(false);
+        }
         if self.reserved_total.is_none() {
             if consensus.slot() == Some(self.slot) {
                 self.reserved_total = consensus.total();
@@ -173,11 +209,7 @@ impl Crank for TopUp {
         if self.i_deposit() {
             self.deposit(&consensus, ctx);
         }
-        let held = ctx.chain.holdings(&self.ledger);
-        if self.me == Side::Leader && !self.credit_asked && held >= reserved_total && latest_slot == Some(self.slot) {
-            self.credit_asked = true;
-            ctx.request_change(self.ledger, id, self.credit());
-        }
+        self.settle_slot(ctx, &consensus, latest_slot, pending);
         Ok(false)
     }
 
@@ -185,6 +217,7 @@ impl Crank for TopUp {
     /// [`DEPOSIT_PATIENCE_SECS`] of chain time (its `expectedHeld` keeps a second copy from
     /// double-funding).
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.settle_wait = false;
         if self.failure.is_some() {
             return;
         }
@@ -208,6 +241,13 @@ impl Crank for TopUp {
 
     fn transaction_failed(&mut self) {
         self.deposit_failed = true;
+    }
+
+    /// Our deposit was refused for good before anything was sent: none is on its way (so our
+    /// slot may be cancelled), and the TopUp stops.
+    fn transaction_refused(&mut self, why: &str) {
+        self.deposit_submitted = false;
+        self.fail_with(why);
     }
 
     /// A reorg took back our deposit: asked for again (with the holdings seen then).
@@ -293,6 +333,7 @@ pub(crate) fn decide_top_up(
     asset_accepted: bool,
 ) -> Option<Approval> {
     let ledger = totals.ledger;
+    let in_flight = ours.is_some_and(|t| t.deposit_in_flight());
     let active = ours.filter(|t| t.failure.is_none());
     let decision = match *proposal {
         Proposal::Reserve { side: Side::Follower, amount, .. } => match active {
@@ -313,8 +354,11 @@ pub(crate) fn decide_top_up(
         }
         Proposal::CancelReserve { side: Side::Leader, .. } => Approval::Approve,
         Proposal::CancelReserve { side: Side::Follower, .. } => {
-            if active.is_some_and(|t| t.deposit_in_flight()) || chain.holdings(&ledger) > totals.base {
-                Approval::Reject("our top-up deposit may be on chain".into())
+            if chain.holdings(&ledger) > totals.base {
+                Approval::Reject("the chain holds a deposit for our top-up slot".into())
+            } else if active.is_some() || in_flight {
+                // Our deposit may still land: decided once it did (refused) or failed for good.
+                Approval::Defer
             } else {
                 Approval::Approve
             }
