@@ -651,6 +651,20 @@ mod tests {
     }
 
     #[test]
+    fn ledger_top_up_parses_and_round_trips() {
+        let channel = format!("0x{}", "ab".repeat(32));
+        let request = parsed("ledger_top_up", json!({ "channel_id": channel, "amount": "500" }));
+        let ApiRequest::LedgerTopUp { amount, .. } = request else { panic!("{request:?}") };
+        assert_eq!(amount, U256::from(500));
+        let e = refused("ledger_top_up", json!({ "channel_id": channel }));
+        assert!(e.message.contains("amount"), "{e:?}");
+        let e = refused("ledger_top_up", json!({ "channel_id": channel, "amount": "-1" }));
+        assert!(e.message.contains("amount"), "{e:?}");
+        let e = refused("ledger_top_up", json!({ "amount": "1" }));
+        assert!(e.message.contains("channel_id"), "{e:?}");
+    }
+
+    #[test]
     fn every_method_has_its_fields() {
         assert_eq!(METHODS.len(), FIELDS.len());
         for m in METHODS {

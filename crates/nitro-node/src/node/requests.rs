@@ -396,5 +396,13 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
         counterparty_balance: theirs,
         guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
         turn_num: l.consensus_turn().to::<u64>(),
+        top_up: o.slot().map(|s| crate::api::TopUpSlotSummary {
+            mine: matches!(
+                (l, s.side),
+                (ConsensusChannel::Leader(_), nitro_core::Side::Leader)
+                    | (ConsensusChannel::Follower(_), nitro_core::Side::Follower)
+            ),
+            amount: s.amount,
+        }),
     }
 }
