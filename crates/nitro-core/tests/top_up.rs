@@ -119,3 +119,50 @@ fn a_deposit_refused_for_good_cancels_the_slot_and_frees_the_ledger() {
     w.run_until(1, 50, |w| w.parties[0].is_complete(&close) && w.parties[1].is_complete(&close));
     assert_eq!(w.chain.paid_out.get(&w.addr(alice)).copied(), Some(U256::from(110)));
 }
+
+#[test]
+fn a_credit_the_follower_cannot_see_covered_is_refused_in_time_and_asked_again() {
+    let mut w = World::new();
+    let (ledger, _) = w.open_ledgers(100);
+    let (alice, hub) = (0, 1);
+    let id = w.call(hub, |p| p.top_up(ledger, U256::from(40)));
+    deliver_messages(&mut w);
+    deliver_messages(&mut w);
+    // Only the hub ever sees the deposit (alice's chain view is stuck).
+    let events: Vec<_> = w.chain_events.drain(..).collect();
+    for ev in &events {
+        let fx = w.parties[hub].handle_chain_event(ev);
+        w.absorb(hub, fx);
+    }
+    deliver_messages(&mut w);
+    let pending = |w: &World| usize::from(w.parties[alice].ledger(&ledger).is_some_and(|l| l.has_pending()));
+    assert_eq!(pending(&w), 1, "alice holds the credit, deferred");
+    // The deferred credit does not block the ledger forever: alice refuses it after her
+    // patience, and the hub asks again after a tick.
+    let mut refused = false;
+    for _ in 0..400 {
+        w.tick(1);
+        deliver_messages(&mut w);
+        w.chain_events.clear();
+        if pending(&w) == 0 {
+            refused = true;
+        }
+        if refused && pending(&w) == 1 {
+            break;
+        }
+    }
+    assert!(refused, "the credit was never refused");
+    assert_eq!(pending(&w), 1, "the hub asked for the credit again");
+    assert_eq!(
+        outcome_of(&w.parties[alice], &ledger).slot(),
+        Some(Slot { side: Side::Leader, amount: U256::from(40) })
+    );
+    // Once alice sees the deposit she countersigns.
+    for ev in &events {
+        let fx = w.parties[alice].handle_chain_event(ev);
+        w.absorb(alice, fx);
+    }
+    w.run();
+    assert_eq!(outcome_of(&w.parties[alice], &ledger).leader().amount, U256::from(140));
+    assert!(w.parties[hub].is_complete(&id));
+}

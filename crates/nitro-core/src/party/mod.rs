@@ -715,14 +715,26 @@ impl Party {
             let mut step = follower.decide(&mut policy);
             // A proposal no objective of ours expects (not even one still waiting for its
             // prefund) cannot block the ledger forever: after enough inputs it is rejected.
+            // Nor can a top-up change we keep deferring (a credit the chain never covers).
             // Counted per input, not per timer tick, so that a replay of the store decides
             // exactly the same way.
+            let totals = top_up::Totals::of(follower);
+            let ours = match objectives.get(&ObjectiveId::TopUp(*channel_id)) {
+                Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
+                _ => None,
+            };
             let head = follower.pending().next().map(|p| {
                 let unexpected: Vec<u16> = p
                     .proposals
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| expecting(c).is_some_and(|id| !objectives.contains_key(&id)))
+                    .filter(|(_, c)| match expecting(c) {
+                        Some(id) => !objectives.contains_key(&id),
+                        None => {
+                            let decided = top_up::decide_top_up(&totals, c, chain, ours, asset_accepted);
+                            matches!(decided, Some(Approval::Defer))
+                        }
+                    })
                     .map(|(i, _)| i as u16)
                     .collect();
                 (p.turn_num, unexpected)
