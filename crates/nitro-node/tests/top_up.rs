@@ -2,12 +2,16 @@
 //! `NitroAdjudicator`: alice deposits more into L(hub, alice) while a virtual channel
 //! alice → hub → bob is funded and paying; then everything closes cooperatively, or the hub
 //! vanishes and alice's force close pays her the topped-up balance. Each party's balance
-//! change is what the states give it, less the gas it paid; holdings end at zero.
+//! change is what the states give it, less the gas it paid; holdings end at zero. A top-up in
+//! an ERC-20 token (nitro-protocol's `Token`) goes through its approval like a funding.
 
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthClient};
+use nitro_chain::{
+    deploy_token, dev_key, token_balance, transfer_tokens, Anvil, Artifacts, ChainConfig, ChainService, Contracts,
+    EthClient, TestToken, TokenArtifacts,
+};
 use nitro_core::{
     party::{ObjectiveId, PartyConfig},
     ChannelId, LedgerOutcome, Side, Slot, U48,
@@ -25,12 +29,28 @@ fn milli(n: u64) -> U256 {
 struct Setup {
     anvil: Anvil,
     net: LocalNetwork,
+    deployer: EthClient,
 }
 
 impl Setup {
     /// Alice (0), the hub (1) and Bob (2) on a fresh chain, L(hub, alice) and L(hub, bob)
-    /// open with 1000 from each side.
+    /// open with 1000 (milli-ETH) from each side.
     async fn start() -> (Self, ChannelId, ChannelId) {
+        let mut s = Self::empty().await;
+        let ids = [s.open(Address::ZERO, 0, milli(1000), 1), s.open(Address::ZERO, 2, milli(1000), 2)];
+        s.net.run_objectives(&ids, TIMEOUT).await.unwrap();
+        (s, ids[0].channel_id(), ids[1].channel_id())
+    }
+
+    /// The hub opens a ledger with party `with` in `asset`, `amount` from each side.
+    fn open(&mut self, asset: Address, with: usize, amount: U256, nonce: u64) -> ObjectiveId {
+        let (hub, peer) = (self.net.address(1), self.net.address(with));
+        let open = Request::LedgerOpen { participants: [hub, peer], asset, amounts: [amount, amount], nonce };
+        self.net.start(1, open).unwrap()
+    }
+
+    /// The three parties on a fresh chain, no ledger.
+    async fn empty() -> Self {
         let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
         let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
         let deployer =
@@ -49,20 +69,7 @@ impl Setup {
             LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
                 .await
                 .unwrap();
-        let mut s = Self { anvil, net };
-        let (alice, hub, bob) = (s.net.address(0), s.net.address(1), s.net.address(2));
-        let mut ids = Vec::new();
-        for (peer, nonce) in [(alice, 1), (bob, 2)] {
-            let open = Request::LedgerOpen {
-                participants: [hub, peer],
-                asset: Address::ZERO,
-                amounts: [milli(1000), milli(1000)],
-                nonce,
-            };
-            ids.push(s.net.start(1, open).unwrap());
-        }
-        s.net.run_objectives(&ids, TIMEOUT).await.unwrap();
-        (s, ids[0].channel_id(), ids[1].channel_id())
+        Self { anvil, net, deployer }
     }
 
     fn outcome(&self, party: usize, ledger: &ChannelId) -> LedgerOutcome {
@@ -215,4 +222,33 @@ async fn alice_gone_with_a_slot_reserved_the_hub_force_closes_and_the_slot_pays_
     assert_eq!(g[1], milli(1000), "the hub is paid its balance in full");
     assert_eq!(g[0], held - milli(1000), "alice: her balance, and the slot if she deposited it");
     assert_eq!(s.holdings(la).await, U256::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_top_up_is_approved_deposited_credited_and_paid_out_in_the_token() {
+    let mut s = Setup::empty().await;
+    let artifacts = TokenArtifacts::locate().unwrap_or_else(|e| panic!("{e}"));
+    let artifact = artifacts.token(TestToken::Token).unwrap();
+    let token = deploy_token(&s.deployer, &artifact, s.deployer.address()).await.unwrap();
+    let start = U256::from(1_000_000_000u64);
+    for i in 0..2 {
+        transfer_tokens(&s.deployer, token, s.net.address(i), start).await.unwrap();
+    }
+    let open = s.open(token, 0, U256::from(10_000), 1);
+    s.net.run_objectives(&[open], TIMEOUT).await.unwrap();
+    let la = open.channel_id();
+    s.top_up(la, U256::from(5_000)).await;
+    for p in [0, 1] {
+        let o = s.outcome(p, &la);
+        assert_eq!((o.asset(), o.follower().amount, o.slot()), (token, U256::from(15_000), None));
+    }
+    let held = s.net.participants[0].chain.holdings(token, la).await.unwrap();
+    assert_eq!(held, U256::from(25_000));
+    let close = s.net.start(1, Request::LedgerClose { channel_id: la }).unwrap();
+    s.net.run_objectives(&[close], TIMEOUT).await.unwrap();
+    for i in 0..2 {
+        let balance = token_balance(&s.deployer, token, s.net.address(i)).await.unwrap();
+        assert_eq!(balance, start, "party {i} got back exactly what it put in, in the token");
+    }
+    assert_eq!(s.net.participants[0].chain.holdings(token, la).await.unwrap(), U256::ZERO);
 }
