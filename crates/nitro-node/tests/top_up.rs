@@ -13,7 +13,7 @@ use nitro_chain::{
     EthClient, TestToken, TokenArtifacts,
 };
 use nitro_core::{
-    party::{ObjectiveId, PartyConfig},
+    party::{ObjectiveId, PartyConfig, WaitingFor},
     ChannelId, LedgerOutcome, Side, Slot, U48,
 };
 use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores};
@@ -251,4 +251,50 @@ async fn a_token_top_up_is_approved_deposited_credited_and_paid_out_in_the_token
         assert_eq!(balance, start, "party {i} got back exactly what it put in, in the token");
     }
     assert_eq!(s.net.participants[0].chain.holdings(token, la).await.unwrap(), U256::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_gone_with_a_slot_and_a_guarantee_alice_exits_with_both_and_no_wasted_transfers() {
+    // V = [alice, hub, bob] funded (100 from alice); alice's top-up slot is in the consensus
+    // state of L(hub, alice) when the hub vanishes, before any credit, and her deposit lands.
+    // Alice's force close must pay her balance, her share of V (reclaimed) and the funded
+    // slot; while V's guarantee remains, the transfer names only the two balances, once.
+    let (mut s, la, lb) = Setup::start().await;
+    let (alice, hub, bob) = (s.net.address(0), s.net.address(1), s.net.address(2));
+    let fund = Request::VirtualFund {
+        participants: vec![alice, hub, bob],
+        asset: Address::ZERO,
+        amounts: [milli(100), U256::ZERO],
+        nonce: 7,
+    };
+    let v = s.net.start(0, fund).unwrap();
+    s.net.run_objectives(&[v], TIMEOUT).await.unwrap();
+    let slot = Slot { side: Side::Follower, amount: milli(200) };
+    s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(200) }).unwrap();
+    s.net
+        .run_until(TIMEOUT, |ps| ps[0].party().ledger(&la).is_some_and(|l| l.consensus_outcome().slot() == Some(slot)))
+        .await
+        .unwrap();
+    s.net.vanish(1);
+    // Alice's deposit lands anyway: the slot is funded, never credited.
+    let top_up = ObjectiveId::TopUp(la);
+    let funded = WaitingFor::Agreement { what: "credit" };
+    s.net.run_until(TIMEOUT, |ps| ps[0].party().waiting_for(&top_up) == Some(funded.clone())).await.unwrap();
+    let held = s.holdings(la).await;
+    assert_eq!(held, milli(2200));
+    let (before, fees, sent) = (s.balances().await, s.fees(), s.net.stats.transactions);
+    let a = s.net.start(0, Request::ForceClose { channel_id: la }).unwrap();
+    let b = s.net.start(2, Request::ForceClose { channel_id: lb }).unwrap();
+    s.settle(|ps| ps[0].party().is_complete(&a) && ps[2].party().is_complete(&b)).await;
+    let g = s.gains(&before, &fees).await;
+    assert_eq!(g[0], milli(1200), "alice: 900 + her 100 in V + the 200 of her slot");
+    assert_eq!(g[2], milli(1000));
+    assert_eq!(g[1], milli(2000), "the absent hub is paid what the states give it");
+    for l in [la, lb] {
+        assert_eq!(s.holdings(l).await, U256::ZERO);
+    }
+    // Per ledger: a challenge, a transfer of the balances, a reclaim, the last transfer; and
+    // V's challenge (or two, one per end).
+    let used = s.net.stats.transactions - sent;
+    assert!(used <= 12, "{used} transactions for two exits");
 }

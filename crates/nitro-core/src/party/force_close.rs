@@ -246,15 +246,21 @@ impl ForceClose {
             }
         }
         ctx.force_close.extend(self.targets.iter().copied());
-        let unpaid =
-            asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero());
+        // What the next transfer would pay: the named allocations, or all of them (`[]`).
+        let indices = transfer_indices(&outcome);
+        let unpaid = match indices.is_empty() {
+            true => {
+                asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero())
+            }
+            false => indices.iter().any(|i| asset.allocations.get(*i).is_some_and(|a| !a.amount.is_zero())),
+        };
         if unpaid && !holdings.is_zero() {
             let transaction = ChainTransaction::Transfer {
                 channel_id: channel,
                 asset_index: 0,
                 outcome: outcome.clone(),
                 state_hash,
-                indices: transfer_indices(&outcome),
+                indices,
             };
             self.request(ctx, transaction, None);
             self.pending = Some(PayoutStep::Transfer);
