@@ -18,6 +18,7 @@ const TARGETS = {
   '@statechannels/nitro-protocol/contracts/Token.sol': 'Token',
   'contracts/test-tokens/FalseToken.sol': 'FalseToken',
   'contracts/test-tokens/FeeToken.sol': 'FeeToken',
+  'contracts/test-tokens/NoReturnToken.sol': 'NoReturnToken',
 };
 
 function fail(message) {

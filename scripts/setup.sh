@@ -17,10 +17,10 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 test -x node_modules/.bin/anvil || { echo "error: anvil missing after npm ci" >&2; exit 1; }
 
-# The test tokens (Token, FalseToken, FeeToken), recompiled when an output is missing or older
+# The test tokens (Token, FalseToken, FeeToken, NoReturnToken), recompiled when an output is missing or older
 # than a source, the compile script or the lock file.
 stale=0
-for name in Token FalseToken FeeToken; do
+for name in Token FalseToken FeeToken NoReturnToken; do
   out="build/contracts/$name.json"
   if [ ! -f "$out" ]; then stale=1; break; fi
   for input in scripts/compile-contracts.js package-lock.json contracts/test-tokens/*.sol \

@@ -31,11 +31,15 @@ pub enum TestToken {
     /// amount, so the adjudicator credits a deposit with more than it received. Mints 10^30
     /// units.
     FeeToken,
+    /// `contracts/test-tokens/NoReturnToken.sol`: `transfer`, `transferFrom` and `approve`
+    /// return no value; the adjudicator's payouts in it revert.
+    NoReturnToken,
 }
 
 impl TestToken {
-    /// The three tokens.
-    pub const ALL: [TestToken; 3] = [TestToken::Token, TestToken::FalseToken, TestToken::FeeToken];
+    /// Every test token.
+    pub const ALL: [TestToken; 4] =
+        [TestToken::Token, TestToken::FalseToken, TestToken::FeeToken, TestToken::NoReturnToken];
 
     /// The contract's name, which is also its artifact's file name.
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl TestToken {
             TestToken::Token => "Token",
             TestToken::FalseToken => "FalseToken",
             TestToken::FeeToken => "FeeToken",
+            TestToken::NoReturnToken => "NoReturnToken",
         }
     }
 
@@ -50,7 +55,9 @@ impl TestToken {
     pub fn initial_supply(self) -> U256 {
         match self {
             TestToken::Token => U256::from(10_000_000_000u64),
-            TestToken::FalseToken | TestToken::FeeToken => U256::from(10u64).pow(U256::from(30)),
+            TestToken::FalseToken | TestToken::FeeToken | TestToken::NoReturnToken => {
+                U256::from(10u64).pow(U256::from(30))
+            }
         }
     }
 }

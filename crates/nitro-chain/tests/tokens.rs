@@ -159,3 +159,63 @@ fn the_built_artifacts_take_an_owner_and_need_no_links() {
         assert_eq!(constructor.inputs[0].ty, "address");
     }
 }
+
+/// The check before a token deposit (`EthChainService::check_token`, one `eth_simulateV1`,
+/// nothing sent): `Token` passes; each token that would lose money in the adjudicator is
+/// refused with what the check found; nothing moved on chain.
+#[tokio::test]
+async fn the_deposit_check_refuses_every_token_that_would_lose_money() {
+    let cases = [
+        (TestToken::Token, None),
+        (
+            TestToken::FeeToken,
+            Some("takes a fee on transfer: a deposit of 5000 is credited in full but the adjudicator receives 4950"),
+        ),
+        (TestToken::FalseToken, Some("its transfer returns false")),
+        (TestToken::NoReturnToken, Some("its transfer returns no value")),
+    ];
+    for (kind, refusal) in cases {
+        let (anvil, owner, token) = deployed(kind).await;
+        let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
+        let contracts = Contracts::deploy(&owner, &artifacts).await.unwrap();
+        let service = EthChainService::new(client(&anvil, 0).await, contracts.adjudicator);
+        let amount = U256::from(5_000u64);
+        let deposit = ChainTransaction::Deposit {
+            channel_id: keccak256("check"),
+            asset: token,
+            expected_held: U256::ZERO,
+            amount,
+        };
+        let held_before = token_balance(&owner, token, owner.address()).await.unwrap();
+        match (service.check_token(&deposit).await, refusal) {
+            (Ok(()), None) => {}
+            (Err(ChainError::UnsafeToken { token: t, reason }), Some(expected)) => {
+                assert_eq!(t, token);
+                assert!(reason.contains(expected), "{kind:?}: {reason}");
+            }
+            (other, _) => panic!("{kind:?}: {other:?}"),
+        }
+        assert_eq!(token_balance(&owner, token, owner.address()).await.unwrap(), held_before, "nothing moved");
+        assert_eq!(service.allowance(token).await.unwrap(), U256::ZERO, "nothing approved");
+    }
+}
+
+/// A token deposit through `ChainService::submit` lands its `approve` first; the gas of each,
+/// against an ETH deposit's (figures for docs/node.md).
+#[tokio::test]
+async fn a_token_deposit_is_approved_then_deposited() {
+    let (anvil, owner, token) = deployed(TestToken::Token).await;
+    let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
+    let contracts = Contracts::deploy(&owner, &artifacts).await.unwrap();
+    let service = EthChainService::new(client(&anvil, 0).await, contracts.adjudicator);
+    let amount = U256::from(5_000u64);
+    let channel_id = keccak256("submit");
+    let deposit = ChainTransaction::Deposit { channel_id, asset: token, expected_held: U256::ZERO, amount };
+    let receipt = service.submit(&deposit).await.unwrap();
+    assert_eq!(service.holdings(token, channel_id).await.unwrap(), amount);
+    assert_eq!(service.allowance(token).await.unwrap(), U256::ZERO, "the approval was exactly the amount");
+    let eth = ChainTransaction::Deposit { channel_id, asset: Address::ZERO, expected_held: U256::ZERO, amount };
+    let eth_receipt = service.submit(&eth).await.unwrap();
+    eprintln!("gas: token deposit {} (after its approve), ETH deposit {}", receipt.gas_used, eth_receipt.gas_used);
+    assert!(receipt.gas_used > eth_receipt.gas_used, "a token deposit costs more than an ETH one");
+}

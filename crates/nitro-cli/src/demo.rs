@@ -192,6 +192,19 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     .map_err(fail_net)?;
     say.line(format!("alice paid bob {} × {} in each channel (signed vouchers)", args.payments, eth(payment)));
 
+    // 3b. While the virtual channels are open, Bob withdraws half of his balance in
+    // L(hub, bob): the ledger migrates to a successor carrying every guarantee, funded by the
+    // old one's conclusion (one transaction) — no virtual channel closes (ADR-0022).
+    let withdrawal = per_ledger / U256::from(2u64);
+    let w = net.start(2, Request::LedgerWithdraw { channel_id: lb.channel_id(), amount: withdrawal }).map_err(fail)?;
+    net.run_objectives(&[w], timeout).await.map_err(fail_net)?;
+    let lb_now = net.participants[1].party().current_ledger(lb.channel_id());
+    say.line(format!(
+        "bob withdrew {} from L(hub, bob) with {n} virtual channels open: it continues as {lb_now}, every guarantee carried",
+        eth(withdrawal)
+    ));
+    ledger_line(&net, &say, 1, lb_now, "L'(hub, bob)");
+
     // 4. Bob closes the virtual channels; the guarantees go back into the ledgers.
     let mut defunds = Vec::new();
     for id in &funds {
@@ -200,15 +213,15 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     net.run_objectives(&defunds, timeout).await.map_err(fail_net)?;
     say.line(format!("{n} virtual channels closed: {} guarantees released", net.stats.guarantees_released));
     ledger_line(&net, &say, 1, la.channel_id(), "L(hub, alice)");
-    ledger_line(&net, &say, 1, lb.channel_id(), "L(hub, bob)");
+    ledger_line(&net, &say, 1, lb_now, "L'(hub, bob)");
 
     // 5. Close the ledgers on chain.
     let da = net.start(1, Request::LedgerClose { channel_id: la.channel_id() }).map_err(fail)?;
-    let db = net.start(1, Request::LedgerClose { channel_id: lb.channel_id() }).map_err(fail)?;
+    let db = net.start(1, Request::LedgerClose { channel_id: lb_now }).map_err(fail)?;
     net.run_objectives(&[da, db], timeout).await.map_err(fail_net)?;
     let mut leftover = U256::ZERO;
-    for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
-        let held = net.participants[1].chain.holdings(Address::ZERO, id.channel_id()).await.map_err(fail)?;
+    for (name, id) in [("L(hub, alice)", la.channel_id()), ("L(hub, bob)", lb.channel_id()), ("L'(hub, bob)", lb_now)] {
+        let held = net.participants[1].chain.holdings(Address::ZERO, id).await.map_err(fail)?;
         leftover += held;
         say.line(format!("{name} concluded and paid out: on-chain holdings {}", eth(held)));
     }
@@ -262,7 +275,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 "leftover_holdings_wei": token.leftover.to_string(),
             },
         },
-        "resized_ledgers": 0,
+        "resized_ledgers": net.stats.resized_ledgers,
     });
     drop(anvil);
     if args.json {

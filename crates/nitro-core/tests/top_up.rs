@@ -5,7 +5,7 @@ mod common;
 
 use common::{outcome_of, World};
 use nitro_core::{
-    party::{ObjectiveId, WaitingFor},
+    party::{ObjectiveId, PartyError, WaitingFor},
     Side, Slot, U256,
 };
 
@@ -165,4 +165,34 @@ fn a_credit_the_follower_cannot_see_covered_is_refused_in_time_and_asked_again()
     w.run();
     assert_eq!(outcome_of(&w.parties[alice], &ledger).leader().amount, U256::from(140));
     assert!(w.parties[hub].is_complete(&id));
+}
+
+#[test]
+fn a_top_up_and_a_withdrawal_of_one_ledger_exclude_each_other() {
+    let mut w = World::new();
+    let (ledger, _) = w.open_ledgers(100);
+    let (alice, hub) = (0, 1);
+    // A slot pending (alice's deposit lost): no withdrawal, by either party.
+    w.lose_transactions = 1;
+    let id = w.call(alice, |p| p.top_up(ledger, U256::from(25)));
+    w.run();
+    assert!(outcome_of(&w.parties[hub], &ledger).slot().is_some());
+    for p in [alice, hub] {
+        assert_eq!(w.parties[p].withdraw(ledger, U256::from(1)).map(|(id, _)| id), Err(PartyError::TopUpPending));
+    }
+    // Once it is settled (here: the deposit refused for good, the slot cancelled), a
+    // withdrawal may start; while it runs, no top-up.
+    let fx = w.parties[alice].transaction_refused(id, "refused for good");
+    w.absorb(alice, fx);
+    w.run();
+    assert!(outcome_of(&w.parties[hub], &ledger).slot().is_none());
+    let withdraw = w.call(hub, |p| p.withdraw(ledger, U256::from(10)));
+    assert!(matches!(w.parties[hub].top_up(ledger, U256::from(1)), Err(PartyError::ObjectiveExists(_))));
+    w.run_until(1, 50, |w| w.parties[hub].is_complete(&withdraw) && w.parties[alice].is_complete(&withdraw));
+    // The successor takes top-ups, also named by the old ledger's id.
+    let again = w.call(alice, |p| p.top_up(ledger, U256::from(5)));
+    w.run();
+    assert!(w.parties[alice].is_complete(&again) && w.parties[hub].is_complete(&again), "{again}");
+    assert_ne!(again.channel_id(), ledger, "the top-up ran in the successor");
+    assert_eq!(outcome_of(&w.parties[hub], &again.channel_id()).follower().amount, U256::from(105));
 }

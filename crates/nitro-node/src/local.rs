@@ -135,6 +135,8 @@ pub struct Stats {
     pub retractions: u64,
     /// Transactions cancelled because their objective no longer needed them.
     pub cancelled_transactions: u64,
+    /// Ledgers migrated to a successor by a partial withdrawal (counted once per ledger).
+    pub resized_ledgers: u64,
 }
 
 /// How the parties of a [`LocalNetwork`] use the chain.
@@ -382,6 +384,12 @@ impl LocalNetwork {
             }
             if matches!(event, PartyEvent::ChallengeAnswered { .. }) {
                 self.stats.challenges_answered += 1;
+            }
+            if let PartyEvent::LedgerMigrated { to, .. } = event {
+                // Counted once per ledger: by its leader.
+                if matches!(self.participants[i].party().ledger(to), Some(ConsensusChannel::Leader(_))) {
+                    self.stats.resized_ledgers += 1;
+                }
             }
             if let Some(observer) = self.observer.as_mut() {
                 observer(&name, event);

@@ -93,6 +93,8 @@ struct Node {
     chain_time: Option<u64>,
     /// The wallet's balance, read by the chain reader: requests that need more fail at once.
     wallet: Option<U256>,
+    /// The wallet's balance of each accepted token, read likewise.
+    token_wallet: std::collections::BTreeMap<Address, U256>,
     /// The watcher state last stored.
     watcher_saved: Option<nitro_chain::WatcherState>,
 }
@@ -158,6 +160,12 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     if let Ok(head) = chain.client().block_number().await {
         health.chain_reachable(Some(head));
     }
+    // The wallet too, so that a request made before the chain reader's first round is checked
+    // against it (a deposit beyond the wallet fails at once, from the first request on).
+    let wallet = chain.client().balance(me).await.ok();
+    let tokens: Vec<Address> =
+        engine.party().policy().assets.iter().flatten().copied().filter(|a| !a.is_zero()).collect();
+    let token_wallet = chain::token_balances(&chain, &tokens, me).await.into_iter().collect();
 
     let (calls_tx, mut calls) = mpsc::channel::<ApiCall>(256);
     let api_config = ApiConfig { listen: config.api, token_file: config.token_file.clone(), max_body_bytes: 1 << 20 };
@@ -190,7 +198,8 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         nonce: 0,
         peers: config.peers.iter().map(|p| p.address).collect(),
         chain_time: None,
-        wallet: None,
+        wallet,
+        token_wallet,
         watcher_saved: None,
     };
     // The recent outbox goes to the transport again (the peer recognises what it had); what
@@ -215,7 +224,7 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     // request waits for one tick at most, even while every chain request times out).
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The chain is read on a task of its own; its rounds come to this loop.
-    let (reader, mut chain_rounds) = spawn_reader(chain.clone(), watcher, me, tick_every);
+    let (reader, mut chain_rounds) = spawn_reader(chain.clone(), watcher, me, tick_every, tokens);
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {

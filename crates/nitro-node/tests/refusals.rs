@@ -42,7 +42,7 @@ async fn a_node_refuses_what_it_cannot_do_and_starts_nothing() {
     let mut token = open(&bob, "1", "1");
     token["asset"] = json!(Address::repeat_byte(0x42).to_string());
     let e = refusal(&client, "ledger_open", token).await;
-    assert!(e.contains("is not supported: ledgers hold ETH (the zero address)"), "{e}");
+    assert!(e.contains("is not accepted by this node's policy (name it under [[policy.tokens]]"), "{e}");
     // Far more than a dev account's 10,000 ETH.
     let e = refusal(&client, "ledger_open", open(&bob, "100000000000000000000000000", "0")).await;
     assert!(e.contains("the wallet holds") && e.contains("the deposit needs 100000000000000000000000000 wei"), "{e}");
@@ -85,4 +85,33 @@ async fn a_node_refuses_what_it_cannot_do_and_starts_nothing() {
     }
     assert_eq!(client.call("ledger_list", json!({})).await.unwrap(), json!({ "ledgers": [] }));
     alice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_opening_is_checked_against_the_policy_and_the_wallets_token_balance() {
+    use nitro_chain::{deploy_token, ChainConfig, EthClient, TestToken, TokenArtifacts};
+    let net = Net::start().await;
+    let deployer =
+        EthClient::connect(&net.anvil.endpoint(), &dev_key(0).unwrap(), ChainConfig::default()).await.unwrap();
+    let artifact = TokenArtifacts::locate().unwrap_or_else(|e| panic!("{e}")).token(TestToken::Token).unwrap();
+    let alice_address = dev_key(1).unwrap().address();
+    // Token mints its whole supply (10^10 units) to alice.
+    let token = deploy_token(&deployer, &artifact, alice_address).await.unwrap();
+    let text = format!(
+        "{}\n[[policy.tokens]]\naddress = \"{token}\"\nmax_deposit_per_ledger = \"100000000000\"\n\
+         max_total_deposit = \"100000000000\"\nmax_virtual_amount = \"1\"\nmax_locked_per_counterparty = \"1\"\n",
+        common::config_text(&net, 1, &[2], false)
+    );
+    let alice = NodeHandle::start_text(&net, 1, false, &text).await;
+    alice.wait_health(200).await;
+    let client = alice.client();
+    let bob = dev_key(2).unwrap().address().to_string();
+    let open = |asset: Address, mine: &str| json!({ "counterparty": bob, "my_amount": mine, "counterparty_amount": "1", "asset": asset.to_string() });
+    let e = refusal(&client, "ledger_open", open(token, "10000000001")).await;
+    assert!(e.contains(&format!("the wallet holds 10000000000 of token {token}")), "{e}");
+    let other = Address::repeat_byte(0x42);
+    let e = refusal(&client, "ledger_open", open(other, "1")).await;
+    assert!(e.contains(&format!("asset {other} is not accepted by this node's policy")), "{e}");
+    let started = client.call("ledger_open", open(token, "10000000000")).await.unwrap();
+    assert!(started["objective_id"].as_str().is_some_and(|id| id.starts_with("DirectFund-")), "{started}");
 }

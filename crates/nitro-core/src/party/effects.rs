@@ -86,6 +86,16 @@ pub enum PartyEvent {
         /// The postfund state.
         state: SignedState,
     },
+    /// A ledger was replaced by its successor after a withdrawal (ADR-0022 §5): objectives
+    /// and requests that name `from` now act on `to`.
+    LedgerMigrated {
+        /// The old ledger, concluded.
+        #[serde(with = "json::bytes32")]
+        from: ChannelId,
+        /// The successor, funded by the conclusion.
+        #[serde(with = "json::bytes32")]
+        to: ChannelId,
+    },
     /// A ledger was concluded and paid out.
     LedgerClosed {
         /// The ledger.

@@ -44,6 +44,8 @@ impl Party {
     /// pays out what that state gives (see [`ForceClose`]). Other objectives on the channel
     /// stop.
     pub fn force_close(&mut self, channel: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
+        // A ledger replaced by a withdrawal: its successor holds what it held.
+        let channel = if self.ledgers.contains_key(&channel) { channel } else { self.current_ledger(channel) };
         let id = ObjectiveId::ForceClose(channel);
         if self.objectives.contains_key(&id) {
             return Err(PartyError::ObjectiveExists(id));
@@ -60,6 +62,13 @@ impl Party {
             {
                 if d.final_state().is_fully_signed() {
                     return Ok(ForceClose::new(channel, true, Plan::Conclude(d.final_state().clone()), None));
+                }
+            }
+            if let Some(Entry { objective: Objective::Withdraw(w), .. }) =
+                self.objectives.get(&ObjectiveId::Withdraw(channel))
+            {
+                if w.final_state().is_fully_signed() {
+                    return Ok(ForceClose::new(channel, true, Plan::Conclude(w.final_state().clone()), None));
                 }
             }
             let candidate = ledger.consensus_state();
@@ -134,7 +143,7 @@ impl Party {
         self.touched.insert(super::StateKey::Party);
         for (id, entry) in self.objectives.iter_mut().filter(|(_, e)| !e.done) {
             let affected = match (&entry.objective, *id) {
-                (_, ObjectiveId::DirectFund(c)) => c == channel,
+                (_, ObjectiveId::DirectFund(c)) | (_, ObjectiveId::Withdraw(c)) => c == channel,
                 (Objective::VirtualFund(v), ObjectiveId::VirtualFund(c)) => {
                     c == channel || (ledger && v.ledgers.iter().any(|l| l.channel_id == channel))
                 }
@@ -213,8 +222,9 @@ impl Party {
                     self.chain.observe_holdings(channel, *block_number, *now_held, true);
                 }
             }
-            ChainEvent::AllocationUpdated { final_holdings, block_number, .. } => {
+            ChainEvent::AllocationUpdated { final_holdings, block_number, asset_index, initial_holdings, .. } => {
                 self.chain.observe_holdings(channel, *block_number, *final_holdings, false);
+                self.credit_successor(channel, *asset_index, *initial_holdings, *block_number);
             }
             ChainEvent::Concluded { finalizes_at, block_number, .. } => {
                 self.chain.conclude(channel, *block_number, *finalizes_at)
@@ -384,6 +394,9 @@ impl Party {
         match (id, objective) {
             (ObjectiveId::DirectDefund(c), Objective::DirectDefund(d)) => {
                 c == ledger && !d.final_state().is_fully_signed()
+            }
+            (ObjectiveId::Withdraw(c), Objective::Withdraw(w)) => {
+                c == ledger && w.failure().is_none() && !w.final_state().is_fully_signed()
             }
             (_, Objective::VirtualFund(v)) => {
                 on_path(&v.ledgers) && v.prefund().is_fully_signed() && !channel.is_locked(&id.channel_id())

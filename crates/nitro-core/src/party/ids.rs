@@ -21,6 +21,8 @@ pub enum ObjectiveId {
     ForceClose(ChannelId),
     /// Depositing more into an open ledger (one top-up of a ledger at a time).
     TopUp(ChannelId),
+    /// Withdrawing part of a ledger by migrating it to a successor (named by the old ledger).
+    Withdraw(ChannelId),
 }
 
 impl std::str::FromStr for ObjectiveId {
@@ -35,6 +37,7 @@ impl std::str::FromStr for ObjectiveId {
             "VirtualDefund" => Ok(Self::VirtualDefund(id)),
             "ForceClose" => Ok(Self::ForceClose(id)),
             "TopUp" => Ok(Self::TopUp(id)),
+            "Withdraw" => Ok(Self::Withdraw(id)),
             other => Err(format!("unknown objective kind {other:?}")),
         }
     }
@@ -63,6 +66,7 @@ impl ObjectiveId {
             | Self::VirtualDefund(c)
             | Self::ForceClose(c)
             | Self::TopUp(c) => c,
+            Self::Withdraw(c) => c,
         }
     }
 }
@@ -76,6 +80,7 @@ impl fmt::Display for ObjectiveId {
             Self::VirtualDefund(_) => "VirtualDefund",
             Self::ForceClose(_) => "ForceClose",
             Self::TopUp(_) => "TopUp",
+            Self::Withdraw(_) => "Withdraw",
         };
         write!(f, "{kind}-{}", self.channel_id())
     }

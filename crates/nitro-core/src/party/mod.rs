@@ -16,6 +16,7 @@ mod error;
 mod exit;
 mod force_close;
 mod ids;
+mod migrate;
 mod objective;
 mod policy;
 mod records;
@@ -25,6 +26,7 @@ mod top_up;
 mod virtual_defund;
 mod virtual_fund;
 mod waiting;
+mod withdraw;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -43,6 +45,7 @@ pub use top_up::TopUp;
 pub use virtual_defund::{VirtualDefund, LEGACY_VIRTUAL_FINAL_TURN, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
+pub use withdraw::Withdraw;
 
 use chain_view::ChainView;
 use objective::{Crank, Ctx, View};
@@ -107,6 +110,8 @@ pub struct Party {
     touched: std::collections::BTreeSet<StateKey>,
     /// Timer ticks since each finished objective finished (not durable).
     finished_ticks: HashMap<ObjectiveId, u32>,
+    /// Ledgers replaced by a withdrawal, each with its successor (ADR-0022 §5).
+    successors: BTreeMap<ChannelId, ChannelId>,
 }
 
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
@@ -147,6 +152,7 @@ impl Party {
             legacy: false,
             touched: Default::default(),
             finished_ticks: HashMap::new(),
+            successors: BTreeMap::new(),
         }
     }
 
@@ -182,7 +188,10 @@ impl Party {
         if !self.changes.is_empty() {
             self.touch(StateKey::Party);
         }
-        for (ledger, changes) in std::mem::take(&mut self.changes) {
+        let (waiting, ready): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.changes).into_iter().partition(|(ledger, _)| self.migrating(ledger));
+        self.changes = waiting;
+        for (ledger, changes) in ready {
             let proposals: Vec<Proposal> = changes.iter().map(|(_, p)| *p).collect();
             let peer = self.peers.get(&ledger).copied();
             let result = match self.ledgers.get_mut(&ledger) {
@@ -283,8 +292,13 @@ impl Party {
         }
     }
 
-    /// Closes a ledger (refused while it holds guarantees or proposals wait).
+    /// Closes a ledger (refused while it holds guarantees, proposals wait, or a withdrawal is
+    /// under way); a ledger replaced by a withdrawal is closed through its successor.
     pub fn direct_defund(&mut self, ledger: ChannelId) -> Result<(ObjectiveId, Effects), PartyError> {
+        let ledger = self.current_ledger(ledger);
+        if self.migrating(&ledger) {
+            return Err(PartyError::ProposalsPending);
+        }
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
         let objective = DirectDefund::new(channel, None)?;
         self.closing.insert(ledger);
@@ -401,11 +415,14 @@ impl Party {
         }
         match payload {
             Payload::State { objective, state } => {
-                if !state.state().participants.contains(&from) || objective.channel_id() != state.channel_id() {
+                let channel_ok =
+                    objective.channel_id() == state.channel_id() || matches!(objective, ObjectiveId::Withdraw(_));
+                if !state.state().participants.contains(&from) || !channel_ok {
                     return Err(PartyError::UnexpectedSender(from));
                 }
                 // A refused state changes nothing: a new objective is kept only once the
                 // state merged into it.
+                self.forget_failed_withdrawal(objective, Some(state.channel_id()));
                 let mut created = match self.objectives.contains_key(&objective) {
                     true => None,
                     false => match self.objective_from_state(objective, state.state()) {
@@ -421,7 +438,20 @@ impl Party {
                     Some(entry) => entry,
                     None => self.objectives.get_mut(&objective).ok_or(PartyError::UnknownObjective(objective))?,
                 };
-                let ours = entry.objective.receive_state(&state, self.ledgers.get(&objective.channel_id()))?;
+                let ours = match entry.objective.receive_state(&state, self.ledgers.get(&objective.channel_id())) {
+                    Ok(ours) => ours,
+                    // Both parties asked for a withdrawal at once (each signs only its own
+                    // successor): each declines the other's, both fail, and either may ask again.
+                    Err(e)
+                        if matches!(objective, ObjectiveId::Withdraw(_))
+                            && state.channel_id() != objective.channel_id() =>
+                    {
+                        let declined =
+                            self.decline_to(objective, vec![from], &format!("a withdrawal of ours is under way: {e}"));
+                        return Err(PartyError::Refused { error: Box::new(e), answer: Box::new(declined) });
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(entry) = created {
                     if let ObjectiveId::DirectDefund(ledger) = objective {
                         self.closing.insert(ledger);
@@ -485,6 +515,7 @@ impl Party {
                 PartyEvent::PaymentReceived { channel_id, .. } | PartyEvent::ChainReorg { channel_id, .. } => {
                     StateKey::Channel(*channel_id)
                 }
+                PartyEvent::LedgerMigrated { .. } => StateKey::Party,
                 PartyEvent::ChallengeAnswered { .. }
                 | PartyEvent::ChallengeExpired { .. }
                 | PartyEvent::ExitRefused { .. } => StateKey::Party,
@@ -555,6 +586,19 @@ impl Party {
                 Ok(Objective::VirtualDefund(VirtualDefund::new(state.clone(), &v.ledgers)))
             }
             ObjectiveId::ForceClose(_) | ObjectiveId::TopUp(_) => Err(PartyError::UnexpectedState),
+            ObjectiveId::Withdraw(ledger) => {
+                let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
+                if self.closing.contains(&ledger) {
+                    return Err(PartyError::LedgerClosing(ledger));
+                }
+                if self.topping_up(&ledger) {
+                    return Err(PartyError::TopUpPending);
+                }
+                if self.changes.get(&ledger).is_some_and(|c| !c.is_empty()) {
+                    return Err(PartyError::ProposalsPending);
+                }
+                Ok(Objective::Withdraw(Withdraw::join(channel, self.address(), state)?))
+            }
         }
     }
 
@@ -631,7 +675,7 @@ impl Party {
         let me = self.address();
         let mut cranked = Vec::new();
         let Self { key, ledgers, ledger_with, peers, chain, objectives, closing, changes, .. } = self;
-        let (opened, closed, mut needed) = {
+        let (opened, closed, mut needed, migrated) = {
             let mut ctx = Ctx {
                 key,
                 me,
@@ -642,6 +686,7 @@ impl Party {
                 closed: Vec::new(),
                 force_close: Vec::new(),
                 changes,
+                migrated: Vec::new(),
             };
             for (id, entry) in objectives.iter_mut().filter(|(_, e)| !e.done) {
                 let before = ctx.footprint();
@@ -654,7 +699,7 @@ impl Party {
                     cranked.push(*id);
                 }
             }
-            (ctx.opened, ctx.closed, ctx.force_close)
+            (ctx.opened, ctx.closed, ctx.force_close, ctx.migrated)
         };
         for channel in opened {
             let id = channel.channel_id();
@@ -671,24 +716,34 @@ impl Party {
             ledgers.remove(&id);
             closing.remove(&id);
             if let Some(peer) = peers.remove(&id) {
-                ledger_with.remove(&peer);
+                if ledger_with.get(&peer) == Some(&id) {
+                    ledger_with.remove(&peer);
+                }
             }
             effects.events.push(PartyEvent::LedgerClosed { channel_id: id });
         }
+
         needed.sort();
         needed.dedup();
         needed.retain(|c| !objectives.contains_key(&ObjectiveId::ForceClose(*c)));
         for id in cranked {
             self.touch(StateKey::Objective(id));
         }
+        for (from, to) in migrated {
+            // We were taking the old ledger to chain: the exit continues in the successor.
+            if self.follow_successor(from, to, effects) {
+                needed.push(to);
+            }
+        }
         needed
     }
 
     fn decide_pending(&mut self, effects: &mut Effects) {
+        let migrating: HashSet<ChannelId> = self.ledgers.keys().filter(|l| self.migrating(l)).copied().collect();
         let Self { ledgers, objectives, closing, peers, deferred, chain, policy, .. } = self;
         for (channel_id, ledger) in ledgers.iter_mut() {
             let ConsensusChannel::Follower(follower) = ledger else { continue };
-            if follower.pending().len() == 0 {
+            if follower.pending().len() == 0 || migrating.contains(channel_id) {
                 continue;
             }
             let totals = top_up::Totals::of(follower);

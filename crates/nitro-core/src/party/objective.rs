@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{
     chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError, TopUp,
-    VirtualDefund, VirtualFund, WaitingFor,
+    VirtualDefund, VirtualFund, WaitingFor, Withdraw,
 };
 use crate::{chain::ChainEvent, Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey};
 
@@ -26,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     /// Changes objectives asked of the ledgers this party leads, not proposed yet: the party
     /// proposes them together, one batch per ledger (ADR-0018).
     pub changes: &'a mut BTreeMap<ChannelId, Vec<(ObjectiveId, Proposal)>>,
+    /// Ledgers an objective migrated in this crank (old, successor): the party follows them.
+    pub migrated: Vec<(ChannelId, ChannelId)>,
 }
 
 impl Ctx<'_> {
@@ -134,6 +136,8 @@ pub enum Objective {
     ForceClose(ForceClose),
     /// Depositing more into an open ledger.
     TopUp(TopUp),
+    /// Withdrawing part of a ledger into a successor ledger.
+    Withdraw(Withdraw),
 }
 
 /// Calls `$call` on whichever objective `$self` holds: the one place that matches on kinds.
@@ -146,6 +150,7 @@ macro_rules! dispatch {
             Objective::VirtualDefund($o) => $call,
             Objective::ForceClose($o) => $call,
             Objective::TopUp($o) => $call,
+            Objective::Withdraw($o) => $call,
         }
     };
 }
@@ -205,5 +210,21 @@ impl Crank for Objective {
 
     fn has_committed(&self, view: &View<'_>) -> bool {
         dispatch!(self, o => o.has_committed(view))
+    }
+}
+
+impl Objective {
+    /// Ledger `from` was replaced by `to` (a withdrawal): the virtual channels this objective
+    /// funds or defunds through `from` now go through `to`, whose consensus state carries
+    /// their guarantees byte for byte.
+    pub(crate) fn follow_successor(&mut self, from: ChannelId, to: ChannelId) {
+        let ledgers = match self {
+            Objective::VirtualFund(v) => &mut v.ledgers,
+            Objective::VirtualDefund(v) => &mut v.ledgers,
+            _ => return,
+        };
+        for l in ledgers.iter_mut().filter(|l| l.channel_id == from) {
+            l.channel_id = to;
+        }
     }
 }

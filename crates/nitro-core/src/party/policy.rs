@@ -202,7 +202,11 @@ impl Party {
     pub fn cancel(&mut self, id: ObjectiveId) -> Result<Effects, PartyError> {
         let view = self.view();
         let entry = self.objectives.get(&id).ok_or(PartyError::UnknownObjective(id))?;
-        if entry.done || entry.objective.has_committed(&view) {
+        // A withdrawal whose successor signatures are out: the counterparty may have signed
+        // the final state on them and refuses the old ledger from then on; only a force close
+        // gets out (ADR-0022 §5).
+        let withdrawing = matches!(&entry.objective, Objective::Withdraw(w) if w.signed_successor(view.me));
+        if entry.done || withdrawing || entry.objective.has_committed(&view) {
             return Err(PartyError::NotCancellable(id));
         }
         let peers = self.participants_of(&entry.objective);
@@ -223,6 +227,7 @@ impl Party {
             Objective::DirectFund(d) => d.participants().to_vec(),
             Objective::VirtualFund(v) => v.channel().prefund.participants.clone(),
             Objective::TopUp(t) => vec![t.peer()],
+            Objective::Withdraw(w) => w.final_state().state().participants.clone(),
             _ => Vec::new(),
         };
         all.into_iter().filter(|p| *p != me).collect()

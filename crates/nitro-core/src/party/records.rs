@@ -60,6 +60,9 @@ pub struct PartyRecord {
     deferred: BTreeMap<ChannelId, (TurnNum, u32)>,
     changes: BTreeMap<ChannelId, Vec<(ObjectiveId, Proposal)>>,
     chain_time: u64,
+    /// Ledgers replaced by a withdrawal, with their successors.
+    #[serde(default)]
+    successors: BTreeMap<ChannelId, ChannelId>,
 }
 
 impl Party {
@@ -130,6 +133,7 @@ impl Party {
             deferred: self.deferred.iter().map(|(k, v)| (*k, *v)).collect(),
             changes: self.changes.clone(),
             chain_time: self.chain.now(),
+            successors: self.successors.clone(),
         }
     }
 
@@ -174,6 +178,7 @@ impl Party {
         p.defences = party.defences;
         p.deferred = party.deferred.into_iter().collect();
         p.changes = party.changes;
+        p.successors = party.successors;
         p.chain.advance(party.chain_time);
         p.touched.clear();
         Ok(p)

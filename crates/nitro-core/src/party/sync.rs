@@ -52,6 +52,7 @@ impl Party {
             closed: Vec::new(),
             force_close: Vec::new(),
             changes,
+            migrated: Vec::new(),
         };
         for entry in objectives.values_mut().filter(|e| !e.done) {
             entry.objective.on_timer(&mut ctx);

@@ -374,9 +374,13 @@ impl super::Party {
     /// ledger, a zero amount, a total that would overflow, a slot pending or another top-up
     /// of this ledger running, and above our policy's deposit limits for the asset.
     pub fn top_up(&mut self, ledger: ChannelId, amount: U256) -> Result<(ObjectiveId, super::Effects), PartyError> {
+        let ledger = self.current_ledger(ledger);
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
         if self.closing.contains(&ledger) {
             return Err(PartyError::LedgerClosing(ledger));
+        }
+        if self.migrating(&ledger) {
+            return Err(PartyError::ObjectiveExists(ObjectiveId::Withdraw(ledger)));
         }
         let me = match channel {
             ConsensusChannel::Leader(_) => Side::Leader,
@@ -418,6 +422,12 @@ impl super::Party {
         Ok(())
     }
 
+    /// Whether a TopUp of `ledger` is running (a withdrawal waits for it: ADR-0022 §5 wants no
+    /// slot in a ledger that migrates).
+    pub(crate) fn topping_up(&self, ledger: &ChannelId) -> bool {
+        self.objectives.get(&ObjectiveId::TopUp(*ledger)).is_some_and(|e| !e.done && e.objective.failure().is_none())
+    }
+
     /// A finished (completed or failed) TopUp of `ledger` makes room for the next one; a
     /// running one refuses it.
     fn forget_finished_top_up(&mut self, ledger: ChannelId) -> Result<(), PartyError> {
@@ -455,6 +465,9 @@ impl super::Party {
         let refusal = match channel {
             ConsensusChannel::Follower(_) => Some(PartyError::UnexpectedSender(from)),
             ConsensusChannel::Leader(_) if self.closing.contains(&ledger) => Some(PartyError::LedgerClosing(ledger)),
+            ConsensusChannel::Leader(_) if self.migrating(&ledger) => {
+                Some(PartyError::ObjectiveExists(ObjectiveId::Withdraw(ledger)))
+            }
             ConsensusChannel::Leader(_) => {
                 let asset = channel.consensus_outcome().asset();
                 if self.policy.assets.as_ref().is_some_and(|a| !a.contains(&asset)) {

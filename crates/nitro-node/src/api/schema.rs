@@ -22,6 +22,7 @@ pub const METHODS: &[&str] = &[
     "ledger_open",
     "ledger_close",
     "ledger_top_up",
+    "ledger_withdraw",
     "ledger_get",
     "ledger_list",
     "virtual_fund",
@@ -40,6 +41,7 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "nonce"]),
     ("ledger_close", &["channel_id"]),
     ("ledger_top_up", &["channel_id", "amount"]),
+    ("ledger_withdraw", &["channel_id", "amount"]),
     ("ledger_get", &["channel_id"]),
     ("ledger_list", &[]),
     ("virtual_fund", &["counterparty", "amount", "counterparty_amount", "hub", "intermediaries", "asset", "nonce"]),
@@ -112,6 +114,14 @@ pub enum ApiRequest {
         /// How much more to deposit.
         amount: U256,
     },
+    /// `ledger_withdraw`: withdraw part of our own funds from a ledger to chain, keeping the
+    /// virtual channels it funds (the ledger migrates to a successor, ADR-0022 §5).
+    LedgerWithdraw {
+        /// The ledger (or one it replaced: the successor is followed).
+        channel_id: ChannelId,
+        /// How much of our balance to withdraw.
+        amount: U256,
+    },
     /// `ledger_get`: one ledger's summary.
     LedgerGet {
         /// The ledger.
@@ -175,7 +185,7 @@ pub enum ObjectiveState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectiveFilter {
     /// Only this kind (`"DirectFund"`, `"DirectDefund"`, `"VirtualFund"`, `"VirtualDefund"`,
-    /// `"ForceClose"`).
+    /// `"ForceClose"`, `"Withdraw"`).
     pub kind: Option<String>,
     /// Only objectives in this state.
     pub status: Option<ObjectiveState>,
@@ -185,7 +195,7 @@ pub struct ObjectiveFilter {
 
 /// The objective kinds `objective_list` filters on.
 pub const OBJECTIVE_KINDS: &[&str] =
-    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "TopUp"];
+    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "Withdraw", "TopUp"];
 
 /// Params of `ledger_open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +261,10 @@ impl ApiRequest {
                 ApiRequest::LedgerClose { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
             }
             "ledger_top_up" => ApiRequest::LedgerTopUp {
+                channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
+                amount: amount(p.required("amount")?, "amount")?,
+            },
+            "ledger_withdraw" => ApiRequest::LedgerWithdraw {
                 channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
                 amount: amount(p.required("amount")?, "amount")?,
             },
@@ -370,6 +384,7 @@ impl ApiRequest {
             ApiRequest::LedgerOpen(_) => "ledger_open",
             ApiRequest::LedgerClose { .. } => "ledger_close",
             ApiRequest::LedgerTopUp { .. } => "ledger_top_up",
+            ApiRequest::LedgerWithdraw { .. } => "ledger_withdraw",
             ApiRequest::LedgerGet { .. } => "ledger_get",
             ApiRequest::LedgerList => "ledger_list",
             ApiRequest::VirtualGet { .. } => "virtual_get",
@@ -405,6 +420,9 @@ impl ApiRequest {
             | ApiRequest::VirtualGet { channel_id }
             | ApiRequest::VirtualDefund { channel_id }
             | ApiRequest::ChannelForceClose { channel_id } => json!({ "channel_id": id(channel_id) }),
+            ApiRequest::LedgerWithdraw { channel_id, amount: a } => {
+                json!({ "channel_id": id(channel_id), "amount": amount(a) })
+            }
             ApiRequest::ObjectiveCancel { objective_id } => json!({ "objective_id": objective_id.to_string() }),
             ApiRequest::ObjectiveList(f) => {
                 let mut params = Map::new();

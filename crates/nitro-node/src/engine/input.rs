@@ -30,6 +30,13 @@ pub enum Request {
         /// The ledger.
         channel_id: ChannelId,
     },
+    /// Withdraw part of our own funds from a ledger, migrating it to a successor.
+    LedgerWithdraw {
+        /// The ledger (or one it replaced).
+        channel_id: ChannelId,
+        /// How much of our balance.
+        amount: U256,
+    },
     /// Fund a virtual channel.
     VirtualFund {
         /// Payer, intermediaries, payee.
@@ -130,6 +137,9 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
                 party.direct_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
             }
             Request::LedgerClose { channel_id } => party.direct_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
+            Request::LedgerWithdraw { channel_id, amount } => {
+                party.withdraw(channel_id, amount).map(|(id, e)| (e, Some(id)))?
+            }
             Request::VirtualFund { participants, asset, amounts, nonce } => {
                 party.virtual_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
             }

@@ -58,6 +58,8 @@ pub(super) struct ChainRound {
     time: Result<u64, ChainError>,
     /// The wallet's balance, if it could be read.
     wallet: Option<U256>,
+    /// The wallet's balance of each accepted token that could be read (with the head).
+    tokens: Vec<(Address, U256)>,
     /// The chain head, read once per [`HEAD_EVERY`] at most.
     head: Option<u64>,
     /// Adjudicator events final at the depth, and retractions, in order.
@@ -78,6 +80,7 @@ pub(super) fn spawn_reader(
     mut watcher: EventWatcher,
     me: Address,
     every: Duration,
+    tokens: Vec<Address>,
 ) -> (JoinHandle<()>, mpsc::Receiver<ChainRound>) {
     let (rounds, received) = mpsc::channel(1);
     let task = tokio::spawn(async move {
@@ -96,17 +99,31 @@ pub(super) fn spawn_reader(
                 }
             };
             let mut head = None;
+            let mut balances = Vec::new();
             if head_at.is_none_or(|at| at.elapsed() >= HEAD_EVERY) {
                 head_at = Some(Instant::now());
                 head = chain.client().block_number().await.ok();
+                balances = token_balances(&chain, &tokens, me).await;
             }
-            let round = ChainRound { time, wallet, head, events, state: watcher.state().clone() };
+            let round = ChainRound { time, wallet, tokens: balances, head, events, state: watcher.state().clone() };
             if rounds.send(round).await.is_err() {
                 return; // the node stopped
             }
         }
     });
     (task, received)
+}
+
+/// The wallet's balance of each token that answers (one that does not is left out: requests
+/// in it are then not checked against the wallet, and its deposit fails with the reason).
+pub(super) async fn token_balances(chain: &EthChainService, tokens: &[Address], me: Address) -> Vec<(Address, U256)> {
+    let mut out = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        if let Ok(balance) = chain.token_balance(*token, me).await {
+            out.push((*token, balance));
+        }
+    }
+    out
 }
 
 impl Node {
@@ -124,6 +141,7 @@ impl Node {
         if let Some(balance) = round.wallet {
             self.wallet = Some(balance);
         }
+        self.token_wallet.extend(round.tokens);
         if let Some(head) = round.head {
             // The cursor is the next block to scan.
             let lag = (head + 1).saturating_sub(round.state.cursor);

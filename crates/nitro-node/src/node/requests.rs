@@ -46,8 +46,9 @@ impl Node {
             }
             ApiRequest::LedgerGet { channel_id } => {
                 let party = self.engine.party();
+                // A ledger replaced by a withdrawal answers with its successor.
                 let answer = party
-                    .ledger(&channel_id)
+                    .ledger(&party.current_ledger(channel_id))
                     .map(|l| summary(party, l))
                     .ok_or_else(|| RpcError::refused(format!("unknown ledger {channel_id}")));
                 call.respond(answer);
@@ -92,6 +93,7 @@ impl Node {
                 }
                 Request::LedgerTopUp { channel_id, amount }
             }
+            ApiRequest::LedgerWithdraw { channel_id, amount } => Request::LedgerWithdraw { channel_id, amount },
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
                     call.respond::<Value>(Err(RpcError::refused(
@@ -192,10 +194,19 @@ impl Node {
                 o.asset
             ));
         }
-        match self.wallet {
-            Some(held) if o.asset.is_zero() && held < o.my_amount => {
-                Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
-            }
+        if o.asset.is_zero() {
+            return match self.wallet {
+                Some(held) if held < o.my_amount => {
+                    Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
+                }
+                _ => Ok(()),
+            };
+        }
+        match self.token_wallet.get(&o.asset) {
+            Some(held) if *held < o.my_amount => Err(format!(
+                "the wallet holds {held} of token {}; the deposit needs {} (in its smallest unit)",
+                o.asset, o.my_amount
+            )),
             _ => Ok(()),
         }
     }
@@ -210,6 +221,7 @@ impl Node {
         amount: nitro_core::U256,
     ) -> Result<(), String> {
         let party = self.engine.party();
+        let channel_id = party.current_ledger(channel_id);
         let ledger = party.ledger(&channel_id).ok_or_else(|| format!("unknown ledger {channel_id}"))?;
         if amount.is_zero() {
             return Err("a top-up of zero".into());

@@ -1,0 +1,447 @@
+//! Withdraw: take part of a ledger L out to chain without closing the virtual channels it
+//! funds, by migrating L to a new ledger L′ (ADR-0022 §5).
+//!
+//! L′ has L's participants, app and challenge duration, a fresh nonce, and the outcome
+//! `[leader − w_L, follower − w_F, every guarantee of L's consensus state]` at turns 0 and 1.
+//! L's final state F pays `w_L` and `w_F` to the parties and the rest to L′. The party that
+//! asks sends its signatures on L′@0 and L′@1 (M1); the other answers with its own and its
+//! signature on F (M2); the asker signs F (M3) and concludes L, which credits L′ on chain.
+//! Nobody signs F before both L′ states are signed by both, and L reserves F's turn before we
+//! sign it, so no other state of L is signed by us afterwards.
+
+use super::{
+    chain_view::ChainView,
+    direct_defund::CONCLUDE_PATIENCE_SECS,
+    objective::{Crank, Ctx, View},
+    round::SignatureRound,
+    Envelope, ObjectiveId, PartyError, TransactionRequest, WaitingFor,
+};
+use crate::{
+    chain::{ChainEvent, ChainTransaction},
+    destination_of, Address, Allocation, AssetMetadata, ChannelId, ConsensusChannel, Exit, GuaranteeStatus,
+    LedgerOutcome, SignedState, SingleAssetExit, State, TurnNum, U256, U48,
+};
+
+/// The Withdraw objective of one party: L migrates to L′ paying out the withdrawals.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Withdraw {
+    ledger: ChannelId,
+    successor: ChannelId,
+    /// Whether this party asked for the withdrawal (it signs F last and concludes L).
+    asked: bool,
+    /// `[leader, follower]` withdrawals, in L's asset.
+    amounts: [U256; 2],
+    prefund: SignatureRound,
+    postfund: SignatureRound,
+    final_round: SignatureRound,
+    submitted: bool,
+    failed: bool,
+    /// Chain time since which F is complete without L concluding (or our last conclusion).
+    since: Option<u64>,
+    failure: Option<String>,
+    /// Whether L's payout credited L′ already (counted once).
+    #[serde(default)]
+    credited: bool,
+}
+
+/// Whether a 32-byte id would be read by the adjudicator as an external address (twelve
+/// leading zero bytes): such a channel could never be credited internally.
+fn looks_like_address(id: &ChannelId) -> bool {
+    id.0[..12].iter().all(|b| *b == 0)
+}
+
+impl Withdraw {
+    /// The withdrawal of `amounts` (`[leader, follower]`) from `ledger` into a successor with
+    /// nonce `nonce`. Refused while proposals wait, a guarantee is being added or removed, a
+    /// top-up slot is pending (ADR-0022 §5's preconditions), the ledger is closing, or an amount
+    /// exceeds its party's balance.
+    pub(crate) fn new(
+        ledger: &ConsensusChannel,
+        amounts: [U256; 2],
+        nonce: u64,
+        asked: bool,
+    ) -> Result<Self, PartyError> {
+        if ledger.has_pending() {
+            return Err(PartyError::ProposalsPending);
+        }
+        if ledger.closing().is_some() {
+            return Err(PartyError::LedgerClosing(ledger.channel_id()));
+        }
+        if ledger.consensus_outcome().slot().is_some() || ledger.latest_outcome().slot().is_some() {
+            return Err(PartyError::TopUpPending);
+        }
+        let consensus = ledger.consensus_outcome();
+        let changing =
+            consensus.guarantees().any(|g| ledger.guarantees().status(&g.target()) != Some(GuaranteeStatus::Locked))
+                || ledger.guarantees().len() != consensus.guarantees().len();
+        if changing {
+            return Err(PartyError::ProposalsPending);
+        }
+        if amounts.iter().all(U256::is_zero) {
+            return Err(PartyError::BadRequest("nothing to withdraw".into()));
+        }
+        let balances = [consensus.leader().amount, consensus.follower().amount];
+        for (w, b) in amounts.iter().zip(balances) {
+            if *w > b {
+                return Err(PartyError::InsufficientFunds { ledger: ledger.channel_id(), needed: *w, available: b });
+            }
+        }
+        let state = ledger.consensus_state().state().clone();
+        let mut prefund = state.clone();
+        prefund.channel_nonce = nonce;
+        prefund.turn_num = U48::ZERO;
+        let [leader, follower] = Self::balances_mut(&mut prefund.outcome)?;
+        leader.amount -= amounts[0];
+        follower.amount -= amounts[1];
+        let successor = prefund.channel_id();
+        if successor == ledger.channel_id() || looks_like_address(&successor) {
+            return Err(PartyError::BadRequest("the successor's nonce gives an unusable channel id".into()));
+        }
+        let mut postfund = prefund.clone();
+        postfund.turn_num = U48::from(1);
+        let total = consensus.total().ok_or(PartyError::BadRequest("ledger total overflows".into()))?;
+        let rest = total - amounts[0] - amounts[1];
+        let payouts = [
+            (destination_of(state.participants[0]), amounts[0]),
+            (destination_of(state.participants[1]), amounts[1]),
+            (successor, rest),
+        ];
+        let allocations = payouts.iter().filter(|(_, a)| !a.is_zero()).map(|(d, a)| Allocation::simple(*d, *a));
+        let mut fin = state;
+        fin.outcome = Exit(vec![SingleAssetExit {
+            asset: consensus.asset(),
+            asset_metadata: AssetMetadata::default(),
+            allocations: allocations.collect(),
+        }]);
+        fin.is_final = true;
+        fin.turn_num = ledger.highest_turn().checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
+        Ok(Self {
+            ledger: ledger.channel_id(),
+            successor,
+            asked,
+            amounts,
+            prefund: SignatureRound::new(prefund),
+            postfund: SignatureRound::new(postfund),
+            final_round: SignatureRound::new(fin),
+            submitted: false,
+            failed: false,
+            since: None,
+            failure: None,
+            credited: false,
+        })
+    }
+
+    /// The objective a counterparty's first state of L′ (`state`, turn 0 or 1) asks us to join
+    /// as responder: it must be exactly the successor our own consensus state of `ledger` gives
+    /// for a withdrawal of the counterparty's funds only.
+    pub(crate) fn join(ledger: &ConsensusChannel, me: Address, state: &State) -> Result<Self, PartyError> {
+        let invalid = |why: &str| PartyError::InvalidState(format!("withdrawal: {why}"));
+        let ours = ledger.consensus_state();
+        let consensus = ledger.consensus_outcome();
+        let theirs = LedgerOutcome::from_exit(&state.outcome).map_err(|e| invalid(&e.to_string()))?;
+        let w_leader = consensus.leader().amount.checked_sub(theirs.leader().amount);
+        let w_follower = consensus.follower().amount.checked_sub(theirs.follower().amount);
+        let (Some(w_leader), Some(w_follower)) = (w_leader, w_follower) else {
+            return Err(invalid("the successor's balances exceed ours"));
+        };
+        let amounts = [w_leader, w_follower];
+        let my_index = ours.state().participants.iter().position(|p| *p == me).ok_or(PartyError::NotAParticipant)?;
+        if !amounts[my_index].is_zero() {
+            return Err(PartyError::Policy("a party withdraws only its own funds".into()));
+        }
+        let objective = Self::new(ledger, amounts, state.channel_nonce, false)?;
+        let expected = match state.turn_num.to::<u64>() {
+            0 => objective.prefund.state.state(),
+            1 => objective.postfund.state.state(),
+            _ => return Err(invalid("the successor's states are at turns 0 and 1")),
+        };
+        if expected != state {
+            return Err(invalid("the successor is not L's consensus state less the withdrawal"));
+        }
+        Ok(objective)
+    }
+
+    fn balances_mut(exit: &mut Exit) -> Result<[&mut Allocation; 2], PartyError> {
+        let allocations = &mut exit.0.first_mut().ok_or(PartyError::UnexpectedState)?.allocations;
+        match allocations.as_mut_slice() {
+            [leader, follower, ..] => Ok([leader, follower]),
+            _ => Err(PartyError::UnexpectedState),
+        }
+    }
+
+    /// The ledger withdrawn from (L).
+    pub fn channel_id(&self) -> ChannelId {
+        self.ledger
+    }
+
+    /// The successor ledger (L′).
+    pub fn successor(&self) -> ChannelId {
+        self.successor
+    }
+
+    /// The withdrawals, `[leader, follower]`.
+    pub fn amounts(&self) -> [U256; 2] {
+        self.amounts
+    }
+
+    /// Whether this party asked for the withdrawal.
+    pub fn asked(&self) -> bool {
+        self.asked
+    }
+
+    /// L′'s turn-0 state, with the signatures held so far.
+    pub fn successor_prefund(&self) -> &SignedState {
+        &self.prefund.state
+    }
+
+    /// L′'s turn-1 state (its first consensus state), with the signatures held so far.
+    pub fn successor_postfund(&self) -> &SignedState {
+        &self.postfund.state
+    }
+
+    /// L's final state F, with the signatures held so far.
+    pub fn final_state(&self) -> &SignedState {
+        &self.final_round.state
+    }
+
+    /// Whether we signed F (from then on L is closed to us: we sign no other state of it).
+    pub fn signed_final(&self, me: Address) -> bool {
+        self.final_round
+            .state
+            .state()
+            .participants
+            .iter()
+            .position(|p| *p == me)
+            .is_some_and(|i| self.final_round.signed_by(i))
+    }
+
+    /// Whether we signed L′'s turn-0 state (our successor signatures are out).
+    pub fn signed_successor(&self, me: Address) -> bool {
+        self.prefund.state.state().participants.iter().position(|p| *p == me).is_some_and(|i| self.prefund.signed_by(i))
+    }
+
+    fn successor_complete(&self) -> bool {
+        self.prefund.is_complete() && self.postfund.is_complete()
+    }
+
+    /// What L′ holds once funded: its turn-1 outcome's total.
+    fn successor_total(&self) -> U256 {
+        self.postfund
+            .state
+            .state()
+            .outcome
+            .0
+            .iter()
+            .flat_map(|e| &e.allocations)
+            .fold(U256::ZERO, |a, b| a.saturating_add(b.amount))
+    }
+
+    /// F's outcome once we signed it: what a conclusion of L pays (the only final state of L
+    /// we sign), e.g. to learn what it credited L′.
+    pub(crate) fn final_outcome_if_signed(&self, me: Address) -> Option<&Exit> {
+        self.signed_final(me).then(|| &self.final_round.state.state().outcome)
+    }
+
+    /// Records that L's payout credited L′; false if it was recorded already.
+    pub(crate) fn mark_credited(&mut self) -> bool {
+        !std::mem::replace(&mut self.credited, true)
+    }
+
+    /// Before we sign F: its turn is reserved in L (nothing proposed or countersigned there
+    /// from now on); if the turn is no longer fresh for us, F moves to a fresh turn.
+    fn reserve_fresh_turn(&mut self, ctx: &mut Ctx<'_>) -> Result<(), PartyError> {
+        if self.signed_final(ctx.me) {
+            return Ok(());
+        }
+        let ledger = ctx.ledgers.get_mut(&self.ledger).ok_or(PartyError::UnknownLedger(self.ledger))?;
+        let turn = self.final_round.state.state().turn_num;
+        let step = match ledger.reserve_final_turn(turn) {
+            Ok(step) => step,
+            Err(crate::ChannelError::TurnNotFresh { highest, .. }) => {
+                let fresh = highest.checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
+                let mut state = self.final_round.state.state().clone();
+                state.turn_num = fresh;
+                self.final_round = SignatureRound::new(state);
+                ledger.reserve_final_turn(fresh)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.effects.absorb_ledger_step(self.ledger, step, None);
+        Ok(())
+    }
+
+    fn submit(&mut self, ctx: &mut Ctx<'_>) {
+        if let Ok(tx) = ChainTransaction::conclude_and_transfer_all_assets(self.final_round.state.clone()) {
+            ctx.effects.transactions.push(TransactionRequest {
+                objective: Some(self.id()),
+                transaction: tx,
+                deadline: None,
+            });
+            self.submitted = true;
+        }
+    }
+}
+
+impl Crank for Withdraw {
+    fn id(&self) -> ObjectiveId {
+        ObjectiveId::Withdraw(self.ledger)
+    }
+
+    /// Merges a peer's copy of L′@0, L′@1 or F. A copy of F at a higher turn (fresh for us)
+    /// replaces ours; one at a lower turn is answered with ours.
+    fn receive_state(
+        &mut self,
+        state: &SignedState,
+        ledger: Option<&ConsensusChannel>,
+    ) -> Result<SignedState, PartyError> {
+        if state.channel_id() == self.successor {
+            return match state.state().turn_num.to::<u64>() {
+                0 => self.prefund.merge(state),
+                1 => self.postfund.merge(state),
+                _ => Err(PartyError::UnexpectedState),
+            };
+        }
+        if state.channel_id() != self.ledger {
+            return Err(PartyError::UnexpectedState);
+        }
+        let ours = self.final_round.state.state();
+        if state.state() == ours {
+            return self.final_round.merge(state);
+        }
+        let incoming = state.state();
+        let mut expected = ours.clone();
+        expected.turn_num = incoming.turn_num;
+        if *incoming != expected {
+            return Err(PartyError::UnexpectedState);
+        }
+        if incoming.turn_num < ours.turn_num {
+            return Ok(self.final_round.state.clone());
+        }
+        if let Some(ledger) = ledger {
+            if incoming.turn_num <= ledger.highest_turn() && ledger.closing() != Some(incoming.turn_num) {
+                return Ok(self.final_round.state.clone());
+            }
+        }
+        // Our signature on F at a lower turn stays valid (same outcome): nothing is lost.
+        self.final_round = SignatureRound::new(incoming.clone());
+        self.submitted = false;
+        self.final_round.merge(state)
+    }
+
+    fn transaction_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Complete once L concluded and L′ holds its total: L′ replaces L.
+    fn crank(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, PartyError> {
+        let signed_final = self.signed_final(ctx.me);
+        if self.failure.is_some() && !signed_final {
+            return Ok(false);
+        }
+        let id = self.id();
+        if self.failure.is_none() {
+            self.prefund.sign_and_send(ctx.key, id, ctx.effects);
+            self.postfund.sign_and_send(ctx.key, id, ctx.effects);
+        }
+        if !self.successor_complete() {
+            return Ok(false);
+        }
+        // The responder signs F first; the asker only once the responder's signature is in
+        // (or when F had to move to a turn fresh for it).
+        let other = self.final_round.state.state().participants.iter().position(|p| *p != ctx.me).unwrap_or(0);
+        if self.failure.is_none() && (!self.asked || self.final_round.signed_by(other)) {
+            self.reserve_fresh_turn(ctx)?;
+            self.final_round.sign_and_send(ctx.key, id, ctx.effects);
+        }
+        if !self.signed_final(ctx.me) {
+            return Ok(false);
+        }
+        if ctx.chain.is_finalized(&self.ledger) && !ctx.chain.is_concluded(&self.ledger) {
+            // Finalized by a challenge with an earlier state: L′ is never funded.
+            self.failure.get_or_insert_with(|| "the ledger was finalized by a challenge".into());
+            return Ok(false);
+        }
+        if self.final_round.is_complete() {
+            ctx.chain.know_final_outcome(self.ledger, self.final_round.state.state().outcome.clone());
+            if self.asked && !self.submitted && !ctx.chain.is_concluded(&self.ledger) {
+                self.submit(ctx);
+            }
+        }
+        let funded = ctx.chain.holdings(&self.successor) >= self.successor_total();
+        if ctx.chain.is_concluded(&self.ledger) && funded {
+            ctx.opened.push(ConsensusChannel::new(ctx.key.clone(), &self.postfund.state)?);
+            // A force close of L that met F's conclusion may have closed it already.
+            if ctx.ledgers.contains_key(&self.ledger) {
+                ctx.closed.push(self.ledger);
+            }
+            ctx.migrated.push((self.ledger, self.successor));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Our signatures on L′@0, L′@1 and F, to whoever lacks them.
+    fn resync(&self, me: Address) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        if self.failure.is_none() {
+            out.extend(self.prefund.resend(me, self.id()));
+            out.extend(self.postfund.resend(me, self.id()));
+        }
+        out.extend(self.final_round.resend(me, self.id()));
+        out
+    }
+
+    /// The conclusion again if ours failed, or — as responder — if the asker's has not
+    /// concluded L after [`CONCLUDE_PATIENCE_SECS`] of chain time.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.final_round.is_complete() || ctx.chain.is_concluded(&self.ledger) {
+            return;
+        }
+        let now = ctx.chain.now();
+        let since = *self.since.get_or_insert(now);
+        if self.failed || now >= since.saturating_add(CONCLUDE_PATIENCE_SECS) {
+            self.failed = false;
+            self.since = Some(now);
+            self.submit(ctx);
+        }
+    }
+
+    /// A reorg took back the conclusion: it is asked for again.
+    fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
+        if event.channel_id() == self.ledger && event.retracted_from().is_some() && !chain.is_concluded(&self.ledger) {
+            self.submitted = false;
+            self.since = None;
+        }
+    }
+
+    fn waiting_for(&self, view: &View<'_>) -> WaitingFor {
+        if let Some(why) = &self.failure {
+            return WaitingFor::Failed(why.clone());
+        }
+        if !self.prefund.is_complete() {
+            return WaitingFor::signatures("successor prefund", &self.prefund);
+        }
+        if !self.postfund.is_complete() {
+            return WaitingFor::signatures("successor postfund", &self.postfund);
+        }
+        if !self.final_round.is_complete() && !view.chain.is_concluded(&self.ledger) {
+            return WaitingFor::signatures("final", &self.final_round);
+        }
+        WaitingFor::Deposits { held: view.chain.holdings(&self.successor), target: self.successor_total() }
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Stops the objective; once we signed F it still follows L's conclusion (F may be
+    /// concluded by the other party whenever it wants).
+    fn fail_with(&mut self, why: &str) {
+        self.failure.get_or_insert_with(|| why.to_owned());
+    }
+
+    /// Committed once our signature on F is out.
+    fn has_committed(&self, view: &View<'_>) -> bool {
+        self.signed_final(view.me)
+    }
+}
