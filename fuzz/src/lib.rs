@@ -197,14 +197,29 @@ pub mod forge {
     use super::*;
     use nitro_core::{Countersignature, LedgerOutcome, Proposal, ProposalQueue, Rejection, SignedProposal, TurnNum};
 
-    /// A proposal: an `Add` (when the fuzzed guarantee is well formed) or a `Remove`.
+    /// A proposal: an `Add` (when the fuzzed guarantee is well formed), a `Remove`, or a top-up
+    /// change (`Reserve`, `Credit`, `CancelReserve`; mostly in the ledger's asset).
     pub fn proposal(r: &mut Reader) -> Proposal {
-        if r.u8() % 2 == 0 {
+        let choice = r.u8() % 8;
+        if choice < 3 {
             if let Ok(guarantee) = Guarantee::new(r.target(), r.amount(), r.destination(), r.destination()) {
                 return Proposal::Add { guarantee, left_deposit: r.amount() };
             }
         }
-        Proposal::Remove { target: r.target(), left_amount: r.amount() }
+        let asset = |r: &mut Reader| {
+            if r.u8() % 8 == 0 {
+                nitro_core::Address::repeat_byte(9)
+            } else {
+                nitro_core::Address::ZERO
+            }
+        };
+        let side = |r: &mut Reader| if r.u8() % 2 == 0 { nitro_core::Side::Leader } else { nitro_core::Side::Follower };
+        match choice {
+            3 => Proposal::Reserve { asset: asset(r), side: side(r), amount: r.amount() },
+            4 => Proposal::Credit { asset: asset(r), side: side(r), amount: r.amount() },
+            5 => Proposal::CancelReserve { asset: asset(r), side: side(r) },
+            _ => Proposal::Remove { target: r.target(), left_amount: r.amount() },
+        }
     }
 
     /// A turn near the interesting ones (`consensus`, `latest`, the next), sometimes anywhere.

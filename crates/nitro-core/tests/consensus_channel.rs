@@ -823,7 +823,9 @@ fn a_rejected_proposal_does_not_block_the_ones_after_it() {
     assert_eq!(rejection.turn_num, turn(2));
     assert_eq!(p.follower.pending().len(), 0);
     let step = p.leader_receives(&LedgerMessage::Rejection(rejection));
-    assert!(matches!(&step.events[0], LedgerEvent::ProposalRejected { refused, .. } if refused[0].target() == t(1)));
+    assert!(
+        matches!(&step.events[0], LedgerEvent::ProposalRejected { refused, .. } if refused[0].target() == Some(t(1)))
+    );
     assert_eq!(step.messages.len(), 1, "the two later changes are proposed again, together");
     let resent: Vec<_> = step
         .messages
@@ -835,7 +837,7 @@ fn a_rejected_proposal_does_not_block_the_ones_after_it() {
         .collect();
     // A fresh turn, above every turn the leader signed (2, 3 and 4): never 2 or 3 again.
     assert_eq!((resent[0].turn_num, resent[0].previous_turn), (turn(5), turn(1)));
-    assert_eq!(resent[0].proposals.iter().map(|p| p.target()).collect::<Vec<_>>(), vec![t(2), t(3)]);
+    assert_eq!(resent[0].proposals.iter().map(|p| p.target()).collect::<Vec<_>>(), vec![Some(t(2)), Some(t(3))]);
     for sp in &resent {
         p.follower_receives(sp);
     }
@@ -875,7 +877,7 @@ fn a_rejection_after_partial_countersigning_keeps_the_settled_part() {
         p.follower_receives(sp);
     }
     let mut policy =
-        |prop: &Proposal| if prop.target() == t(2) { Approval::Reject("t2".into()) } else { Approval::Approve };
+        |prop: &Proposal| if prop.target() == Some(t(2)) { Approval::Reject("t2".into()) } else { Approval::Approve };
     let step = p.follower.decide(&mut policy);
     assert_eq!(step.messages.len(), 2, "countersignature for turn 2, then a rejection of turn 3");
     for m in &step.messages {
@@ -1221,13 +1223,13 @@ fn a_batch_is_one_state_and_one_refused_change_does_not_block_the_others() {
     p.follower_receives(&sp);
     // The follower objects to the change for target 2 only.
     let mut policy =
-        |prop: &Proposal| if prop.target() == t(2) { Approval::Reject("t2".into()) } else { Approval::Approve };
+        |prop: &Proposal| if prop.target() == Some(t(2)) { Approval::Reject("t2".into()) } else { Approval::Approve };
     let step = p.follower.decide(&mut policy);
     let LedgerMessage::Rejection(r) = one_message(&step).clone() else { panic!("{step:?}") };
     assert_eq!(r.refused, vec![1]);
     let again = p.leader_receives(&LedgerMessage::Rejection(r));
     let LedgerMessage::Proposal(sp) = one_message(&again).clone() else { panic!() };
-    assert_eq!(sp.proposals.iter().map(|c| c.target()).collect::<Vec<_>>(), vec![t(1), t(3)]);
+    assert_eq!(sp.proposals.iter().map(|c| c.target()).collect::<Vec<_>>(), vec![Some(t(1)), Some(t(3))]);
     assert!(sp.turn_num > turn(2), "a fresh turn");
     p.round(&sp);
     p.assert_agree();

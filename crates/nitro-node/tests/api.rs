@@ -98,6 +98,7 @@ fn summary() -> LedgerSummary {
         counterparty_balance: U256::from(20),
         guarantees: vec![GuaranteeSummary { channel_id: ChannelId::repeat_byte(0x22), amount: U256::from(10) }],
         turn_num: 4,
+        top_up: None,
     }
 }
 

@@ -243,3 +243,58 @@ fn a_step_signing_a_second_state_at_a_recorded_turn_is_refused_and_sends_nothing
         nitro_core::party::Payload::State { objective: nitro_core::party::ObjectiveId::DirectDefund(_), .. }
     )));
 }
+
+#[test]
+fn a_top_up_resumes_after_both_stores_are_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("hub.db"), dir.path().join("alice.db")];
+    let keys = [key(1), key(2)];
+    let open = |paths: &[std::path::PathBuf; 2]| -> Vec<Engine> {
+        paths
+            .iter()
+            .zip(&keys)
+            .map(|(p, k)| Engine::open(Store::open(p).unwrap(), k.clone(), config()).unwrap().0)
+            .collect()
+    };
+    let mut engines = open(&paths);
+    let (hub, alice) = (keys[0].address(), keys[1].address());
+    let request = Request::LedgerOpen {
+        participants: [hub, alice],
+        asset: Address::ZERO,
+        amounts: [U256::from(10), U256::from(20)],
+        nonce: 7,
+    };
+    let out = engines[0].step(Input::Request(request)).unwrap();
+    let ledger = out.started.unwrap().channel_id();
+    let mut chain = Chain::new();
+    run(&mut engines, out.messages.into_iter().map(|(_, m)| (0, m)).collect(), &mut chain);
+
+    // Alice (the follower) tops up 5: the slot is reserved and her deposit is on chain, but no
+    // one has seen the chain's event yet.
+    let out =
+        engines[1].step(Input::Request(Request::LedgerTopUp { channel_id: ledger, amount: U256::from(5) })).unwrap();
+    let id = out.started.unwrap();
+    let mut queue: VecDeque<(usize, Envelope)> = out.messages.into_iter().map(|(_, m)| (1, m)).collect();
+    while let Some((from, e)) = queue.pop_front() {
+        let sender = engines[from].party().address();
+        let to = usize::from(e.to == alice);
+        let out = engines[to].step(Input::Message { from: sender, payload: e.payload }).unwrap();
+        let mut sent: Vec<Envelope> = out.messages.into_iter().map(|(_, m)| m).collect();
+        chain.execute(&mut engines[to], out.transactions, &mut sent);
+        queue.extend(sent.into_iter().map(|m| (to, m)));
+    }
+    assert_eq!(chain.adjudicator.holdings(&ledger), U256::from(35));
+    let slot = |e: &Engine| e.party().ledger(&ledger).unwrap().consensus_outcome().slot();
+    assert!(engines.iter().all(|e| slot(e).is_some() && !e.party().is_complete(&id)));
+    drop(engines);
+
+    // Both restart from their stores and finish it once the deposit's event arrives.
+    let mut engines = open(&paths);
+    assert!(engines.iter().all(|e| slot(e).is_some() && !e.party().is_complete(&id)));
+    run(&mut engines, VecDeque::new(), &mut chain);
+    for e in &engines {
+        assert!(e.party().is_complete(&id), "{:?}", e.party().waiting_for(&id));
+        let o = e.party().ledger(&ledger).unwrap().consensus_outcome().clone();
+        assert_eq!((o.slot(), o.follower().amount, o.total()), (None, U256::from(25), Some(U256::from(35))));
+    }
+}

@@ -46,3 +46,18 @@ fn a_seed_replays_exactly() {
     let run = || simulate(SimConfig { fault_steps: 300, ..SimConfig::harsh(7, 3) }).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run(), run());
 }
+
+#[test]
+fn top_ups_complete_under_the_same_faults_and_pay_out_exactly() {
+    for seed in 11..=13 {
+        let config = SimConfig { fault_steps: 500, top_ups: true, ..SimConfig::harsh(seed, 3) };
+        let report = simulate(config).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.delivered > 0 && report.signed_states > 0, "{report:?}");
+        // Everything closed leaves only the party records; the archive holds one TopUp more
+        // for Alice and Bob, two for the hub.
+        for (rows, _) in &report.live_state {
+            assert_eq!(*rows, 1, "only the party record is left: {report:?}");
+        }
+        assert_eq!(report.archived, vec![2 * 3 + 3, 2 * 3 + 6, 2 * 3 + 3], "{report:?}");
+    }
+}

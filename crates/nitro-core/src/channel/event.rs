@@ -80,6 +80,16 @@ pub enum LedgerEvent {
         #[serde(with = "json::uint256")]
         left_amount: U256,
     },
+    /// A top-up proposal (`Reserve`, `Credit`, `CancelReserve`) is queued.
+    TopUpProposed {
+        /// The proposal.
+        proposal: Proposal,
+    },
+    /// A top-up proposal is in the consensus state.
+    TopUpAgreed {
+        /// The proposal.
+        proposal: Proposal,
+    },
     /// The guarantee for `target` left the consensus state: its funds went back to the parties.
     GuaranteeReleased {
         /// The target channel.

@@ -81,6 +81,7 @@ impl GuaranteeManager {
                     e.removal_proposed = true;
                 }
             }
+            Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => {}
         }
     }
 
@@ -94,6 +95,7 @@ impl GuaranteeManager {
             Proposal::Remove { target, .. } => {
                 self.entries.remove(target);
             }
+            Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The ledger's outcome and the one rule that changes it: applying a [`Proposal`].
 //!
-//! Every state of a ledger is `[leader, follower, guarantees ascending by target]` for a single
-//! asset. [`LedgerOutcome::apply`] is the only code that computes the effect of a proposal:
+//! Every state of a ledger is `[leader, follower, guarantees ascending by target, top-up slot?]`
+//! for a single asset (the slot is a simple allocation to one party, see [`Slot`] and ADR-0022
+//! §4). [`LedgerOutcome::apply`] is the only code that computes the effect of a proposal:
 //! the leader uses it to build what it signs, the follower to check what it countersigns, and
 //! the tests to predict both.
 
@@ -10,7 +11,6 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::{
     abi, json, Allocation, AllocationType, AssetMetadata, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata,
@@ -126,15 +126,50 @@ pub enum Proposal {
         #[serde(with = "json::uint256")]
         left_amount: U256,
     },
+    /// Appends a top-up slot of `amount` for `side` as the asset's last allocation, before
+    /// `side` deposits it (ADR-0022 §4): unfunded, it takes nothing from anyone.
+    Reserve {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// Who deposits, and whom the slot pays.
+        side: Side,
+        /// The amount to deposit (> 0).
+        #[serde(with = "json::uint256")]
+        amount: U256,
+    },
+    /// Folds the slot into `side`'s balance, once the deposit is on chain at depth.
+    Credit {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// The slot's owner (must be the side the slot names).
+        side: Side,
+        /// The slot's amount (must equal it).
+        #[serde(with = "json::uint256")]
+        amount: U256,
+    },
+    /// Drops an unfunded slot of `side` (its deposit will never come).
+    CancelReserve {
+        /// The ledger's asset (checked equal to it).
+        asset: Address,
+        /// The slot's owner.
+        side: Side,
+    },
 }
 
 impl Proposal {
-    /// The target channel this proposal is about.
-    pub fn target(&self) -> ChannelId {
+    /// The target channel this proposal is about (`None` for the top-up proposals, which are
+    /// about the ledger itself).
+    pub fn target(&self) -> Option<ChannelId> {
         match self {
-            Proposal::Add { guarantee, .. } => guarantee.target,
-            Proposal::Remove { target, .. } => *target,
+            Proposal::Add { guarantee, .. } => Some(guarantee.target),
+            Proposal::Remove { target, .. } => Some(*target),
+            Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => None,
         }
+    }
+
+    /// Whether this is one of the top-up proposals (`Reserve`, `Credit`, `CancelReserve`).
+    pub fn is_top_up(&self) -> bool {
+        self.target().is_none()
     }
 }
 
@@ -148,112 +183,33 @@ pub enum Side {
     Follower,
 }
 
-/// Why a proposal cannot be applied to a ledger outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ProposalError {
-    /// An `Add` for a target that already has a guarantee.
-    #[error("a guarantee for target {0} already exists")]
-    DuplicateTarget(ChannelId),
-    /// A `Remove` for a target without a guarantee.
-    #[error("no guarantee for target {0}")]
-    TargetNotFound(ChannelId),
-    /// `left_deposit` exceeds the guarantee's amount.
-    #[error("left deposit {left_deposit} exceeds the guarantee amount {amount}")]
-    DepositExceedsAmount {
-        /// The left deposit asked for.
-        left_deposit: U256,
-        /// The guarantee's amount.
-        amount: U256,
-    },
-    /// `left_amount` exceeds the guarantee's amount.
-    #[error("left amount {left_amount} exceeds the guarantee amount {amount}")]
-    LeftAmountExceedsAmount {
-        /// The left amount asked for.
-        left_amount: U256,
-        /// The guarantee's amount.
-        amount: U256,
-    },
-    /// A party cannot cover its share.
-    #[error("{side:?} has {available}, needs {needed}")]
-    InsufficientFunds {
-        /// Who lacks funds.
-        side: Side,
-        /// Its share.
-        needed: U256,
-        /// Its balance.
-        available: U256,
-    },
-    /// The guarantee's left and right are not the ledger's two parties.
-    #[error("guarantee for {0}: left and right must be the ledger's leader and follower")]
-    NotLedgerParties(ChannelId),
-    /// Left and right are the same party.
-    #[error("guarantee for {0}: left and right are the same party")]
-    SameLeftAndRight(ChannelId),
-    /// A guarantee of zero.
-    #[error("guarantee for {0} has a zero amount")]
-    ZeroAmount(ChannelId),
-    /// An amount would overflow 256 bits.
-    #[error("arithmetic overflow")]
-    Overflow,
+/// A top-up slot (ADR-0022 §4): an allocation of `amount` to `side`, the asset's last item,
+/// agreed before `side` deposits it. Last in priority order, it is paid only from what the
+/// holdings hold beyond every other allocation, so it costs the other side nothing while
+/// unfunded, and it pays the deposit back on any exit once funded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slot {
+    /// Who deposits it, and whom it pays.
+    pub side: Side,
+    /// The amount (never zero in an outcome).
+    #[serde(with = "json::uint256")]
+    pub amount: U256,
 }
 
-/// Why an exit is not a well-formed ledger outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum OutcomeError {
-    /// A ledger holds exactly one asset.
-    #[error("a ledger outcome has exactly one asset, got {0}")]
-    AssetCount(usize),
-    /// Non-default asset metadata.
-    #[error("a ledger outcome's asset metadata must be the default (type 0, empty)")]
-    AssetMetadata,
-    /// Fewer than two allocations.
-    #[error("a ledger outcome starts with the leader's and the follower's allocations")]
-    MissingBalances,
-    /// A balance allocation with a type other than simple, or with metadata.
-    #[error("allocation {0} must be a simple allocation without metadata")]
-    NotSimple(usize),
-    /// A guarantee allocation with the wrong type.
-    #[error("allocation {index} has type {found}, a guarantee has type {expected}")]
-    GuaranteeType {
-        /// Allocation index.
-        index: usize,
-        /// Its type.
-        found: u8,
-        /// The guarantee type expected.
-        expected: u8,
-    },
-    /// Guarantee metadata that is not `left ‖ right`.
-    #[error("allocation {0} has malformed guarantee metadata")]
-    GuaranteeMetadata(usize),
-    /// Guarantees not strictly ascending by target.
-    #[error("guarantees must be strictly ascending by target (allocation {0})")]
-    GuaranteeOrder(usize),
-    /// A guarantee that breaks the guarantee rules (zero amount, parties).
-    #[error("allocation {index}: {error}")]
-    Guarantee {
-        /// Allocation index.
-        index: usize,
-        /// The rule broken.
-        error: ProposalError,
-    },
-    /// The two balances pay the same destination.
-    #[error("the leader and the follower balances pay the same destination")]
-    SameParties,
-    /// The total exceeds 256 bits.
-    #[error("the ledger's total overflows 256 bits")]
-    Overflow,
-}
-
-/// The outcome of a ledger: the two parties' balances and the guarantees, for one asset.
+/// The outcome of a ledger: the two parties' balances, the guarantees and at most one top-up
+/// slot, for one asset.
 ///
 /// Always well formed: balances first, guarantees keyed (so sorted) by target, every guarantee
-/// between the two parties with a non-zero amount, and a total that fits in 256 bits.
+/// between the two parties with a non-zero amount, a slot (if any) of a non-zero amount, and a
+/// total that fits in 256 bits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LedgerOutcome {
     asset: Address,
     leader: Balance,
     follower: Balance,
     guarantees: BTreeMap<ChannelId, Guarantee>,
+    slot: Option<Slot>,
 }
 
 impl LedgerOutcome {
@@ -272,7 +228,7 @@ impl LedgerOutcome {
         if leader.destination == follower.destination {
             return Err(OutcomeError::SameParties);
         }
-        let mut outcome = Self { asset, leader, follower, guarantees: BTreeMap::new() };
+        let mut outcome = Self { asset, leader, follower, guarantees: BTreeMap::new(), slot: None };
         for (i, g) in guarantees.into_iter().enumerate() {
             let index = i + 2;
             if !outcome.is_party_pair(&g) {
@@ -307,7 +263,12 @@ impl LedgerOutcome {
         };
         let (leader, follower) = (balance(0)?, balance(1)?);
         let mut guarantees = Vec::with_capacity(allocations.len() - 2);
+        let mut slot = None;
         for (index, a) in allocations.iter().enumerate().skip(2) {
+            if a.allocation_type == AllocationType::SIMPLE && guarantee_type != AllocationType::SIMPLE {
+                slot = Some(Self::parse_slot(allocations, index, &leader, &follower)?);
+                continue;
+            }
             if a.allocation_type != guarantee_type {
                 return Err(OutcomeError::GuaranteeType {
                     index,
@@ -323,7 +284,10 @@ impl LedgerOutcome {
                 .map_err(|error| OutcomeError::Guarantee { index, error })?;
             guarantees.push(g);
         }
-        Self::with_guarantees(single.asset, leader, follower, guarantees)
+        let mut outcome = Self::with_guarantees(single.asset, leader, follower, guarantees)?;
+        outcome.slot = slot;
+        outcome.total().ok_or(OutcomeError::Overflow)?;
+        Ok(outcome)
     }
 
     /// Parses an on-chain exit as a ledger outcome (guarantees of type 2).
@@ -343,6 +307,9 @@ impl LedgerOutcome {
             allocation_type: guarantee_type,
             metadata: g.metadata(),
         }));
+        if let Some(slot) = self.slot {
+            allocations.push(Allocation::simple(self.destination(slot.side), slot.amount));
+        }
         Exit(vec![SingleAssetExit { asset: self.asset, asset_metadata: AssetMetadata::default(), allocations }])
     }
 
@@ -384,6 +351,14 @@ impl LedgerOutcome {
             allocationType: AllocationType::GUARANTEE.0,
             metadata: g.metadata(),
         }));
+        if let Some(slot) = self.slot {
+            allocations.push(abi::Allocation {
+                destination: self.destination(slot.side),
+                amount: slot.amount,
+                allocationType: AllocationType::SIMPLE.0,
+                metadata: Bytes::new(),
+            });
+        }
         let outcome = vec![abi::SingleAssetExit {
             asset: self.asset,
             assetMetadata: abi::AssetMetadata { assetType: 0, metadata: Bytes::new() },
@@ -417,11 +392,32 @@ impl LedgerOutcome {
         self.guarantees.get(target)
     }
 
-    /// Leader + follower + Σ guarantees; `None` on overflow (never, for a built outcome).
+    /// The pending top-up slot, if any.
+    pub fn slot(&self) -> Option<Slot> {
+        self.slot
+    }
+
+    /// Leader + follower + Σ guarantees + slot; `None` on overflow (never, for a built outcome).
     pub fn total(&self) -> Option<U256> {
+        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
         self.guarantees
             .values()
-            .try_fold(self.leader.amount.checked_add(self.follower.amount)?, |acc, g| acc.checked_add(g.amount))
+            .try_fold(self.leader.amount.checked_add(self.follower.amount)?, |acc, g| acc.checked_add(g.amount))?
+            .checked_add(slot)
+    }
+
+    /// The total without the slot: what the holdings cover before a top-up deposit.
+    pub fn total_without_slot(&self) -> Option<U256> {
+        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
+        self.total()?.checked_sub(slot)
+    }
+
+    /// The destination of `side`'s balance.
+    pub fn destination(&self, side: Side) -> Destination {
+        match side {
+            Side::Leader => self.leader.destination,
+            Side::Follower => self.follower.destination,
+        }
     }
 
     fn is_party_pair(&self, g: &Guarantee) -> bool {
@@ -447,7 +443,8 @@ impl LedgerOutcome {
 
     /// Checks `proposal` against this outcome and applies it; on error nothing changes.
     ///
-    /// Money is conserved: the total is the same before and after.
+    /// Money is conserved: `Add`, `Remove` and `Credit` leave the total (slot included)
+    /// unchanged; only `Reserve` and `CancelReserve` change it, by the slot's amount.
     pub fn apply(&mut self, proposal: &Proposal) -> Result<(), ProposalError> {
         match *proposal {
             Proposal::Add { guarantee, left_deposit } => {
@@ -490,174 +487,21 @@ impl LedgerOutcome {
                 self.balance_mut(guarantee.right).amount = right_new;
                 self.guarantees.remove(&target);
             }
+            Proposal::Reserve { asset, side, amount } => self.reserve(asset, side, amount)?,
+            Proposal::Credit { asset, side, amount } => self.credit(asset, side, amount)?,
+            Proposal::CancelReserve { asset, side } => self.cancel_reserve(asset, side)?,
         }
         Ok(())
     }
 }
 
+#[path = "ledger_error.rs"]
+mod error;
+#[path = "ledger_slot.rs"]
+mod slot;
+
+pub use error::{OutcomeError, ProposalError};
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dest(n: u8) -> Destination {
-        crate::destination_of(Address::repeat_byte(n))
-    }
-
-    fn outcome(leader: u64, follower: u64) -> LedgerOutcome {
-        LedgerOutcome::new(
-            Address::ZERO,
-            Balance { destination: dest(1), amount: U256::from(leader) },
-            Balance { destination: dest(2), amount: U256::from(follower) },
-        )
-        .unwrap()
-    }
-
-    fn add(target: u8, amount: u64, left: u8, left_deposit: u64) -> Proposal {
-        let right = if left == 1 { 2 } else { 1 };
-        Proposal::Add {
-            guarantee: Guarantee::new(B256::repeat_byte(target), U256::from(amount), dest(left), dest(right)).unwrap(),
-            left_deposit: U256::from(left_deposit),
-        }
-    }
-
-    #[test]
-    fn add_takes_left_deposit_from_left_and_rest_from_right() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 5, 2, 3)).unwrap();
-        assert_eq!(o.follower().amount, U256::from(7));
-        assert_eq!(o.leader().amount, U256::from(8));
-        assert_eq!(o.total(), Some(U256::from(20)));
-    }
-
-    #[test]
-    fn remove_pays_left_amount_to_left() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 6, 1, 6)).unwrap();
-        o.apply(&Proposal::Remove { target: B256::repeat_byte(7), left_amount: U256::from(1) }).unwrap();
-        assert_eq!((o.leader().amount, o.follower().amount), (U256::from(5), U256::from(15)));
-        assert_eq!(o.guarantees().len(), 0);
-    }
-
-    #[test]
-    fn refusals_leave_the_outcome_unchanged() {
-        let mut o = outcome(10, 10);
-        o.apply(&add(7, 6, 1, 6)).unwrap();
-        let before = o.clone();
-        let refusals = [
-            (add(7, 1, 1, 1), ProposalError::DuplicateTarget(B256::repeat_byte(7))),
-            (
-                add(8, 5, 1, 6),
-                ProposalError::DepositExceedsAmount { left_deposit: U256::from(6), amount: U256::from(5) },
-            ),
-            (
-                add(8, 5, 1, 5),
-                ProposalError::InsufficientFunds {
-                    side: Side::Leader,
-                    needed: U256::from(5),
-                    available: U256::from(4),
-                },
-            ),
-            (
-                add(8, 11, 1, 0),
-                ProposalError::InsufficientFunds {
-                    side: Side::Follower,
-                    needed: U256::from(11),
-                    available: U256::from(10),
-                },
-            ),
-            (
-                Proposal::Remove { target: B256::repeat_byte(9), left_amount: U256::ZERO },
-                ProposalError::TargetNotFound(B256::repeat_byte(9)),
-            ),
-            (
-                Proposal::Remove { target: B256::repeat_byte(7), left_amount: U256::from(7) },
-                ProposalError::LeftAmountExceedsAmount { left_amount: U256::from(7), amount: U256::from(6) },
-            ),
-        ];
-        for (p, e) in refusals {
-            assert_eq!(o.apply(&p), Err(e));
-            assert_eq!(o, before);
-        }
-        let stranger = Guarantee::new(B256::repeat_byte(8), U256::from(1), dest(1), dest(3)).unwrap();
-        assert_eq!(
-            o.apply(&Proposal::Add { guarantee: stranger, left_deposit: U256::ZERO }),
-            Err(ProposalError::NotLedgerParties(B256::repeat_byte(8)))
-        );
-        assert_eq!(o, before);
-    }
-
-    #[test]
-    fn guarantee_invariants() {
-        assert_eq!(
-            Guarantee::new(B256::ZERO, U256::ZERO, dest(1), dest(2)),
-            Err(ProposalError::ZeroAmount(B256::ZERO))
-        );
-        assert_eq!(
-            Guarantee::new(B256::ZERO, U256::from(1), dest(1), dest(1)),
-            Err(ProposalError::SameLeftAndRight(B256::ZERO))
-        );
-        let json = serde_json::json!({"target": format!("0x{}", "00".repeat(32)), "amount": "0x0",
-            "left": format!("0x{}", "00".repeat(32)), "right": format!("0x{}", "11".repeat(32))});
-        assert!(serde_json::from_value::<Guarantee>(json).is_err());
-    }
-
-    #[test]
-    fn exit_round_trip_and_state_hash_shortcut() {
-        let mut o = outcome(100, 100);
-        for t in [9u8, 3, 5] {
-            o.apply(&add(t, 10, 1 + t % 2, 4)).unwrap();
-        }
-        let exit = o.to_exit();
-        let targets: Vec<_> = exit.0[0].allocations[2..].iter().map(|a| a.destination).collect();
-        assert!(targets.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(LedgerOutcome::from_exit(&exit).unwrap(), o);
-        let fixed = FixedPart {
-            participants: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
-            channel_nonce: 3,
-            app_definition: Address::repeat_byte(4),
-            challenge_duration: crate::U48::from(60),
-        };
-        let turn = crate::U48::from(7);
-        assert_eq!(o.state_hash(fixed.channel_id(), turn), o.to_state(&fixed, turn).hash());
-    }
-
-    #[test]
-    fn malformed_exits_are_refused() {
-        let mut o = outcome(100, 100);
-        o.apply(&add(9, 10, 1, 4)).unwrap();
-        o.apply(&add(3, 10, 2, 4)).unwrap();
-        let good = o.to_exit();
-        let check = |f: &dyn Fn(&mut Exit), expect: &dyn Fn(&OutcomeError) -> bool| {
-            let mut e = good.clone();
-            f(&mut e);
-            let err = LedgerOutcome::from_exit(&e).unwrap_err();
-            assert!(expect(&err), "unexpected {err:?}");
-        };
-        check(&|e| e.0.push(e.0[0].clone()), &|e| matches!(e, OutcomeError::AssetCount(2)));
-        check(&|e| e.0.clear(), &|e| matches!(e, OutcomeError::AssetCount(0)));
-        check(&|e| e.0[0].asset_metadata.asset_type = 1, &|e| matches!(e, OutcomeError::AssetMetadata));
-        check(&|e| e.0[0].allocations.truncate(1), &|e| matches!(e, OutcomeError::MissingBalances));
-        check(&|e| e.0[0].allocations[1].allocation_type = AllocationType(2), &|e| {
-            matches!(e, OutcomeError::NotSimple(1))
-        });
-        check(&|e| e.0[0].allocations[2].allocation_type = AllocationType(1), &|e| {
-            matches!(e, OutcomeError::GuaranteeType { index: 2, .. })
-        });
-        check(&|e| e.0[0].allocations[2].metadata = Bytes::from(vec![0u8; 63]), &|e| {
-            matches!(e, OutcomeError::GuaranteeMetadata(2))
-        });
-        check(&|e| e.0[0].allocations.swap(2, 3), &|e| matches!(e, OutcomeError::GuaranteeOrder(3)));
-        check(&|e| e.0[0].allocations[3].destination = e.0[0].allocations[2].destination, &|e| {
-            matches!(e, OutcomeError::GuaranteeOrder(3))
-        });
-        check(&|e| e.0[0].allocations[2].amount = U256::ZERO, &|e| matches!(e, OutcomeError::Guarantee { .. }));
-        check(&|e| e.0[0].allocations[1].destination = e.0[0].allocations[0].destination, &|e| {
-            matches!(e, OutcomeError::SameParties)
-        });
-        check(&|e| e.0[0].allocations[0].amount = U256::MAX, &|e| matches!(e, OutcomeError::Overflow));
-        check(
-            &|e| e.0[0].allocations[2].metadata = GuaranteeMetadata { left: dest(1), right: dest(5) }.encode(),
-            &|e| matches!(e, OutcomeError::Guarantee { error: ProposalError::NotLedgerParties(_), .. }),
-        );
-    }
-}
+#[path = "ledger_tests.rs"]
+mod tests;

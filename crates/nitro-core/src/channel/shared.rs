@@ -62,6 +62,16 @@ use super::{
 };
 use crate::{destination_of, recover_signer, ChannelId, FixedPart, Signature, SignedState, TurnNum};
 
+/// What reverts a proposal just applied to the latest outcome (a batch that fails part-way,
+/// or a proposal whose signature does not verify).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Apply this (inverse) proposal.
+    Apply(Proposal),
+    /// Take a `Credit` back into the slot (no proposal does that).
+    Uncredit(super::Side, alloy_primitives::U256),
+}
+
 /// Index of the leader among the participants.
 pub(crate) const LEADER: usize = 0;
 /// Index of the follower among the participants.
@@ -140,8 +150,8 @@ impl Ledger {
     }
 
     /// Applies `proposal` to the latest outcome (refusing a re-add of a target still tracked),
-    /// returning the proposal that undoes it.
-    pub fn apply_latest(&mut self, proposal: &Proposal) -> Result<Proposal, ChannelError> {
+    /// returning what undoes it.
+    pub fn apply_latest(&mut self, proposal: &Proposal) -> Result<Undo, ChannelError> {
         if let Proposal::Add { guarantee, .. } = proposal {
             if self.guarantees.status(&guarantee.target()).is_some() {
                 return Err(super::ProposalError::DuplicateTarget(guarantee.target()).into());
@@ -149,11 +159,17 @@ impl Ledger {
         }
         let undo = match *proposal {
             Proposal::Add { guarantee, left_deposit } => {
-                Proposal::Remove { target: guarantee.target(), left_amount: left_deposit }
+                Undo::Apply(Proposal::Remove { target: guarantee.target(), left_amount: left_deposit })
             }
             Proposal::Remove { target, left_amount } => {
                 let guarantee = *self.latest.guarantee(&target).ok_or(super::ProposalError::TargetNotFound(target))?;
-                Proposal::Add { guarantee, left_deposit: left_amount }
+                Undo::Apply(Proposal::Add { guarantee, left_deposit: left_amount })
+            }
+            Proposal::Reserve { asset, side, .. } => Undo::Apply(Proposal::CancelReserve { asset, side }),
+            Proposal::Credit { side, amount, .. } => Undo::Uncredit(side, amount),
+            Proposal::CancelReserve { asset, side } => {
+                let slot = self.latest.slot().ok_or(super::ProposalError::NoSlot)?;
+                Undo::Apply(Proposal::Reserve { asset, side, amount: slot.amount })
             }
         };
         self.latest.apply(proposal)?;
@@ -161,15 +177,18 @@ impl Ledger {
     }
 
     /// Reverts [`Ledger::apply_latest`] with the proposal it returned.
-    pub fn undo_latest(&mut self, undo: &Proposal) {
+    pub fn undo_latest(&mut self, undo: &Undo) {
         // Applying the inverse of a proposal that just applied cannot fail.
-        let reverted = self.latest.apply(undo);
+        let reverted = match *undo {
+            Undo::Apply(ref p) => self.latest.apply(p),
+            Undo::Uncredit(side, amount) => self.latest.uncredit(side, amount),
+        };
         debug_assert!(reverted.is_ok());
     }
 
     /// Applies every change of a batch to the latest outcome, in order, or none of them: the
     /// index and reason of the first that does not apply.
-    pub fn apply_batch(&mut self, proposals: &[Proposal]) -> Result<Vec<Proposal>, (usize, ChannelError)> {
+    pub fn apply_batch(&mut self, proposals: &[Proposal]) -> Result<Vec<Undo>, (usize, ChannelError)> {
         let mut undos = Vec::with_capacity(proposals.len());
         let mut added = std::collections::HashSet::new();
         for (i, p) in proposals.iter().enumerate() {
@@ -192,7 +211,7 @@ impl Ledger {
     }
 
     /// Reverts [`Ledger::apply_batch`] with the undos it returned.
-    pub fn undo_batch(&mut self, undos: &[Proposal]) {
+    pub fn undo_batch(&mut self, undos: &[Undo]) {
         for undo in undos.iter().rev() {
             self.undo_latest(undo);
         }
@@ -236,6 +255,9 @@ impl Ledger {
                 Proposal::Add { guarantee, left_deposit } => LedgerEvent::GuaranteeProposed { guarantee, left_deposit },
                 Proposal::Remove { target, left_amount } => {
                     LedgerEvent::GuaranteeRemovalProposed { target, left_amount }
+                }
+                Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => {
+                    LedgerEvent::TopUpProposed { proposal: *p }
                 }
             });
         }
@@ -294,6 +316,9 @@ impl Ledger {
                 events.push(match *p {
                     Proposal::Add { guarantee, .. } => LedgerEvent::GuaranteeLocked { target: guarantee.target() },
                     Proposal::Remove { target, left_amount } => LedgerEvent::GuaranteeReleased { target, left_amount },
+                    Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => {
+                        LedgerEvent::TopUpAgreed { proposal: *p }
+                    }
                 });
             }
             last = Some(entry);
@@ -377,7 +402,9 @@ impl Ledger {
             | LedgerEvent::GuaranteeProposed { .. }
             | LedgerEvent::GuaranteeLocked { .. }
             | LedgerEvent::GuaranteeRemovalProposed { .. }
-            | LedgerEvent::GuaranteeReleased { .. } => Ok(Vec::new()),
+            | LedgerEvent::GuaranteeReleased { .. }
+            | LedgerEvent::TopUpProposed { .. }
+            | LedgerEvent::TopUpAgreed { .. } => Ok(Vec::new()),
         }
     }
 }

@@ -45,6 +45,9 @@ impl DirectDefund {
         if ledger.has_pending() {
             return Err(PartyError::ProposalsPending);
         }
+        if ledger.consensus_outcome().slot().is_some() || ledger.latest_outcome().slot().is_some() {
+            return Err(PartyError::TopUpPending);
+        }
         let fresh = ledger.highest_turn().checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
         let turn = at_least.map_or(fresh, |t| t.max(fresh));
         Ok(Self {

@@ -24,6 +24,17 @@ pub enum Payload {
     Ledger(LedgerMessage),
     /// A payment in a virtual channel, payer to payee.
     Voucher(Voucher),
+    /// A ledger's follower asks its leader to reserve a top-up slot of `amount` for the
+    /// follower, which it will deposit (ADR-0022 §4). Authenticated by the transport: only the
+    /// ledger's follower is heard.
+    TopUpRequest {
+        /// The ledger.
+        #[serde(with = "json::bytes32")]
+        channel_id: ChannelId,
+        /// The amount the follower will deposit.
+        #[serde(with = "json::uint256")]
+        amount: U256,
+    },
     /// The sender will not take part in an objective (its policy refuses it, the state is not
     /// one it can join, or its operator cancelled it): the objective fails with the reason
     /// instead of waiting forever. Authenticated by the transport; at most

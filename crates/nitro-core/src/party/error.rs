@@ -41,6 +41,9 @@ pub enum PartyError {
     /// A ledger with guarantees cannot be closed.
     #[error("{0} guarantee(s) remain in the ledger")]
     GuaranteesRemain(usize),
+    /// A ledger with a top-up slot pending cannot be closed, nor topped up again.
+    #[error("a top-up slot is pending in the ledger")]
+    TopUpPending,
     /// A ledger with unsettled proposals cannot be closed.
     #[error("proposals are still waiting for the follower")]
     ProposalsPending,

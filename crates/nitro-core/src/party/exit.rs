@@ -150,6 +150,7 @@ impl Party {
                 (Objective::VirtualDefund(v), ObjectiveId::VirtualDefund(c)) => {
                     c == channel || (ledger && v.ledgers.iter().any(|l| l.channel_id == channel))
                 }
+                (Objective::TopUp(_), ObjectiveId::TopUp(c)) => c == channel,
                 _ => false,
             };
             if affected {

@@ -246,15 +246,21 @@ impl ForceClose {
             }
         }
         ctx.force_close.extend(self.targets.iter().copied());
-        let unpaid =
-            asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero());
+        // What the next transfer would pay: the named allocations, or all of them (`[]`).
+        let indices = transfer_indices(&outcome);
+        let unpaid = match indices.is_empty() {
+            true => {
+                asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero())
+            }
+            false => indices.iter().any(|i| asset.allocations.get(*i).is_some_and(|a| !a.amount.is_zero())),
+        };
         if unpaid && !holdings.is_zero() {
             let transaction = ChainTransaction::Transfer {
                 channel_id: channel,
                 asset_index: 0,
                 outcome: outcome.clone(),
                 state_hash,
-                indices: transfer_indices(&outcome),
+                indices,
             };
             self.request(ctx, transaction, None);
             self.pending = Some(PayoutStep::Transfer);
@@ -374,14 +380,17 @@ fn first_guarantee(outcome: &Exit) -> Option<(usize, ChannelId)> {
 }
 
 /// What a payout transfer names: every allocation once no guarantee is left (`[]`), else
-/// the parties' balances (a guarantee cannot be transferred).
+/// the parties' balances (a guarantee cannot be transferred). At most two indices while
+/// guarantees remain: the adjudicator checks `allocations[k]` for `k < len(indices)` against
+/// guarantees, so a top-up slot (the last allocation) waits for the transfer after the
+/// reclaims.
 fn transfer_indices(outcome: &Exit) -> Vec<usize> {
     let Some(asset) = outcome.0.first() else { return Vec::new() };
     if asset.allocations.iter().all(|a| a.allocation_type != AllocationType::GUARANTEE) {
         return Vec::new();
     }
     let simple = |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
-    asset.allocations.iter().enumerate().filter_map(simple).collect()
+    asset.allocations.iter().enumerate().filter_map(simple).take(2).collect()
 }
 
 impl Crank for ForceClose {

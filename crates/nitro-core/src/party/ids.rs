@@ -19,6 +19,8 @@ pub enum ObjectiveId {
     VirtualDefund(ChannelId),
     /// Taking a channel to chain alone.
     ForceClose(ChannelId),
+    /// Depositing more into an open ledger (one top-up of a ledger at a time).
+    TopUp(ChannelId),
     /// Withdrawing part of a ledger by migrating it to a successor (named by the old ledger).
     Withdraw(ChannelId),
 }
@@ -34,6 +36,7 @@ impl std::str::FromStr for ObjectiveId {
             "VirtualFund" => Ok(Self::VirtualFund(id)),
             "VirtualDefund" => Ok(Self::VirtualDefund(id)),
             "ForceClose" => Ok(Self::ForceClose(id)),
+            "TopUp" => Ok(Self::TopUp(id)),
             "Withdraw" => Ok(Self::Withdraw(id)),
             other => Err(format!("unknown objective kind {other:?}")),
         }
@@ -62,7 +65,8 @@ impl ObjectiveId {
             | Self::VirtualFund(c)
             | Self::VirtualDefund(c)
             | Self::ForceClose(c)
-            | Self::Withdraw(c) => c,
+            | Self::TopUp(c) => c,
+            Self::Withdraw(c) => c,
         }
     }
 }
@@ -75,6 +79,7 @@ impl fmt::Display for ObjectiveId {
             Self::VirtualFund(_) => "VirtualFund",
             Self::VirtualDefund(_) => "VirtualDefund",
             Self::ForceClose(_) => "ForceClose",
+            Self::TopUp(_) => "TopUp",
             Self::Withdraw(_) => "Withdraw",
         };
         write!(f, "{kind}-{}", self.channel_id())

@@ -28,6 +28,9 @@ impl Party {
         if self.migrating(&ledger) {
             return Err(PartyError::ObjectiveExists(id));
         }
+        if self.topping_up(&ledger) {
+            return Err(PartyError::TopUpPending);
+        }
         if self.changes.get(&ledger).is_some_and(|c| !c.is_empty()) {
             return Err(PartyError::ProposalsPending);
         }

@@ -22,6 +22,7 @@ mod policy;
 mod records;
 mod round;
 mod sync;
+mod top_up;
 mod virtual_defund;
 mod virtual_fund;
 mod waiting;
@@ -40,6 +41,7 @@ pub use ids::ObjectiveId;
 pub use objective::Objective;
 pub use policy::{AssetLimits, PartyPolicy};
 pub use records::{ChannelRecord, ObjectiveRecord, PartyRecord, StateKey, EVICT_AFTER_TICKS};
+pub use top_up::TopUp;
 pub use virtual_defund::{VirtualDefund, LEGACY_VIRTUAL_FINAL_TURN, REDEMPTION_TURN, VIRTUAL_FINAL_TURN};
 pub use virtual_fund::{VirtualChannel, VirtualFund};
 pub use waiting::WaitingFor;
@@ -115,11 +117,13 @@ pub struct Party {
 /// Inputs a ledger's head proposal may stay unexpected before the follower rejects it.
 const UNEXPECTED_PROPOSAL_PATIENCE: u32 = 200;
 
-/// The objective that would expect `proposal`.
-fn expecting(proposal: &Proposal) -> ObjectiveId {
-    match proposal {
-        Proposal::Add { .. } => ObjectiveId::VirtualFund(proposal.target()),
-        Proposal::Remove { .. } => ObjectiveId::VirtualDefund(proposal.target()),
+/// The objective that would expect `proposal` (`None` for the top-up proposals, which the
+/// party decides by its own rule: [`Party::decide_top_up`]).
+fn expecting(proposal: &Proposal) -> Option<ObjectiveId> {
+    match *proposal {
+        Proposal::Add { guarantee, .. } => Some(ObjectiveId::VirtualFund(guarantee.target())),
+        Proposal::Remove { target, .. } => Some(ObjectiveId::VirtualDefund(target)),
+        Proposal::Reserve { .. } | Proposal::Credit { .. } | Proposal::CancelReserve { .. } => None,
     }
 }
 
@@ -405,6 +409,9 @@ impl Party {
             }
             Payload::Ledger(m) => self.touch(StateKey::Ledger(m.channel_id())),
             Payload::Voucher(v) => self.touch(StateKey::Channel(v.channel_id)),
+            Payload::TopUpRequest { channel_id, .. } => {
+                self.touch(StateKey::Objective(ObjectiveId::TopUp(*channel_id)))
+            }
         }
         match payload {
             Payload::State { objective, state } => {
@@ -473,6 +480,9 @@ impl Party {
             }
             Payload::Decline { objective, reason } => {
                 effects.extend(self.receive_decline(from, objective, &reason));
+            }
+            Payload::TopUpRequest { channel_id, amount } => {
+                effects.extend(self.receive_top_up_request(from, channel_id, amount)?);
             }
             Payload::Voucher(voucher) => {
                 self.receive_voucher(from, &voucher)?;
@@ -575,11 +585,14 @@ impl Party {
                 }
                 Ok(Objective::VirtualDefund(VirtualDefund::new(state.clone(), &v.ledgers)))
             }
-            ObjectiveId::ForceClose(_) => Err(PartyError::UnexpectedState),
+            ObjectiveId::ForceClose(_) | ObjectiveId::TopUp(_) => Err(PartyError::UnexpectedState),
             ObjectiveId::Withdraw(ledger) => {
                 let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
                 if self.closing.contains(&ledger) {
                     return Err(PartyError::LedgerClosing(ledger));
+                }
+                if self.topping_up(&ledger) {
+                    return Err(PartyError::TopUpPending);
                 }
                 if self.changes.get(&ledger).is_some_and(|c| !c.is_empty()) {
                     return Err(PartyError::ProposalsPending);
@@ -618,7 +631,7 @@ impl Party {
     pub fn transaction_refused(&mut self, id: ObjectiveId, why: &str) -> Effects {
         let mut declines = Effects::default();
         if let Some(entry) = self.objectives.get_mut(&id) {
-            entry.objective.fail_with(why);
+            entry.objective.transaction_refused(why);
             let peers = self.objectives.get(&id).map(|e| self.participants_of(&e.objective)).unwrap_or_default();
             // The other participants stop waiting for a deposit that will not come.
             declines = self.decline_to(id, peers, why);
@@ -727,30 +740,56 @@ impl Party {
 
     fn decide_pending(&mut self, effects: &mut Effects) {
         let migrating: HashSet<ChannelId> = self.ledgers.keys().filter(|l| self.migrating(l)).copied().collect();
-        let Self { ledgers, objectives, closing, peers, deferred, .. } = self;
+        let Self { ledgers, objectives, closing, peers, deferred, chain, policy, .. } = self;
         for (channel_id, ledger) in ledgers.iter_mut() {
             let ConsensusChannel::Follower(follower) = ledger else { continue };
             if follower.pending().len() == 0 || migrating.contains(channel_id) {
                 continue;
             }
+            let totals = top_up::Totals::of(follower);
+            let asset_accepted = {
+                let asset = follower.consensus_outcome().asset();
+                policy.assets.as_ref().is_none_or(|a| a.contains(&asset))
+            };
             let mut policy = |p: &Proposal| -> Approval {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
                 }
-                let decision = objectives.get(&expecting(p)).and_then(|e| e.objective.decide(*channel_id, p));
+                if p.is_top_up() {
+                    let ours = match objectives.get(&ObjectiveId::TopUp(*channel_id)) {
+                        Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
+                        _ => None,
+                    };
+                    let decided = top_up::decide_top_up(&totals, p, chain, ours, asset_accepted);
+                    return decided.unwrap_or(Approval::Defer);
+                }
+                let decision =
+                    expecting(p).and_then(|id| objectives.get(&id)).and_then(|e| e.objective.decide(*channel_id, p));
                 decision.unwrap_or(Approval::Defer)
             };
             let mut step = follower.decide(&mut policy);
             // A proposal no objective of ours expects (not even one still waiting for its
             // prefund) cannot block the ledger forever: after enough inputs it is rejected.
+            // Nor can a top-up change we keep deferring (a credit the chain never covers).
             // Counted per input, not per timer tick, so that a replay of the store decides
             // exactly the same way.
+            let totals = top_up::Totals::of(follower);
+            let ours = match objectives.get(&ObjectiveId::TopUp(*channel_id)) {
+                Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
+                _ => None,
+            };
             let head = follower.pending().next().map(|p| {
                 let unexpected: Vec<u16> = p
                     .proposals
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| !objectives.contains_key(&expecting(c)))
+                    .filter(|(_, c)| match expecting(c) {
+                        Some(id) => !objectives.contains_key(&id),
+                        None => {
+                            let decided = top_up::decide_top_up(&totals, c, chain, ours, asset_accepted);
+                            matches!(decided, Some(Approval::Defer))
+                        }
+                    })
                     .map(|(i, _)| i as u16)
                     .collect();
                 (p.turn_num, unexpected)

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError,
+    chain_view::ChainView, DirectDefund, DirectFund, Effects, Envelope, ForceClose, ObjectiveId, PartyError, TopUp,
     VirtualDefund, VirtualFund, WaitingFor, Withdraw,
 };
 use crate::{chain::ChainEvent, Address, Approval, ChannelId, ConsensusChannel, Proposal, SignedState, SigningKey};
@@ -47,7 +47,7 @@ impl Ctx<'_> {
 
     /// Whether a change for `target` in `ledger` is asked for and not proposed yet.
     pub fn is_requested(&self, ledger: ChannelId, target: ChannelId) -> bool {
-        self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == target))
+        self.changes.get(&ledger).is_some_and(|c| c.iter().any(|(_, p)| p.target() == Some(target)))
     }
 }
 
@@ -91,6 +91,12 @@ pub(crate) trait Crank {
     /// A transaction the objective asked for failed.
     fn transaction_failed(&mut self) {}
 
+    /// A transaction the objective asked for was refused for good before anything was sent:
+    /// by default the objective stops with `why`.
+    fn transaction_refused(&mut self, why: &str) {
+        self.fail_with(why);
+    }
+
     /// The follower's decision on `proposal` in `ledger`, if this objective is about it.
     fn decide(&self, _ledger: ChannelId, _proposal: &Proposal) -> Option<Approval> {
         None
@@ -128,6 +134,8 @@ pub enum Objective {
     VirtualDefund(VirtualDefund),
     /// Taking a channel to chain alone.
     ForceClose(ForceClose),
+    /// Depositing more into an open ledger.
+    TopUp(TopUp),
     /// Withdrawing part of a ledger into a successor ledger.
     Withdraw(Withdraw),
 }
@@ -141,6 +149,7 @@ macro_rules! dispatch {
             Objective::VirtualFund($o) => $call,
             Objective::VirtualDefund($o) => $call,
             Objective::ForceClose($o) => $call,
+            Objective::TopUp($o) => $call,
             Objective::Withdraw($o) => $call,
         }
     };
@@ -173,6 +182,10 @@ impl Crank for Objective {
 
     fn transaction_failed(&mut self) {
         dispatch!(self, o => o.transaction_failed())
+    }
+
+    fn transaction_refused(&mut self, why: &str) {
+        dispatch!(self, o => o.transaction_refused(why))
     }
 
     fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {

@@ -122,14 +122,17 @@ impl Party {
 
     /// What we hold of `asset` in our ledgers (our consensus balances plus our guarantee
     /// shares) and have committed to fundings in progress.
-    fn deposits_held(&self, asset: Address) -> U256 {
+    pub(crate) fn deposits_held(&self, asset: Address) -> U256 {
         let me = destination_of(self.address());
         let mut total = U256::ZERO;
         for l in self.ledgers.values().filter(|l| l.consensus_outcome().asset() == asset) {
             let o = l.consensus_outcome();
             let balance = if o.leader().destination == me { o.leader().amount } else { o.follower().amount };
             let locked = o.guarantees().map(|g| g.amount()).fold(U256::ZERO, |a, b| a.saturating_add(b));
-            total = total.saturating_add(balance).saturating_add(locked);
+            // A top-up slot of ours counts from its reservation (ADR-0022 §4).
+            let side = if o.leader().destination == me { crate::Side::Leader } else { crate::Side::Follower };
+            let slot = o.slot().filter(|s| s.side == side).map_or(U256::ZERO, |s| s.amount);
+            total = total.saturating_add(balance).saturating_add(locked).saturating_add(slot);
         }
         for e in self.objectives.values().filter(|e| !e.done) {
             if let Objective::DirectFund(d) = &e.objective {
@@ -223,6 +226,7 @@ impl Party {
         let all: Vec<Address> = match objective {
             Objective::DirectFund(d) => d.participants().to_vec(),
             Objective::VirtualFund(v) => v.channel().prefund.participants.clone(),
+            Objective::TopUp(t) => vec![t.peer()],
             Objective::Withdraw(w) => w.final_state().state().participants.clone(),
             _ => Vec::new(),
         };
@@ -240,7 +244,9 @@ impl Party {
     }
 
     /// A peer declined objective `id`: it fails with the reason, unless it committed
-    /// something already (then only a force close gets out, and the decline is reported).
+    /// something already (then only a force close gets out, and the decline is reported). A
+    /// TopUp fails even with its slot reserved: a failed TopUp still settles the slot (credits
+    /// it once funded, cancels it while unfunded), which is the way out.
     pub(crate) fn receive_decline(&mut self, from: Address, id: ObjectiveId, reason: &str) -> Effects {
         let view = self.view();
         let Some(entry) = self.objectives.get(&id) else { return Effects::default() };
@@ -248,7 +254,7 @@ impl Party {
             return Effects::default();
         }
         let why = format!("{from} declined: {}", crate::channel::bounded_reason(reason));
-        if entry.objective.has_committed(&view) {
+        if entry.objective.has_committed(&view) && !matches!(entry.objective, Objective::TopUp(_)) {
             return Effects { events: vec![PartyEvent::ObjectiveFailed { id, reason: why }], ..Effects::default() };
         }
         if let Some(entry) = self.objectives.get_mut(&id) {

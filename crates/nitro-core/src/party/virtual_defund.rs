@@ -123,7 +123,7 @@ impl Crank for VirtualDefund {
 
     fn decide(&self, ledger: ChannelId, proposal: &Proposal) -> Option<Approval> {
         let side = self.ledgers.iter().find(|l| l.channel_id == ledger)?;
-        if proposal.target() != self.channel_id {
+        if proposal.target() != Some(self.channel_id) {
             return None;
         }
         Some(if !self.final_round.is_complete() {

@@ -63,6 +63,11 @@ pub enum WaitingFor {
         /// The virtual channels not finalized yet.
         channels: Vec<ChannelId>,
     },
+    /// The counterparty's signature on a change of a ledger (a top-up's reserve or credit).
+    Agreement {
+        /// Which change (`"reserve"`, `"credit"`).
+        what: &'static str,
+    },
     /// Nothing: done.
     Nothing,
     /// The objective cannot go on.
@@ -105,6 +110,7 @@ impl fmt::Display for WaitingFor {
             Self::TargetsFinalized { channels } => {
                 write!(f, "waiting for {} guaranteed virtual channel(s) to finalize on chain", channels.len())
             }
+            Self::Agreement { what } => write!(f, "waiting for the counterparty to agree to the top-up {what}"),
             Self::Nothing => write!(f, "done"),
             Self::Failed(why) => write!(f, "failed: {why}"),
         }

@@ -52,8 +52,9 @@ fn looks_like_address(id: &ChannelId) -> bool {
 
 impl Withdraw {
     /// The withdrawal of `amounts` (`[leader, follower]`) from `ledger` into a successor with
-    /// nonce `nonce`. Refused while proposals wait, a guarantee is being added or removed, the
-    /// ledger is closing, or an amount exceeds its party's balance.
+    /// nonce `nonce`. Refused while proposals wait, a guarantee is being added or removed, a
+    /// top-up slot is pending (ADR-0022 §5's preconditions), the ledger is closing, or an amount
+    /// exceeds its party's balance.
     pub(crate) fn new(
         ledger: &ConsensusChannel,
         amounts: [U256; 2],
@@ -65,6 +66,9 @@ impl Withdraw {
         }
         if ledger.closing().is_some() {
             return Err(PartyError::LedgerClosing(ledger.channel_id()));
+        }
+        if ledger.consensus_outcome().slot().is_some() || ledger.latest_outcome().slot().is_some() {
+            return Err(PartyError::TopUpPending);
         }
         let consensus = ledger.consensus_outcome();
         let changing =

@@ -39,7 +39,7 @@ pub use error::{ApiError, RpcError};
 pub use ops::{serve_ops, Ops, OpsServer};
 pub use results::{
     GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary, ObjectiveList, ObjectiveStarted,
-    ObjectiveStatus, PaymentSent, VirtualRole, VirtualStatus, VirtualSummary, WaitResult,
+    ObjectiveStatus, PaymentSent, TopUpSlotSummary, VirtualRole, VirtualStatus, VirtualSummary, WaitResult,
 };
 pub use schema::{
     parse_amount, ApiCall, ApiRequest, LedgerOpen, ObjectiveFilter, ObjectiveState, ObjectivesWait, VirtualFund,

@@ -69,6 +69,16 @@ pub struct GuaranteeSummary {
     pub amount: U256,
 }
 
+/// A top-up slot pending in a ledger (ADR-0022 §4): reserved, not credited yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpSlotSummary {
+    /// Whether it is ours (we deposit it) or the counterparty's.
+    pub mine: bool,
+    /// The amount reserved.
+    #[serde(with = "amount_serde")]
+    pub amount: U256,
+}
+
 /// Result of `ledger_get` (and each entry of `ledger_list`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerSummary {
@@ -95,6 +105,9 @@ pub struct LedgerSummary {
     pub guarantees: Vec<GuaranteeSummary>,
     /// Turn number of the consensus state.
     pub turn_num: u64,
+    /// The top-up slot in the consensus state, if one is pending (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up: Option<TopUpSlotSummary>,
 }
 
 /// Our part in a virtual channel.

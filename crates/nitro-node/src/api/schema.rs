@@ -21,6 +21,7 @@ use super::error::{truncate, RpcError};
 pub const METHODS: &[&str] = &[
     "ledger_open",
     "ledger_close",
+    "ledger_top_up",
     "ledger_withdraw",
     "ledger_get",
     "ledger_list",
@@ -39,6 +40,7 @@ pub const METHODS: &[&str] = &[
 const FIELDS: &[(&str, &[&str])] = &[
     ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "nonce"]),
     ("ledger_close", &["channel_id"]),
+    ("ledger_top_up", &["channel_id", "amount"]),
     ("ledger_withdraw", &["channel_id", "amount"]),
     ("ledger_get", &["channel_id"]),
     ("ledger_list", &[]),
@@ -103,6 +105,14 @@ pub enum ApiRequest {
     LedgerClose {
         /// The ledger.
         channel_id: ChannelId,
+    },
+    /// `ledger_top_up`: deposit `amount` more of the ledger's asset into an open ledger of
+    /// ours (ADR-0022 §4: reserve a slot, deposit, credit).
+    LedgerTopUp {
+        /// The ledger.
+        channel_id: ChannelId,
+        /// How much more to deposit.
+        amount: U256,
     },
     /// `ledger_withdraw`: withdraw part of our own funds from a ledger to chain, keeping the
     /// virtual channels it funds (the ledger migrates to a successor, ADR-0022 §5).
@@ -185,7 +195,7 @@ pub struct ObjectiveFilter {
 
 /// The objective kinds `objective_list` filters on.
 pub const OBJECTIVE_KINDS: &[&str] =
-    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "Withdraw"];
+    &["DirectFund", "DirectDefund", "VirtualFund", "VirtualDefund", "ForceClose", "Withdraw", "TopUp"];
 
 /// Params of `ledger_open`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,6 +260,10 @@ impl ApiRequest {
             "ledger_close" => {
                 ApiRequest::LedgerClose { channel_id: channel_id(p.required("channel_id")?, "channel_id")? }
             }
+            "ledger_top_up" => ApiRequest::LedgerTopUp {
+                channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
+                amount: amount(p.required("amount")?, "amount")?,
+            },
             "ledger_withdraw" => ApiRequest::LedgerWithdraw {
                 channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
                 amount: amount(p.required("amount")?, "amount")?,
@@ -369,6 +383,7 @@ impl ApiRequest {
         match self {
             ApiRequest::LedgerOpen(_) => "ledger_open",
             ApiRequest::LedgerClose { .. } => "ledger_close",
+            ApiRequest::LedgerTopUp { .. } => "ledger_top_up",
             ApiRequest::LedgerWithdraw { .. } => "ledger_withdraw",
             ApiRequest::LedgerGet { .. } => "ledger_get",
             ApiRequest::LedgerList => "ledger_list",
@@ -430,6 +445,9 @@ impl ApiRequest {
                 "counterparty_amount": amount(&v.counterparty_amount),
                 "asset": addr(&v.asset),
             }),
+            ApiRequest::LedgerTopUp { channel_id, amount: more } => {
+                json!({ "channel_id": id(channel_id), "amount": amount(more) })
+            }
             ApiRequest::VirtualPay { channel_id, amount: paid } => {
                 json!({ "channel_id": id(channel_id), "amount": amount(paid) })
             }
@@ -648,6 +666,20 @@ mod tests {
         assert_eq!(e.data, Some(json!({ "field": "channel_id" })), "null is absent: {e:?}");
         assert!(describe(&json!([1])).contains("an array") && describe(&json!({})).contains("an object"));
         assert_eq!(describe(&Value::Null), "null");
+    }
+
+    #[test]
+    fn ledger_top_up_parses_and_round_trips() {
+        let channel = format!("0x{}", "ab".repeat(32));
+        let request = parsed("ledger_top_up", json!({ "channel_id": channel, "amount": "500" }));
+        let ApiRequest::LedgerTopUp { amount, .. } = request else { panic!("{request:?}") };
+        assert_eq!(amount, U256::from(500));
+        let e = refused("ledger_top_up", json!({ "channel_id": channel }));
+        assert!(e.message.contains("amount"), "{e:?}");
+        let e = refused("ledger_top_up", json!({ "channel_id": channel, "amount": "-1" }));
+        assert!(e.message.contains("amount"), "{e:?}");
+        let e = refused("ledger_top_up", json!({ "amount": "1" }));
+        assert!(e.message.contains("channel_id"), "{e:?}");
     }
 
     #[test]

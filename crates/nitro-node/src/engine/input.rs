@@ -48,6 +48,13 @@ pub enum Request {
         /// Channel nonce.
         nonce: u64,
     },
+    /// Deposit more into an open ledger of ours (a top-up).
+    LedgerTopUp {
+        /// The ledger.
+        channel_id: ChannelId,
+        /// How much more.
+        amount: U256,
+    },
     /// Pay in a virtual channel.
     Pay {
         /// The virtual channel.
@@ -135,6 +142,9 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
             }
             Request::VirtualFund { participants, asset, amounts, nonce } => {
                 party.virtual_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::LedgerTopUp { channel_id, amount } => {
+                party.top_up(channel_id, amount).map(|(id, e)| (e, Some(id)))?
             }
             Request::Pay { channel_id, amount } => (party.pay(channel_id, amount)?, None),
             Request::VirtualDefund { channel_id } => party.virtual_defund(channel_id).map(|(id, e)| (e, Some(id)))?,

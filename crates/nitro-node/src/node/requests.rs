@@ -86,6 +86,13 @@ impl Node {
                 }
             }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
+            ApiRequest::LedgerTopUp { channel_id, amount } => {
+                if let Err(why) = self.check_top_up(channel_id, amount) {
+                    call.respond::<Value>(Err(RpcError::refused(why)));
+                    return None;
+                }
+                Request::LedgerTopUp { channel_id, amount }
+            }
             ApiRequest::LedgerWithdraw { channel_id, amount } => Request::LedgerWithdraw { channel_id, amount },
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
@@ -200,6 +207,36 @@ impl Node {
                 "the wallet holds {held} of token {}; the deposit needs {} (in its smallest unit)",
                 o.asset, o.my_amount
             )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails a `ledger_top_up` fast, before anything is signed: an unknown ledger, a zero or
+    /// overflowing amount, a slot pending, or an ETH wallet smaller than the deposit. The
+    /// party checks the rest (its policy's limits, a top-up running) and answers with the
+    /// reason too.
+    pub(super) fn check_top_up(
+        &self,
+        channel_id: nitro_core::ChannelId,
+        amount: nitro_core::U256,
+    ) -> Result<(), String> {
+        let party = self.engine.party();
+        let channel_id = party.current_ledger(channel_id);
+        let ledger = party.ledger(&channel_id).ok_or_else(|| format!("unknown ledger {channel_id}"))?;
+        if amount.is_zero() {
+            return Err("a top-up of zero".into());
+        }
+        let outcome = ledger.latest_outcome();
+        if outcome.slot().is_some() || ledger.consensus_outcome().slot().is_some() {
+            return Err(format!("a top-up is already pending in ledger {channel_id}"));
+        }
+        if outcome.total().and_then(|t| t.checked_add(amount)).is_none() {
+            return Err("the ledger's total would overflow 256 bits".into());
+        }
+        match self.wallet {
+            Some(held) if outcome.asset().is_zero() && held < amount => {
+                Err(format!("the wallet holds {held} wei; the deposit needs {amount} wei plus gas"))
+            }
             _ => Ok(()),
         }
     }
@@ -371,5 +408,13 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
         counterparty_balance: theirs,
         guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
         turn_num: l.consensus_turn().to::<u64>(),
+        top_up: o.slot().map(|s| crate::api::TopUpSlotSummary {
+            mine: matches!(
+                (l, s.side),
+                (ConsensusChannel::Leader(_), nitro_core::Side::Leader)
+                    | (ConsensusChannel::Follower(_), nitro_core::Side::Follower)
+            ),
+            amount: s.amount,
+        }),
     }
 }

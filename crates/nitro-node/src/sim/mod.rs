@@ -7,7 +7,8 @@
 //! Nothing is sent again on a timer: when a connection comes back, both ends get
 //! [`Input::PeerConnected`] and resync (ADR-0021), as with the real transport.
 //!
-//! Each phase (open ledgers, fund virtual channels, pay, close them, close the ledgers) runs
+//! Each phase (open ledgers, fund virtual channels, top up the ledgers if
+//! [`SimConfig::top_ups`], pay, close them, close the ledgers) runs
 //! under faults for a while, then the network heals; the phase must then complete. Checked
 //! on every step: money is conserved in every ledger of every party; at the end: every party
 //! was paid out exactly its final balance, nothing is left held on chain, and no party signed
@@ -51,7 +52,14 @@ pub struct SimConfig {
     pub heal_steps: u64,
     /// Messages a connection holds while it is down; beyond it the oldest is dropped.
     pub queue_capacity: usize,
+    /// Whether Alice and Bob each top up their ledger ([`TOP_UP`]) while the virtual channels
+    /// are funded (ADR-0022 §4); off in [`SimConfig::harsh`], so that the published sweeps
+    /// keep their scenario.
+    pub top_ups: bool,
 }
+
+/// What Alice and Bob each deposit into their ledger when [`SimConfig::top_ups`] is on.
+pub const TOP_UP: u64 = 40;
 
 impl SimConfig {
     /// Harsh defaults for a seed: up to 50% loss, duplicates, delays, restarts.
@@ -67,6 +75,7 @@ impl SimConfig {
             fault_steps: 2_000,
             heal_steps: 50_000,
             queue_capacity: 16 + rng.below(64) as usize,
+            top_ups: false,
         }
     }
 }
@@ -246,6 +255,18 @@ pub fn simulate(config: SimConfig) -> Result<SimReport, SimFailure> {
     }
     sim.phase("funding the virtual channels", &funds)?;
 
+    // Top-ups while the guarantees are locked: Alice of L(hub, alice) (the follower asks the
+    // hub), Bob of L(hub, bob).
+    let topped = if sim.config.top_ups { U256::from(TOP_UP) } else { U256::ZERO };
+    if sim.config.top_ups {
+        let mut top_ups = Vec::new();
+        for (party, ledger) in [0, 2].into_iter().zip(&ledgers) {
+            top_ups
+                .extend(sim.request(party, Request::LedgerTopUp { channel_id: ledger.channel_id(), amount: topped })?);
+        }
+        sim.phase("topping up the ledgers", &top_ups)?;
+    }
+
     for id in &funds {
         sim.request(0, Request::Pay { channel_id: id.channel_id(), amount: U256::from(30) })?;
     }
@@ -276,7 +297,8 @@ pub fn simulate(config: SimConfig) -> Result<SimReport, SimFailure> {
 
     // Everyone got exactly its final balance: the hub what it put in; Alice paid Bob what
     // Bob's vouchers say.
-    let expect = [(alice, deposit - received), (hub, deposit * U256::from(2)), (bob, deposit + received)];
+    let expect =
+        [(alice, deposit - received + topped), (hub, deposit * U256::from(2)), (bob, deposit + received + topped)];
     for (who, amount) in expect {
         let got = sim.chain.paid_out.get(&who).copied().unwrap_or_default();
         if got != amount {
