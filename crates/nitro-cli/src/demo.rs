@@ -192,6 +192,17 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     .map_err(fail_net)?;
     say.line(format!("alice paid bob {} × {} in each channel (signed vouchers)", args.payments, eth(payment)));
 
+    // 3a. While the virtual channels are open, Alice tops up L(hub, alice): a slot for her is
+    // agreed, she deposits into it, and once the chain shows it the slot is credited to her
+    // balance (ADR-0022) — nothing closes.
+    let top_up = per_ledger / U256::from(2u64);
+    let t = net.start(0, Request::LedgerTopUp { channel_id: la.channel_id(), amount: top_up }).map_err(fail)?;
+    net.run_until(timeout, |ps| ps[0].party().is_complete(&t) && ps[1].party().is_complete(&t))
+        .await
+        .map_err(fail_net)?;
+    say.line(format!("alice topped up L(hub, alice) by {} with {n} virtual channels open", eth(top_up)));
+    ledger_line(&net, &say, 1, la.channel_id(), "L(hub, alice)");
+
     // 3b. While the virtual channels are open, Bob withdraws half of his balance in
     // L(hub, bob): the ledger migrates to a successor carrying every guarantee, funded by the
     // old one's conclusion (one transaction) — no virtual channel closes (ADR-0022).

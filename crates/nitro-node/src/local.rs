@@ -135,7 +135,8 @@ pub struct Stats {
     pub retractions: u64,
     /// Transactions cancelled because their objective no longer needed them.
     pub cancelled_transactions: u64,
-    /// Ledgers migrated to a successor by a partial withdrawal (counted once per ledger).
+    /// Ledgers resized in place: a top-up credited, or a migration to a successor by a partial
+    /// withdrawal (each counted once, by the ledger's leader).
     pub resized_ledgers: u64,
 }
 
@@ -379,6 +380,9 @@ impl LocalNetwork {
                 match event {
                     LedgerEvent::GuaranteeLocked { .. } if leads => self.stats.guarantees_locked += 1,
                     LedgerEvent::GuaranteeReleased { .. } if leads => self.stats.guarantees_released += 1,
+                    LedgerEvent::TopUpAgreed { proposal: nitro_core::Proposal::Credit { .. } } if leads => {
+                        self.stats.resized_ledgers += 1
+                    }
                     _ => {}
                 }
             }
