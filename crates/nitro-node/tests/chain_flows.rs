@@ -1,16 +1,18 @@
 //! Ledgers and virtual channels on a real anvil chain with the real `NitroAdjudicator`
 //! (each test starts its own anvil; `npm ci` at the repository root installs it).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthChainService, EthClient};
+use nitro_chain::{dev_key, Anvil, ChainService, EthChainService};
 use nitro_core::{
     chain::ChainTransaction,
-    party::{Objective, ObjectiveId, PartyConfig, PartyError, Payload},
+    party::{Objective, ObjectiveId, PartyError, Payload},
     ChannelId, ConsensusChannel, LedgerOutcome, Proposal, SignedState, U48,
 };
-use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Stores};
+use nitro_node::{engine::Request, LocalNetwork, NetworkError};
 
 const CHALLENGE_DURATION: u64 = 600;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,25 +29,8 @@ struct Setup {
 impl Setup {
     /// Alice (0), the hub (1) and Bob (2) on a fresh chain.
     async fn start() -> Self {
-        let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
-        let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
-        let deployer =
-            EthClient::connect(&anvil.endpoint(), &dev_key(0).unwrap(), ChainConfig::default()).await.unwrap();
-        let contracts = Contracts::deploy(&deployer, &artifacts).await.unwrap();
-        let config = PartyConfig {
-            consensus_app: contracts.consensus_app,
-            virtual_payment_app: contracts.virtual_payment_app,
-            challenge_duration: U48::from(CHALLENGE_DURATION),
-        };
-        let parties =
-            ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        // Depth 1: an automining anvil makes a block only for a transaction, so deeper waits
-        // would never end; these tests are not about reorgs (chain_safety.rs is).
-        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net =
-            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
-                .await
-                .unwrap();
+        let common::local_chain::LocalChain { anvil, net, .. } =
+            common::local_chain::LocalChain::start(CHALLENGE_DURATION).await;
         Self { anvil, net }
     }
 

@@ -3,19 +3,21 @@
 //! two tokens that would lose money in the adjudicator (`FeeToken`: 1 % fee on transfer;
 //! `FalseToken`: `transfer` returns `false`), which are refused before any deposit.
 
+mod common;
+
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use nitro_chain::{
-    approve_tokens, deploy_token, dev_key, token_balance, transfer_tokens, Anvil, Artifacts, ChainConfig, ChainService,
-    Contracts, EthClient, TestToken, TokenArtifacts,
+    approve_tokens, deploy_token, token_balance, transfer_tokens, Anvil, ChainService, Contracts, EthClient, TestToken,
+    TokenArtifacts,
 };
 use nitro_core::{
     chain::ChainTransaction,
-    party::{ObjectiveId, PartyConfig, WaitingFor},
-    ChannelId, U48,
+    party::{ObjectiveId, WaitingFor},
+    ChannelId,
 };
-use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Stores};
+use nitro_node::{engine::Request, LocalNetwork, NetworkError};
 
 const CHALLENGE_DURATION: u64 = 60;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,23 +35,8 @@ struct Setup {
 impl Setup {
     /// Alice (0), the hub (1) and Bob (2) on a fresh chain.
     async fn start() -> Self {
-        let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
-        let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
-        let deployer =
-            EthClient::connect(&anvil.endpoint(), &dev_key(0).unwrap(), ChainConfig::default()).await.unwrap();
-        let contracts = Contracts::deploy(&deployer, &artifacts).await.unwrap();
-        let config = PartyConfig {
-            consensus_app: contracts.consensus_app,
-            virtual_payment_app: contracts.virtual_payment_app,
-            challenge_duration: U48::from(CHALLENGE_DURATION),
-        };
-        let parties =
-            ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net =
-            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
-                .await
-                .unwrap();
+        let common::local_chain::LocalChain { anvil, net, deployer, contracts } =
+            common::local_chain::LocalChain::start(CHALLENGE_DURATION).await;
         Self { anvil, net, deployer, contracts }
     }
 

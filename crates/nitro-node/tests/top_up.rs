@@ -5,18 +5,19 @@
 //! change is what the states give it, less the gas it paid; holdings end at zero. A top-up in
 //! an ERC-20 token (nitro-protocol's `Token`) goes through its approval like a funding.
 
+mod common;
+
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use nitro_chain::{
-    deploy_token, dev_key, token_balance, transfer_tokens, Anvil, Artifacts, ChainConfig, ChainService, Contracts,
-    EthClient, TestToken, TokenArtifacts,
+    deploy_token, token_balance, transfer_tokens, Anvil, ChainService, EthClient, TestToken, TokenArtifacts,
 };
 use nitro_core::{
-    party::{ObjectiveId, PartyConfig, WaitingFor},
-    ChannelId, LedgerOutcome, Side, Slot, U48,
+    party::{ObjectiveId, WaitingFor},
+    ChannelId, LedgerOutcome, Side, Slot,
 };
-use nitro_node::{engine::Request, LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores};
+use nitro_node::{engine::Request, LocalNetwork, NetworkError, Participant};
 
 const CHALLENGE_DURATION: u64 = 60;
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -51,24 +52,8 @@ impl Setup {
 
     /// The three parties on a fresh chain, no ledger.
     async fn empty() -> Self {
-        let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
-        let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
-        let deployer =
-            EthClient::connect(&anvil.endpoint(), &dev_key(0).unwrap(), ChainConfig::default()).await.unwrap();
-        let contracts = Contracts::deploy(&deployer, &artifacts).await.unwrap();
-        let config = PartyConfig {
-            consensus_app: contracts.consensus_app,
-            virtual_payment_app: contracts.virtual_payment_app,
-            challenge_duration: U48::from(CHALLENGE_DURATION),
-        };
-        let parties =
-            ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        // Depth 1: an automining anvil makes a block only for a transaction.
-        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net =
-            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
-                .await
-                .unwrap();
+        let common::local_chain::LocalChain { anvil, net, deployer, .. } =
+            common::local_chain::LocalChain::start(CHALLENGE_DURATION).await;
         Self { anvil, net, deployer }
     }
 

@@ -5,18 +5,17 @@
 //! with a `reclaim` from L′), or everything closes cooperatively through L′. Balances are
 //! checked to the wei (gas added back), holdings end at zero.
 
+mod common;
+
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, ChainService, Contracts, EthClient};
-use nitro_core::{
-    party::{ObjectiveId, PartyConfig},
-    ChannelId, U48,
-};
+use nitro_chain::{Anvil, ChainService};
+use nitro_core::{party::ObjectiveId, ChannelId};
 use nitro_node::{
     api::{ApiRequest, RpcError},
     engine::Request,
-    LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores,
+    LocalNetwork, NetworkError, Participant,
 };
 use serde_json::json;
 
@@ -38,24 +37,8 @@ impl Setup {
     /// L(hub, bob) of 1000 each side, and V = [alice, hub, bob] of 100 (alice's) in which
     /// alice paid bob 30.
     async fn start() -> (Self, [ChannelId; 3]) {
-        let anvil = Anvil::spawn().unwrap_or_else(|e| panic!("{e}"));
-        let artifacts = Artifacts::locate().unwrap_or_else(|e| panic!("{e}"));
-        let deployer =
-            EthClient::connect(&anvil.endpoint(), &dev_key(0).unwrap(), ChainConfig::default()).await.unwrap();
-        let contracts = Contracts::deploy(&deployer, &artifacts).await.unwrap();
-        let config = PartyConfig {
-            consensus_app: contracts.consensus_app,
-            virtual_payment_app: contracts.virtual_payment_app,
-            challenge_duration: U48::from(CHALLENGE_DURATION),
-        };
-        let parties =
-            ["alice", "hub", "bob"].iter().zip(1..).map(|(n, i)| (n.to_string(), dev_key(i).unwrap())).collect();
-        // Depth 1: an automining anvil makes a block only for a transaction.
-        let settings = LocalChainSettings { confirmations: Some(1), ..LocalChainSettings::default() };
-        let net =
-            LocalNetwork::connect_with(&anvil.endpoint(), &contracts, parties, config, &Stores::InMemory, settings)
-                .await
-                .unwrap();
+        let common::local_chain::LocalChain { anvil, net, .. } =
+            common::local_chain::LocalChain::start(CHALLENGE_DURATION).await;
         let mut s = Self { anvil, net };
         let (alice, hub, bob) = (s.net.address(0), s.net.address(1), s.net.address(2));
         let open = |nonce, peer| Request::LedgerOpen {

@@ -2,6 +2,8 @@
 //! test's runtime with a configuration file written the way an operator would.
 #![allow(dead_code)]
 
+pub mod local_chain;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
