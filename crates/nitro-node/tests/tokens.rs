@@ -17,7 +17,7 @@ use nitro_core::{
     party::{ObjectiveId, WaitingFor},
     ChannelId,
 };
-use nitro_node::{engine::Request, LocalNetwork, NetworkError};
+use nitro_node::{engine::Request, LocalNetwork};
 
 const CHALLENGE_DURATION: u64 = 60;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,14 +83,7 @@ impl Setup {
 
     /// Runs until `done`, moving chain time on past challenges while nothing else happens.
     async fn settle(&mut self, done: impl Fn(&[nitro_node::Participant]) -> bool + Copy) {
-        for _ in 0..20 {
-            match self.net.run_until(STEP, done).await {
-                Ok(()) => return,
-                Err(NetworkError::Timeout { .. }) => self.anvil.advance_time(CHALLENGE_DURATION + 1).await.unwrap(),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("not settled:\n{}", self.net.report());
+        common::local_chain::settle(&mut self.net, &self.anvil, CHALLENGE_DURATION, STEP, 20, done).await
     }
 }
 

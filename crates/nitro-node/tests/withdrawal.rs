@@ -15,7 +15,7 @@ use nitro_core::{party::ObjectiveId, ChannelId};
 use nitro_node::{
     api::{ApiRequest, RpcError},
     engine::Request,
-    LocalNetwork, NetworkError, Participant,
+    LocalNetwork, Participant,
 };
 use serde_json::json;
 
@@ -82,14 +82,7 @@ impl Setup {
 
     /// Runs until `done`, moving chain time on past challenges while nothing else happens.
     async fn settle(&mut self, done: impl Fn(&[Participant]) -> bool + Copy) {
-        for _ in 0..30 {
-            match self.net.run_until(STEP, done).await {
-                Ok(()) => return,
-                Err(NetworkError::Timeout { .. }) => self.anvil.advance_time(CHALLENGE_DURATION + 1).await.unwrap(),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("not settled:\n{}", self.net.report());
+        common::local_chain::settle(&mut self.net, &self.anvil, CHALLENGE_DURATION, STEP, 30, done).await
     }
 
     /// Bob withdraws 300 from L(hub, bob): returns the successor, after checking that the

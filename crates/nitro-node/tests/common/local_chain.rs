@@ -3,7 +3,9 @@
 
 use nitro_chain::{dev_key, Anvil, Artifacts, ChainConfig, Contracts, EthClient};
 use nitro_core::{party::PartyConfig, U48};
-use nitro_node::{LocalChainSettings, LocalNetwork, Stores};
+use std::time::Duration;
+
+use nitro_node::{LocalChainSettings, LocalNetwork, NetworkError, Participant, Stores};
 
 /// The chain, the deployer's account and the three parties (0 alice, 1 hub, 2 bob, dev keys
 /// 1–3); the deployer (dev key 0) deployed the contracts.
@@ -39,4 +41,25 @@ impl LocalChain {
                 .unwrap();
         Self { anvil, net, deployer, contracts }
     }
+}
+
+/// Runs `net` until `done`, moving chain time on by `challenge_duration + 1` seconds whenever
+/// nothing happens for `step` (objectives waiting for a challenge to expire), at most `rounds`
+/// times; panics with the network's report if it never settles.
+pub async fn settle(
+    net: &mut LocalNetwork,
+    anvil: &Anvil,
+    challenge_duration: u64,
+    step: Duration,
+    rounds: usize,
+    done: impl Fn(&[Participant]) -> bool + Copy,
+) {
+    for _ in 0..rounds {
+        match net.run_until(step, done).await {
+            Ok(()) => return,
+            Err(NetworkError::Timeout { .. }) => anvil.advance_time(challenge_duration + 1).await.unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("not settled:\n{}", net.report());
 }
