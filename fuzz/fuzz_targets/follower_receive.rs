@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nitro_core::{Approval, FollowerChannel, LedgerMessage, Proposal, SignedProposal, SignedState, U256, U48};
-use nitro_fuzz::{follower_key, forge, initial_outcome, initial_state, sum, Reader};
+use nitro_fuzz::{agreed_credits, credits, follower_key, forge, initial_outcome, initial_state, sum, Reader};
 
 struct Fixture {
     initial: SignedState,
@@ -92,8 +92,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(step) => events.extend(step.events),
             Err(e) => assert!(follower == before, "refused ({e}) but changed the channel"),
         }
-        assert_eq!(sum(follower.latest_outcome()), fx.total, "money is conserved (latest)");
-        assert_eq!(sum(follower.consensus_outcome()), fx.total, "money is conserved (consensus)");
+        // Money is conserved: only a credited top-up (money deposited on chain) adds to it.
+        let agreed = agreed_credits(&events);
+        let queued = credits(follower.pending().flat_map(|p| &p.proposals));
+        assert_eq!(sum(follower.consensus_outcome()), fx.total + agreed, "money is conserved (consensus)");
+        assert_eq!(sum(follower.latest_outcome()), fx.total + agreed + queued, "money is conserved (latest)");
         assert!(follower.consensus_turn() <= follower.latest_turn());
         assert!(follower.consensus_turn() >= U48::from(1));
     }

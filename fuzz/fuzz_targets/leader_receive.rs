@@ -1,6 +1,7 @@
 //! A leader fed fuzzed proposals to make and fuzzed countersignatures and rejections (from the
 //! real follower key or others, at any turn, or arbitrary JSON), interleaved with the answers
-//! of an honest follower. After every operation money is conserved, a refused operation
+//! of an honest follower. After every operation money is conserved (only a credited top-up adds
+//! to it), a refused operation
 //! leaves the channel unchanged, and at the end its own events replay to the same channel.
 #![no_main]
 
@@ -8,7 +9,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nitro_core::{FollowerChannel, LeaderChannel, LedgerMessage, SignedState, Step, U256};
-use nitro_fuzz::{follower_key, forge, initial_outcome, initial_state, leader_key, sum, Reader};
+use nitro_fuzz::{
+    agreed_credits, credits, follower_key, forge, initial_outcome, initial_state, leader_key, sum, Reader,
+};
 
 struct Fixture {
     initial: SignedState,
@@ -113,9 +116,17 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => assert!(leader == before, "refused ({e}) but changed the channel"),
         }
-        assert_eq!(sum(leader.latest_outcome()), fx.total, "money is conserved (latest)");
-        assert_eq!(sum(leader.consensus_outcome()), fx.total, "money is conserved (consensus)");
-        assert_eq!(sum(follower.latest_outcome()), fx.total, "money is conserved (follower)");
+        // Money is conserved: only a credited top-up (money deposited on chain) adds to it.
+        let agreed = agreed_credits(&events);
+        let queued = credits(leader.queue().iter().flat_map(|q| &q.signed.proposals));
+        assert_eq!(sum(leader.consensus_outcome()), fx.total + agreed, "money is conserved (consensus)");
+        assert_eq!(sum(leader.latest_outcome()), fx.total + agreed + queued, "money is conserved (latest)");
+        let follower_queued = credits(follower.pending().flat_map(|p| &p.proposals));
+        assert_eq!(
+            sum(follower.latest_outcome()),
+            sum(follower.consensus_outcome()) + follower_queued,
+            "money is conserved (follower)"
+        );
         assert!(leader.consensus_turn() <= leader.latest_turn());
     }
     let replayed = LeaderChannel::replay(leader_key(), &fx.initial, &events).expect("the leader's events replay");

@@ -2,8 +2,8 @@
 //! and ledgers, and a reader that turns fuzz bytes into choices.
 
 use nitro_core::{
-    destination_of, Address, Balance, FixedPart, Guarantee, LedgerOutcome, Signature, SignedState, SigningKey, B256,
-    U256, U48,
+    destination_of, Address, Balance, FixedPart, Guarantee, LedgerOutcome, Proposal, Signature, SignedState,
+    SigningKey, B256, U256, U48,
 };
 
 /// The deterministic key number `n` (1: the ledger's leader, 2: its follower, 3+: strangers).
@@ -76,6 +76,24 @@ pub fn initial_state() -> SignedState {
 /// leader + follower + Σ guarantees.
 pub fn sum(o: &LedgerOutcome) -> U256 {
     o.guarantees().fold(o.leader().amount + o.follower().amount, |acc, g| acc + g.amount())
+}
+
+/// What the `Credit`s among `proposals` add to leader + follower + Σ guarantees: a credit folds
+/// the top-up slot (money deposited on chain for it) into a balance, the one change that makes
+/// [`sum`] grow; every other change conserves it (`Reserve`/`CancelReserve` touch the slot only).
+pub fn credits<'a>(proposals: impl IntoIterator<Item = &'a Proposal>) -> U256 {
+    proposals.into_iter().fold(U256::ZERO, |acc, p| match p {
+        Proposal::Credit { amount, .. } => acc + *amount,
+        _ => acc,
+    })
+}
+
+/// The credits that reached the consensus state, by the channel's own events.
+pub fn agreed_credits(events: &[nitro_core::LedgerEvent]) -> U256 {
+    credits(events.iter().filter_map(|e| match e {
+        nitro_core::LedgerEvent::TopUpAgreed { proposal } => Some(proposal),
+        _ => None,
+    }))
 }
 
 /// Turns fuzz bytes into choices; once exhausted it yields zeros.
