@@ -31,6 +31,9 @@ pub enum Payload {
         /// The ledger.
         #[serde(with = "json::bytes32")]
         channel_id: ChannelId,
+        /// The asset of the slot (requests from before multi-asset ledgers have none: ETH).
+        #[serde(default, with = "json::address")]
+        asset: Address,
         /// The amount the follower will deposit.
         #[serde(with = "json::uint256")]
         amount: U256,

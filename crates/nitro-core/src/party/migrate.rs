@@ -140,6 +140,7 @@ impl Party {
         let Ok(index) = usize::try_from(asset_index) else { return };
         let Ok((after, _)) = after_transfer(outcome, index, initial, &[]) else { return };
         let (Some(before), Some(now)) = (outcome.0.get(index), after.0.get(index)) else { return };
+        let asset = before.asset;
         let credit = before
             .allocations
             .iter()
@@ -157,8 +158,8 @@ impl Party {
             }
         }
         self.touch(StateKey::Objective(ObjectiveId::Withdraw(ledger)));
-        let held = self.chain.holdings(&successor).saturating_add(credit);
-        self.chain.observe_holdings(successor, block, held, true);
+        let held = self.chain.holdings(&successor, asset).saturating_add(credit);
+        self.chain.observe_holdings(successor, asset, block, held, true);
         self.touch(StateKey::Channel(successor));
     }
 }

@@ -11,6 +11,7 @@
 mod chain_view;
 mod direct_defund;
 mod direct_fund;
+mod direct_fund_asset;
 mod effects;
 mod error;
 mod exit;
@@ -18,6 +19,7 @@ mod force_close;
 mod ids;
 mod migrate;
 mod objective;
+mod payout_steps;
 mod policy;
 mod records;
 mod round;
@@ -481,8 +483,8 @@ impl Party {
             Payload::Decline { objective, reason } => {
                 effects.extend(self.receive_decline(from, objective, &reason));
             }
-            Payload::TopUpRequest { channel_id, amount } => {
-                effects.extend(self.receive_top_up_request(from, channel_id, amount)?);
+            Payload::TopUpRequest { channel_id, asset, amount } => {
+                effects.extend(self.receive_top_up_request(from, channel_id, asset, amount)?);
             }
             Payload::Voucher(voucher) => {
                 self.receive_voucher(from, &voucher)?;
@@ -602,10 +604,10 @@ impl Party {
         }
     }
 
-    /// Sets what the chain holds for a channel as of `block` (read at start-up, before
-    /// events arrive).
-    pub fn set_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256) -> Effects {
-        self.chain.observe_holdings(channel_id, block, held, false);
+    /// Sets what the chain holds of `asset` for a channel as of `block` (read at start-up,
+    /// before events arrive).
+    pub fn set_holdings(&mut self, channel_id: ChannelId, asset: Address, block: u64, held: U256) -> Effects {
+        self.chain.observe_holdings(channel_id, asset, block, held, false);
         self.touch(StateKey::Channel(channel_id));
         let effects = self.crank_all();
         self.note(&effects);
@@ -747,10 +749,7 @@ impl Party {
                 continue;
             }
             let totals = top_up::Totals::of(follower);
-            let asset_accepted = {
-                let asset = follower.consensus_outcome().asset();
-                policy.assets.as_ref().is_none_or(|a| a.contains(&asset))
-            };
+            let asset_accepted = |asset: &Address| policy.assets.as_ref().is_none_or(|a| a.contains(asset));
             let mut policy = |p: &Proposal| -> Approval {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
@@ -760,7 +759,7 @@ impl Party {
                         Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
                         _ => None,
                     };
-                    let decided = top_up::decide_top_up(&totals, p, chain, ours, asset_accepted);
+                    let decided = top_up::decide_top_up(&totals, p, chain, ours, &asset_accepted);
                     return decided.unwrap_or(Approval::Defer);
                 }
                 let decision =
@@ -786,7 +785,7 @@ impl Party {
                     .filter(|(_, c)| match expecting(c) {
                         Some(id) => !objectives.contains_key(&id),
                         None => {
-                            let decided = top_up::decide_top_up(&totals, c, chain, ours, asset_accepted);
+                            let decided = top_up::decide_top_up(&totals, c, chain, ours, &asset_accepted);
                             matches!(decided, Some(Approval::Defer))
                         }
                     })

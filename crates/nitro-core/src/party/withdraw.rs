@@ -61,6 +61,9 @@ impl Withdraw {
         nonce: u64,
         asked: bool,
     ) -> Result<Self, PartyError> {
+        if ledger.consensus_outcome().is_multi_asset() {
+            return Err(PartyError::MultiAssetWithdrawal(ledger.channel_id()));
+        }
         if ledger.has_pending() {
             return Err(PartyError::ProposalsPending);
         }
@@ -73,7 +76,7 @@ impl Withdraw {
         let consensus = ledger.consensus_outcome();
         let changing =
             consensus.guarantees().any(|g| ledger.guarantees().status(&g.target()) != Some(GuaranteeStatus::Locked))
-                || ledger.guarantees().len() != consensus.guarantees().len();
+                || ledger.guarantees().len() != consensus.guarantee_count();
         if changing {
             return Err(PartyError::ProposalsPending);
         }
@@ -225,6 +228,11 @@ impl Withdraw {
     }
 
     /// What L′ holds once funded: its turn-1 outcome's total.
+    /// The (single) asset of L and L′.
+    fn asset(&self) -> Address {
+        self.postfund.state.state().outcome.0.first().map_or(Address::ZERO, |e| e.asset)
+    }
+
     fn successor_total(&self) -> U256 {
         self.postfund
             .state
@@ -367,7 +375,7 @@ impl Crank for Withdraw {
                 self.submit(ctx);
             }
         }
-        let funded = ctx.chain.holdings(&self.successor) >= self.successor_total();
+        let funded = ctx.chain.holdings(&self.successor, self.asset()) >= self.successor_total();
         if ctx.chain.is_concluded(&self.ledger) && funded {
             ctx.opened.push(ConsensusChannel::new(ctx.key.clone(), &self.postfund.state)?);
             // A force close of L that met F's conclusion may have closed it already.
@@ -427,7 +435,10 @@ impl Crank for Withdraw {
         if !self.final_round.is_complete() && !view.chain.is_concluded(&self.ledger) {
             return WaitingFor::signatures("final", &self.final_round);
         }
-        WaitingFor::Deposits { held: view.chain.holdings(&self.successor), target: self.successor_total() }
+        WaitingFor::Deposits {
+            held: view.chain.holdings(&self.successor, self.asset()),
+            target: self.successor_total(),
+        }
     }
 
     fn failure(&self) -> Option<&str> {
