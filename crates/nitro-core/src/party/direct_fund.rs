@@ -233,3 +233,54 @@ impl Crank for DirectFund {
         self.postfund.signed_by(me) || self.fundings().any(|f| f.has_committed(&self.channel_id, me, view.chain))
     }
 }
+
+impl Party {
+    /// Opens a ledger holding every asset of `assets` (ADR-0022 §2), each with the two
+    /// parties' deposits (`participants[0]`'s, the leader's, first): the exit lists the assets
+    /// ascending by address, whatever the order given, and the list is fixed for the ledger's
+    /// life. Refused: no asset, an asset twice, us not one of the two participants, a ledger
+    /// with the peer already open or being funded; then the policy, as for a peer's opening.
+    /// The counterparty joins when our prefund signature reaches it.
+    pub fn direct_fund_assets(
+        &mut self,
+        participants: [crate::Address; 2],
+        assets: &[(crate::Address, [U256; 2])],
+        channel_nonce: u64,
+    ) -> Result<(ObjectiveId, super::Effects), PartyError> {
+        let me = self.address();
+        let peer = match participants {
+            [a, b] if a == me && b != me => b,
+            [a, b] if b == me && a != me => a,
+            _ => return Err(PartyError::NotAParticipant),
+        };
+        let mut sorted = assets.to_vec();
+        sorted.sort_by_key(|(asset, _)| *asset);
+        if sorted.is_empty() || sorted.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(PartyError::BadRequest("a ledger holds one or more assets, each once".into()));
+        }
+        let exits = sorted.iter().map(|(asset, amounts)| crate::SingleAssetExit {
+            asset: *asset,
+            asset_metadata: crate::AssetMetadata::default(),
+            allocations: participants
+                .iter()
+                .zip(amounts)
+                .map(|(p, a)| crate::Allocation::simple(destination_of(*p), *a))
+                .collect(),
+        });
+        let state = State {
+            participants: participants.to_vec(),
+            channel_nonce,
+            app_definition: self.config.consensus_app,
+            challenge_duration: self.config.challenge_duration,
+            outcome: crate::Exit(exits.collect()),
+            app_data: Default::default(),
+            turn_num: crate::U48::ZERO,
+            is_final: false,
+        };
+        if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
+            return Err(PartyError::LedgerExists(peer));
+        }
+        let objective = DirectFund::new(&state, self)?;
+        self.start(super::Objective::DirectFund(objective))
+    }
+}

@@ -242,8 +242,9 @@ impl Party {
         self.key.address()
     }
 
-    /// Opens a ledger: `participants[0]` leads. Both parties' deposits (`amounts`, in that
-    /// order) go to chain; the counterparty joins when our prefund signature reaches it.
+    /// Opens a one-asset ledger: `participants[0]` leads. Both parties' deposits (`amounts`,
+    /// in that order) go to chain; the counterparty joins when our prefund signature reaches
+    /// it. See [`Party::direct_fund_assets`] for several assets.
     pub fn direct_fund(
         &mut self,
         participants: [Address; 2],
@@ -251,20 +252,7 @@ impl Party {
         amounts: [U256; 2],
         channel_nonce: u64,
     ) -> Result<(ObjectiveId, Effects), PartyError> {
-        let me = self.address();
-        let peer = match participants {
-            [a, b] if a == me && b != me => b,
-            [a, b] if b == me && a != me => a,
-            _ => return Err(PartyError::NotAParticipant),
-        };
-        let allocations = participants.iter().zip(amounts).map(|(p, a)| Allocation::simple(destination_of(*p), a));
-        let state =
-            self.prefund(participants.to_vec(), self.config.consensus_app, asset, allocations.collect(), channel_nonce);
-        if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
-            return Err(PartyError::LedgerExists(peer));
-        }
-        let objective = DirectFund::new(&state, self)?;
-        self.start(Objective::DirectFund(objective))
+        self.direct_fund_assets(participants, &[(asset, amounts)], channel_nonce)
     }
 
     fn funding_with(&self, peer: Address) -> bool {
