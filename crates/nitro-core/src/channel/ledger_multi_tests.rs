@@ -154,3 +154,13 @@ fn a_one_asset_ledger_encodes_as_before() {
     assert!(!one.is_multi_asset());
     assert_eq!(LedgerOutcome::from_assets(vec![asset(Address::ZERO, 3, 4)]).unwrap().to_exit(), one.to_exit());
 }
+
+#[test]
+fn an_add_recorded_before_multi_asset_ledgers_is_in_eth() {
+    let add = add_in(TOKEN, 4, 2, 1);
+    let mut json = serde_json::to_value(add).unwrap();
+    assert_eq!(serde_json::from_value::<Proposal>(json.clone()).unwrap(), add, "round trip");
+    json["add"].as_object_mut().unwrap().remove("asset");
+    let old = serde_json::from_value::<Proposal>(json).unwrap();
+    assert!(matches!(old, Proposal::Add { asset, .. } if asset == Address::ZERO));
+}

@@ -303,6 +303,31 @@ mod tests {
     }
 
     #[test]
+    fn holdings_are_kept_per_asset_and_a_legacy_record_reads_as_the_channels_asset() {
+        let id = ChannelId::repeat_byte(2);
+        let token = Address::repeat_byte(7);
+        let mut view = ChainView::default();
+        view.observe_holdings(id, Address::ZERO, 10, U256::from(5), true);
+        view.observe_holdings(id, token, 9, U256::from(3), true);
+        assert_eq!((view.holdings(&id, Address::ZERO), view.holdings(&id, token)), (U256::from(5), U256::from(3)));
+        assert_eq!(view.held_any(&id, [token, Address::ZERO]), U256::from(3));
+        // A record written before per-asset holdings: one value, no asset.
+        let mut json = serde_json::to_value(ChannelChain::default()).unwrap();
+        json["holdings"] = serde_json::to_value(U256::from(9)).unwrap();
+        json["holdings_block"] = serde_json::json!(4);
+        let legacy: ChannelChain = serde_json::from_value(json).unwrap();
+        let mut view = ChainView::default();
+        view.load(id, legacy);
+        assert_eq!(view.holdings(&id, token), U256::from(9));
+        view.observe_holdings(id, token, 3, U256::from(1), true);
+        assert_eq!(view.holdings(&id, token), U256::from(9), "older than the legacy report");
+        view.observe_holdings(id, token, 5, U256::from(11), true);
+        assert_eq!(view.holdings(&id, token), U256::from(11));
+        assert!(view.channel(&id).is_some_and(|c| c.legacy_holdings.is_none()), "replaced");
+        assert!(serde_json::to_value(view.channel(&id).unwrap()).unwrap().get("holdings").is_none());
+    }
+
+    #[test]
     fn a_retraction_undoes_what_the_blocks_taken_back_did() {
         let fixed = ledger_state(0, false, false).fixed_part();
         let id = ChannelId::repeat_byte(1);
