@@ -6,7 +6,7 @@ mod common;
 
 use common::{outcome_of, World};
 use nitro_core::{
-    chain::ChainTransaction,
+    chain::{ChainEvent, ChainTransaction},
     party::{ObjectiveId, PartyError},
     Address, ChannelId, U256,
 };
@@ -196,4 +196,59 @@ fn a_withdrawal_from_a_two_asset_ledger_is_refused_with_the_reason() {
     let (la, _) = open_two_asset_ledgers(&mut w);
     assert_eq!(w.parties[0].withdraw(la, n(10)).unwrap_err(), PartyError::MultiAssetWithdrawal(la));
     assert!(w.parties[0].objective(&ObjectiveId::Withdraw(la)).is_none(), "nothing started");
+}
+
+#[test]
+fn a_reorg_taking_back_the_token_deposit_makes_only_that_one_again() {
+    let mut w = World::with_parties(2);
+    let (a, b) = (w.addr(0), w.addr(1));
+    let fork = w.chain.clone(); // the chain both branches share
+    let assets = [(ETH, [n(100), n(50)]), (TOKEN, [n(30), n(0)])];
+    let id = w.call(0, |p| p.direct_fund_assets([a, b], &assets, 1));
+    let ledger = id.channel_id();
+    // The prefund round; the leader's two deposits go out together, one block each.
+    while let Some((from, e)) = w.network.pop_front() {
+        let to = w.index_of(e.to);
+        let fx = w.parties[to].handle_message(from, e.payload).unwrap();
+        w.absorb(to, fx);
+    }
+    let events: Vec<ChainEvent> = w.chain_events.drain(..).collect();
+    let asset_of = |e: &ChainEvent| match e {
+        ChainEvent::Deposited { asset, .. } => *asset,
+        other => panic!("{other:?}"),
+    };
+    let (eth, token) = match events.as_slice() {
+        [x, y] if asset_of(x) == ETH && asset_of(y) == TOKEN => (x.clone(), y.clone()),
+        other => panic!("two deposits, ETH then the token: {other:?}"),
+    };
+    // The new branch keeps the ETH deposit only; both events were reported before the reorg.
+    let mut branch = fork;
+    let redo = ChainTransaction::Deposit { channel_id: ledger, asset: ETH, expected_held: n(0), amount: n(100) };
+    branch.execute(a, &redo).unwrap();
+    w.chain = branch;
+    for e in [&eth, &token] {
+        for i in 0..2 {
+            let fx = w.parties[i].handle_chain_event(e);
+            w.absorb(i, fx);
+        }
+    }
+    let retraction = ChainEvent::Retracted {
+        channel_id: ledger,
+        from_block: token.block_number(),
+        block_number: token.block_number() - 1,
+        asset: TOKEN,
+        held: n(0),
+        turn_num_record: nitro_core::U48::ZERO,
+        finalizes_at: 0,
+    };
+    for i in 0..2 {
+        let fx = w.parties[i].handle_chain_event(&retraction);
+        w.absorb(i, fx);
+    }
+    w.run();
+    assert!(w.parties[0].is_complete(&id) && w.parties[1].is_complete(&id));
+    assert_eq!((w.chain.holdings_of(&ledger, ETH), w.chain.holdings_of(&ledger, TOKEN)), (n(150), n(30)));
+    assert_eq!(deposited(&w, ETH, 0), n(100), "the ETH deposit stood: not made twice");
+    assert_eq!(deposited(&w, TOKEN, 0), n(30), "the token deposit made again, once");
+    assert_eq!(w.chain.reverts, 0);
 }

@@ -151,14 +151,14 @@ impl Crank for DirectFund {
     /// is asked for again as soon as it is our turn (with the holdings seen then as
     /// `expectedHeld`, so that it cannot double-fund).
     fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
-        if event.channel_id() != self.channel_id || event.retracted_from().is_none() || self.failure.is_some() {
+        let ChainEvent::Retracted { channel_id, asset, .. } = event else { return };
+        if *channel_id != self.channel_id || self.failure.is_some() || self.postfund.signed_by(self.my_index) {
             return;
         }
-        if self.postfund.signed_by(self.my_index) {
-            return;
-        }
+        // A retraction re-reads one asset (the watcher sends one per asset it reported): the
+        // other assets' holdings, and so their deposits, stand as they were.
         let (channel, me) = (self.channel_id, self.my_index);
-        self.fundings_mut().for_each(|f| f.on_retracted(&channel, me, chain));
+        self.fundings_mut().filter(|f| f.asset == *asset).for_each(|f| f.on_retracted(&channel, me, chain));
     }
 
     /// Our signatures on the prefund and postfund, to whoever lacks them.
