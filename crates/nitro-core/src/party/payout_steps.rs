@@ -35,18 +35,20 @@ pub(super) fn first_guarantee(outcome: &Exit, asset_index: usize) -> Option<(usi
     Some((index, asset.allocations[index].destination))
 }
 
-/// What a payout transfer of asset `asset_index` names: every allocation once the asset has no
-/// guarantee left (`[]`), else the parties' balances (a guarantee cannot be transferred). At
-/// most two indices while guarantees remain: the adjudicator checks `allocations[k]` for
-/// `k < len(indices)` against guarantees, so a top-up slot (the last allocation) waits for the
-/// transfer after the reclaims.
+/// What a payout transfer of asset `asset_index` names: the non-zero allocations that are not
+/// guarantees (a guarantee cannot be transferred; a zero payout is never sent, some tokens
+/// revert on `transfer(_, 0)`). While guarantees remain, only the parties' balances (indices 0
+/// and 1): the adjudicator checks `allocations[k]` for `k < len(indices)` against guarantees,
+/// so a top-up slot (the last allocation) waits for the transfer after the reclaims. Empty:
+/// nothing to transfer.
 pub(super) fn transfer_indices(outcome: &Exit, asset_index: usize) -> Vec<usize> {
     let Some(asset) = outcome.0.get(asset_index) else { return Vec::new() };
-    if asset.allocations.iter().all(|a| a.allocation_type != AllocationType::GUARANTEE) {
-        return Vec::new();
-    }
-    let simple = |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
-    asset.allocations.iter().enumerate().filter_map(simple).take(2).collect()
+    let guarantees_remain = asset.allocations.iter().any(|a| a.allocation_type == AllocationType::GUARANTEE);
+    let limit = if guarantees_remain { 2 } else { asset.allocations.len() };
+    let payable = |(i, a): (usize, &crate::Allocation)| {
+        (a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero()).then_some(i)
+    };
+    asset.allocations.iter().enumerate().take(limit).filter_map(payable).collect()
 }
 
 /// The next payout transaction of `channel`, finalized with `outcome` (fingerprinted by
@@ -77,15 +79,9 @@ pub(super) fn next_step(
                 return Some((transaction, PayoutStep::Reclaim));
             }
         }
-        // What the next transfer would pay: the named allocations, or all of them (`[]`).
+        // What the next transfer would pay: the non-zero allocations it names.
         let indices = transfer_indices(outcome, asset_index);
-        let unpaid = match indices.is_empty() {
-            true => {
-                asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero())
-            }
-            false => indices.iter().any(|i| asset.allocations.get(*i).is_some_and(|a| !a.amount.is_zero())),
-        };
-        if unpaid && !holdings(asset.asset).is_zero() {
+        if !indices.is_empty() && !holdings(asset.asset).is_zero() {
             let transaction = ChainTransaction::Transfer {
                 channel_id: channel,
                 asset_index,
@@ -97,4 +93,68 @@ pub(super) fn next_step(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Allocation, AssetMetadata, SingleAssetExit};
+
+    fn exit(allocations: Vec<Allocation>) -> Exit {
+        let eth = SingleAssetExit { asset: Address::ZERO, asset_metadata: AssetMetadata::default(), allocations };
+        let token = SingleAssetExit { asset: Address::repeat_byte(7), ..eth.clone() };
+        Exit(vec![eth, token])
+    }
+
+    fn guarantee(target: u8, amount: u64) -> Allocation {
+        Allocation {
+            destination: ChannelId::repeat_byte(target),
+            amount: U256::from(amount),
+            allocation_type: AllocationType::GUARANTEE,
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn transfers_name_only_non_zero_balances_and_the_slot_only_after_the_guarantees() {
+        let (l, f) = (ChannelId::repeat_byte(1), ChannelId::repeat_byte(2));
+        let simple = |d, n: u64| Allocation::simple(d, U256::from(n));
+        let with_guarantee = exit(vec![simple(l, 0), simple(f, 5), guarantee(9, 3), simple(f, 4)]);
+        assert_eq!(transfer_indices(&with_guarantee, 0), vec![1], "no zero payout, no slot yet");
+        assert_eq!(transfer_indices(&with_guarantee, 1), vec![1], "the second asset likewise");
+        assert_eq!(transfer_indices(&with_guarantee, 2), Vec::<usize>::new(), "no such asset");
+        assert_eq!(first_guarantee(&with_guarantee, 1), Some((2, ChannelId::repeat_byte(9))));
+        let settled = exit(vec![simple(l, 0), simple(f, 5), simple(f, 4)]);
+        assert_eq!(transfer_indices(&settled, 0), vec![1, 2]);
+        assert!(transfer_indices(&exit(vec![simple(l, 0), simple(f, 0)]), 0).is_empty(), "nothing to send");
+    }
+
+    #[test]
+    fn the_next_step_goes_asset_by_asset_reclaiming_before_transferring() {
+        let (l, f) = (ChannelId::repeat_byte(1), ChannelId::repeat_byte(2));
+        let simple = |d, n: u64| Allocation::simple(d, U256::from(n));
+        let outcome = exit(vec![simple(l, 0), simple(f, 0), guarantee(9, 3)]);
+        let channel = ChannelId::repeat_byte(5);
+        let none = |_: &ChannelId| None;
+        let held = |_: Address| U256::from(3);
+        assert!(next_step(channel, B256::ZERO, &outcome, none, held).is_none(), "waits for the target");
+        let target = |_: &ChannelId| Some((B256::ZERO, Exit(vec![])));
+        let step = next_step(channel, B256::ZERO, &outcome, target, held);
+        assert!(matches!(
+            step,
+            Some((
+                ChainTransaction::Reclaim { source_asset_index: 0, index_of_target_in_source: 2, .. },
+                PayoutStep::Reclaim
+            ))
+        ));
+        let paid_eth = exit(vec![simple(l, 0), simple(f, 0)]);
+        let mut second = paid_eth.clone();
+        second.0[1].allocations = vec![simple(l, 2), simple(f, 0)];
+        let step = next_step(channel, B256::ZERO, &second, none, held);
+        assert!(matches!(
+            step,
+            Some((ChainTransaction::Transfer { asset_index: 1, ref indices, .. }, PayoutStep::Transfer)) if *indices == vec![0]
+        ));
+        assert!(next_step(channel, B256::ZERO, &second, none, |_| U256::ZERO).is_none(), "nothing held");
+    }
 }
