@@ -191,11 +191,46 @@ fn a_top_up_of_the_token_fills_that_assets_slot_only() {
 }
 
 #[test]
-fn a_withdrawal_from_a_two_asset_ledger_is_refused_with_the_reason() {
+fn a_token_withdrawal_carries_eth_and_the_guarantee_whole_into_the_successor() {
     let mut w = World::new();
-    let (la, _) = open_two_asset_ledgers(&mut w);
-    assert_eq!(w.parties[0].withdraw(la, n(10)).unwrap_err(), PartyError::MultiAssetWithdrawal(la));
-    assert!(w.parties[0].objective(&ObjectiveId::Withdraw(la)).is_none(), "nothing started");
+    let (la, lb) = open_two_asset_ledgers(&mut w);
+    let (alice, hub, bob) = (w.addr(0), w.addr(1), w.addr(2));
+    let v = w.call(0, |p| p.virtual_fund(vec![alice, hub, bob], ETH, [n(100), n(0)], 7));
+    w.run();
+    let fx = w.parties[0].pay(v.channel_id(), n(30)).unwrap();
+    w.absorb(0, fx);
+    w.run();
+    let before = outcome_of(&w.parties[2], &lb);
+    // Refused, changing nothing: an asset the ledger does not hold, more than bob's balance.
+    let other = Address::repeat_byte(0x99);
+    assert!(matches!(w.parties[2].withdraw_in(lb, other, n(1)), Err(PartyError::BadRequest(_))));
+    assert!(matches!(w.parties[2].withdraw_in(lb, TOKEN, n(201)), Err(PartyError::InsufficientFunds { .. })));
+    // Bob withdraws 150 of his 200 tokens.
+    let id = w.call(2, |p| p.withdraw_in(lb, TOKEN, n(150)));
+    w.run();
+    for i in [1, 2] {
+        assert!(w.parties[i].is_complete(&id), "{i}: {:?}", w.parties[i].waiting_for(&id));
+    }
+    let successor = w.parties[2].successor(&lb).expect("bob follows the successor");
+    assert_eq!(paid(&w, TOKEN, 2), n(150), "the conclusion paid bob's token withdrawal");
+    assert_eq!(paid(&w, ETH, 2), n(0), "and no ETH");
+    assert_eq!((w.chain.holdings_of(&lb, ETH), w.chain.holdings_of(&lb, TOKEN)), (n(0), n(0)));
+    assert_eq!((w.chain.holdings_of(&successor, ETH), w.chain.holdings_of(&successor, TOKEN)), (n(2000), n(550)));
+    let after = outcome_of(&w.parties[1], &successor);
+    assert_eq!(after.exit(ETH), before.exit(ETH), "ETH, with V's guarantee, carried whole");
+    let token = after.exit(TOKEN).unwrap();
+    assert_eq!((token.leader().amount, token.follower().amount), (n(500), n(50)));
+    // V closes through the successor, then every ledger closes: each paid exactly, per asset.
+    let d = w.call(2, |p| p.virtual_defund(v.channel_id()));
+    w.run();
+    assert!(w.parties.iter().all(|p| p.is_complete(&d)));
+    let closes = [w.call(1, |p| p.direct_defund(la)), w.call(1, |p| p.direct_defund(lb))];
+    w.run();
+    assert!(closes.iter().all(|c| w.parties[1].is_complete(c)));
+    assert_eq!((paid(&w, ETH, 2), paid(&w, TOKEN, 2)), (n(1030), n(200)));
+    assert_eq!((paid(&w, ETH, 0), paid(&w, TOKEN, 0)), (n(970), n(200)));
+    assert_eq!((paid(&w, ETH, 1), paid(&w, TOKEN, 1)), (n(2000), n(1000)));
+    assert!(no_holdings(&w));
 }
 
 #[test]

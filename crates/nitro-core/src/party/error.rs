@@ -44,12 +44,6 @@ pub enum PartyError {
     /// A ledger with a top-up slot pending cannot be closed, nor topped up again.
     #[error("a top-up slot is pending in the ledger")]
     TopUpPending,
-    /// A withdrawal from a ledger holding several assets: not built yet (ADR-0022 §5 is built
-    /// for one-asset ledgers); close the ledger cooperatively instead.
-    #[error(
-        "ledger {0} holds several assets: a withdrawal (migration to a successor) is built for one-asset ledgers only"
-    )]
-    MultiAssetWithdrawal(crate::ChannelId),
     /// A ledger with unsettled proposals cannot be closed.
     #[error("proposals are still waiting for the follower")]
     ProposalsPending,

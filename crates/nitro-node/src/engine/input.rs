@@ -40,7 +40,7 @@ pub enum Request {
         channel_id: ChannelId,
         /// How much of our balance.
         amount: U256,
-        /// Of which asset (`None`, and in requests logged before: the ledger's single asset).
+        /// Of which asset (`None`, and in requests logged before: the ledger's first asset).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         asset: Option<Address>,
     },
@@ -149,9 +149,11 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
                 party.direct_fund_assets(participants, &assets, nonce).map(|(id, e)| (e, Some(id)))?
             }
             Request::LedgerClose { channel_id } => party.direct_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
-            Request::LedgerWithdraw { channel_id, amount, asset } => {
-                check_withdrawal_asset(party, channel_id, asset)?;
+            Request::LedgerWithdraw { channel_id, amount, asset: None } => {
                 party.withdraw(channel_id, amount).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::LedgerWithdraw { channel_id, amount, asset: Some(asset) } => {
+                party.withdraw_in(channel_id, asset, amount).map(|(id, e)| (e, Some(id)))?
             }
             Request::VirtualFund { participants, asset, amounts, nonce } => {
                 party.virtual_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
@@ -178,18 +180,4 @@ pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option
             (party.tick(Clock { unix_secs: *unix_secs, chain_time: *chain_time }), None)
         }
     })
-}
-
-/// A withdrawal names its asset only to say which; the ledger must hold exactly that one (a
-/// withdrawal from a multi-asset ledger is refused by the party with its own reason).
-fn check_withdrawal_asset(party: &Party, channel_id: ChannelId, asset: Option<Address>) -> Result<(), PartyError> {
-    let Some(asset) = asset else { return Ok(()) };
-    let ledger = party.current_ledger(channel_id);
-    let Some(outcome) = party.ledger(&ledger).map(|l| l.consensus_outcome()) else {
-        return Ok(()); // the party answers an unknown ledger
-    };
-    if outcome.is_multi_asset() || outcome.asset() == asset {
-        return Ok(());
-    }
-    Err(PartyError::BadRequest(format!("ledger {ledger} holds {}, not {asset}", outcome.asset())))
 }
