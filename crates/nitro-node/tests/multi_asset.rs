@@ -186,3 +186,32 @@ async fn the_hub_vanishing_alices_force_close_pays_her_both_assets() {
     assert_eq!(tokens_after[1] - tokens_before[1], units(20_000));
     s.assert_no_holdings().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_withdrawal_from_a_two_asset_ledger_carries_the_eth_whole() {
+    let mut s = Setup::start().await;
+    let start_eth = s.eth_before_gas().await;
+    let (la, lb) = s.open_ledgers().await;
+    let v = s.fund_virtual(milli(100)).await;
+    s.pay(v, milli(30)).await;
+    let token = s.token;
+    let id =
+        s.net.start(2, Request::LedgerWithdraw { channel_id: lb, amount: units(3_000), asset: Some(token) }).unwrap();
+    s.net.run_objectives(&[id], TIMEOUT).await.unwrap();
+    let successor = s.net.participants[2].party().successor(&lb).expect("bob follows the successor");
+    s.ledgers.push(successor);
+    assert_eq!(s.tokens().await[2], units(START - 4_000 + 3_000), "bob's withdrawal paid in the token");
+    assert_eq!(s.holdings(ETH, successor).await, milli(2000), "ETH carried whole");
+    assert_eq!(s.holdings(token, successor).await, units(14_000 - 3_000));
+    let defund = s.net.start(2, Request::VirtualDefund { channel_id: v }).unwrap();
+    s.net.run_objectives(&[defund], TIMEOUT).await.unwrap();
+    let closes = [la, lb].map(|l| s.net.start(1, Request::LedgerClose { channel_id: l }).unwrap());
+    s.net.run_objectives(&closes, TIMEOUT).await.unwrap();
+    s.net.run_until(TIMEOUT, |ps| ps.iter().all(|p| p.transactions.stats().tracked == 0)).await.unwrap();
+    let end_eth = s.eth_before_gas().await;
+    assert_eq!(end_eth[0] + milli(30), start_eth[0]);
+    assert_eq!(end_eth[2], start_eth[2] + milli(30));
+    assert_eq!(end_eth[1], start_eth[1]);
+    assert_eq!(s.tokens().await, vec![units(START); 3]);
+    s.assert_no_holdings().await;
+}
