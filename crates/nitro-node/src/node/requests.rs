@@ -199,7 +199,7 @@ impl Node {
     /// wallet holding our deposit of it (ETH: plus gas; a token: in its smallest unit).
     fn check_asset_deposit(&self, a: &crate::api::AssetAmounts) -> Result<(), String> {
         if a.my_amount.checked_add(a.counterparty_amount).is_none() {
-            return Err(format!("the two deposits of {} overflow 256 bits", a.asset));
+            return Err(format!("the two deposits overflow 256 bits (asset {})", a.asset));
         }
         let policy = self.engine.party().policy();
         if policy.assets.as_ref().is_some_and(|assets| !assets.contains(&a.asset)) {
