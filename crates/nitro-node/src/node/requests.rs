@@ -248,7 +248,7 @@ impl Node {
             return Err(format!("ledger {channel_id} holds no asset {asset}"));
         };
         if outcome.slot().is_some() || consensus.slot().is_some() {
-            return Err(format!("a top-up of {asset} is already pending in ledger {channel_id}"));
+            return Err(format!("a top-up is already pending in ledger {channel_id} (asset {asset})"));
         }
         if outcome.total().and_then(|t| t.checked_add(amount)).is_none() {
             return Err("the ledger's total would overflow 256 bits".into());
