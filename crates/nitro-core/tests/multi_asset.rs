@@ -7,7 +7,7 @@ mod common;
 use common::{outcome_of, World};
 use nitro_core::{
     chain::{ChainEvent, ChainTransaction},
-    party::{ObjectiveId, PartyError},
+    party::{Objective, ObjectiveId, PartyError, Payload},
     Address, ChannelId, U256,
 };
 
@@ -286,4 +286,23 @@ fn a_reorg_taking_back_the_token_deposit_makes_only_that_one_again() {
     assert_eq!(deposited(&w, ETH, 0), n(100), "the ETH deposit stood: not made twice");
     assert_eq!(deposited(&w, TOKEN, 0), n(30), "the token deposit made again, once");
     assert_eq!(w.chain.reverts, 0);
+}
+
+#[test]
+fn a_top_up_request_naming_no_asset_is_for_the_ledgers_first_asset() {
+    let mut w = World::with_parties(2);
+    let (alice, hub) = (w.addr(0), w.addr(1));
+    let id = w.call(1, |p| p.direct_fund([hub, alice], TOKEN, [n(10), n(10)], 1));
+    w.run();
+    let ledger = id.channel_id();
+    // As a follower from before multi-asset ledgers sends it: no asset.
+    let old = Payload::TopUpRequest { channel_id: ledger, asset: None, amount: n(5) };
+    let json = serde_json::to_value(&old).unwrap();
+    assert!(!json.to_string().contains("asset"), "{json}");
+    let fx = w.parties[1].handle_message(alice, serde_json::from_value(json).unwrap()).unwrap();
+    w.absorb(1, fx);
+    match w.parties[1].objective(&ObjectiveId::TopUp(ledger)) {
+        Some(Objective::TopUp(t)) => assert_eq!((t.asset(), t.slot().amount), (TOKEN, n(5)), "the ledger's only asset"),
+        other => panic!("the hub started no top-up: {other:?}"),
+    }
 }

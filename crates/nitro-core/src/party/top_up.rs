@@ -205,7 +205,7 @@ impl Crank for TopUp {
                         to: self.peer,
                         payload: Payload::TopUpRequest {
                             channel_id: self.ledger,
-                            asset: self.asset,
+                            asset: Some(self.asset),
                             amount: self.slot.amount,
                         },
                     }),
@@ -254,7 +254,11 @@ impl Crank for TopUp {
         }
         vec![Envelope {
             to: self.peer,
-            payload: Payload::TopUpRequest { channel_id: self.ledger, asset: self.asset, amount: self.slot.amount },
+            payload: Payload::TopUpRequest {
+                channel_id: self.ledger,
+                asset: Some(self.asset),
+                amount: self.slot.amount,
+            },
         }]
     }
 
@@ -517,12 +521,14 @@ impl super::Party {
         &mut self,
         from: Address,
         ledger: ChannelId,
-        asset: Address,
+        asset: Option<Address>,
         amount: U256,
     ) -> Result<super::Effects, PartyError> {
         if self.peers.get(&ledger) != Some(&from) {
             return Err(PartyError::UnexpectedSender(from));
         }
+        let first = self.ledgers.get(&ledger).map(|c| c.consensus_outcome().asset());
+        let asset = asset.or(first).unwrap_or_default();
         let id = ObjectiveId::TopUp(ledger);
         if let Some(super::Objective::TopUp(t)) = self.objectives.get(&id).filter(|e| !e.done).map(|e| &e.objective) {
             if t.failure.is_none() && t.asset == asset && t.slot == (Slot { side: Side::Follower, amount }) {
