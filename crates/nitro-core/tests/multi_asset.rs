@@ -8,7 +8,7 @@ use common::{outcome_of, World};
 use nitro_core::{
     chain::{ChainEvent, ChainTransaction},
     party::{Objective, ObjectiveId, PartyError, Payload},
-    Address, ChannelId, U256,
+    Address, ChannelId, SignedState, U256,
 };
 
 const TOKEN: Address = Address::repeat_byte(0x70);
@@ -305,4 +305,30 @@ fn a_top_up_request_naming_no_asset_is_for_the_ledgers_first_asset() {
         Some(Objective::TopUp(t)) => assert_eq!((t.asset(), t.slot().amount), (TOKEN, n(5)), "the ledger's only asset"),
         other => panic!("the hub started no top-up: {other:?}"),
     }
+}
+
+#[test]
+fn a_successor_withdrawing_two_assets_at_once_is_refused_and_nothing_starts() {
+    let mut w = World::new();
+    let (la, _) = open_two_asset_ledgers(&mut w);
+    let (alice, hub) = (0, 1);
+    // Alice (the follower) signs an L′@0 taking 1 of each asset from her balances.
+    let mut state = w.parties[alice].ledger(&la).unwrap().consensus_state().state().clone();
+    state.turn_num = nitro_core::U48::ZERO;
+    state.channel_nonce = 77;
+    for exit in &mut state.outcome.0 {
+        exit.allocations[1].amount -= n(1);
+    }
+    let mut signed = SignedState::new(state);
+    signed.sign(&common::key(1)).unwrap();
+    let payload = Payload::State { objective: ObjectiveId::Withdraw(la), state: signed };
+    let from = w.addr(alice);
+    let refused = w.parties[hub].handle_message(from, payload);
+    let why = match refused {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(why.contains("a withdrawal is of one asset"), "{why}");
+    assert!(w.parties[hub].objective(&ObjectiveId::Withdraw(la)).is_none(), "nothing started");
+    assert_eq!(outcome_of(&w.parties[hub], &la).exit(TOKEN).unwrap().follower().amount, n(200));
 }
