@@ -221,7 +221,7 @@ pub mod forge {
         let choice = r.u8() % 8;
         if choice < 3 {
             if let Ok(guarantee) = Guarantee::new(r.target(), r.amount(), r.destination(), r.destination()) {
-                return Proposal::Add { guarantee, left_deposit: r.amount() };
+                return Proposal::Add { guarantee, left_deposit: r.amount(), asset: Address::ZERO };
             }
         }
         let asset = |r: &mut Reader| {

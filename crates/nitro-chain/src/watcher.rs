@@ -253,10 +253,18 @@ impl EventWatcher {
             }
         };
         let at = from_block.saturating_sub(1);
+        // Every asset reported for a channel with events taken back is re-read, one
+        // retraction each: a multi-asset ledger's events name (or imply) several assets, and a
+        // payout's asset is only guessed here (ADR-0022 §1).
         let mut affected: Vec<(ChannelId, Address)> = Vec::new();
-        for (block, channel, asset) in &self.state.reported {
-            if *block >= from_block && !affected.iter().any(|(c, _)| c == channel) {
-                affected.push((*channel, *asset));
+        for (block, channel, _) in &self.state.reported {
+            if *block < from_block || affected.iter().any(|(c, _)| c == channel) {
+                continue;
+            }
+            for (_, c, asset) in &self.state.reported {
+                if c == channel && !affected.contains(&(*c, *asset)) {
+                    affected.push((*c, *asset));
+                }
             }
         }
         // Re-read everything before changing anything: a failing node leaves the state as it

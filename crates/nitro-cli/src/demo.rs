@@ -129,6 +129,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 asset: Address::ZERO,
                 amounts: [per_ledger, per_ledger],
                 nonce: 1,
+                more_assets: Vec::new(),
             },
         )
         .map_err(fail)?;
@@ -140,6 +141,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 asset: Address::ZERO,
                 amounts: [per_ledger, per_ledger],
                 nonce: 2,
+                more_assets: Vec::new(),
             },
         )
         .map_err(fail)?;
@@ -196,7 +198,9 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     // agreed, she deposits into it, and once the chain shows it the slot is credited to her
     // balance (ADR-0022) — nothing closes.
     let top_up = per_ledger / U256::from(2u64);
-    let t = net.start(0, Request::LedgerTopUp { channel_id: la.channel_id(), amount: top_up }).map_err(fail)?;
+    let t = net
+        .start(0, Request::LedgerTopUp { channel_id: la.channel_id(), amount: top_up, asset: None })
+        .map_err(fail)?;
     net.run_until(timeout, |ps| ps[0].party().is_complete(&t) && ps[1].party().is_complete(&t))
         .await
         .map_err(fail_net)?;
@@ -207,7 +211,9 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     // L(hub, bob): the ledger migrates to a successor carrying every guarantee, funded by the
     // old one's conclusion (one transaction) — no virtual channel closes (ADR-0022).
     let withdrawal = per_ledger / U256::from(2u64);
-    let w = net.start(2, Request::LedgerWithdraw { channel_id: lb.channel_id(), amount: withdrawal }).map_err(fail)?;
+    let w = net
+        .start(2, Request::LedgerWithdraw { channel_id: lb.channel_id(), amount: withdrawal, asset: None })
+        .map_err(fail)?;
     net.run_objectives(&[w], timeout).await.map_err(fail_net)?;
     let lb_now = net.participants[1].party().current_ledger(lb.channel_id());
     say.line(format!(
@@ -327,11 +333,26 @@ async fn token_ledgers(
     let ta = net
         .start(
             1,
-            Request::LedgerOpen { participants: [hub, alice], asset: address, amounts: [amount, amount], nonce: 5 },
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: address,
+                amounts: [amount, amount],
+                nonce: 5,
+                more_assets: Vec::new(),
+            },
         )
         .map_err(fail)?;
     let tb = net
-        .start(1, Request::LedgerOpen { participants: [hub, bob], asset: address, amounts: [amount, amount], nonce: 6 })
+        .start(
+            1,
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: address,
+                amounts: [amount, amount],
+                nonce: 6,
+                more_assets: Vec::new(),
+            },
+        )
         .map_err(fail)?;
     net.run_objectives(&[ta, tb], timeout).await.map_err(fail_net)?;
     say.line(format!("token ledgers {} and {} funded", ta.channel_id(), tb.channel_id()));

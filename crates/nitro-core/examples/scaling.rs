@@ -149,7 +149,7 @@ impl Ledger {
             .flat_map(|i| {
                 let guarantee = Guarantee::new(target(0xbb, i), U256::from(1_000u64), l, f).unwrap();
                 [
-                    Proposal::Add { guarantee, left_deposit: U256::from(400u64) },
+                    Proposal::Add { guarantee, left_deposit: U256::from(400u64), asset: nitro_core::Address::ZERO },
                     Proposal::Remove { target: target(0xbb, i), left_amount: U256::from(700u64) },
                 ]
             })

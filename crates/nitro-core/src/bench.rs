@@ -72,7 +72,7 @@ impl LedgerWorkload {
         let adds = (0..proposals).map(|i| {
             let (left, right) = if i % 2 == 0 { (l, f) } else { (f, l) };
             let guarantee = Guarantee::new(target(0xbb, i), unit, left, right).unwrap_or_else(|_| unreachable!());
-            Proposal::Add { guarantee, left_deposit: U256::from(400u64) }
+            Proposal::Add { guarantee, left_deposit: U256::from(400u64), asset: Address::ZERO }
         });
         let removes =
             (0..proposals).map(|i| Proposal::Remove { target: target(0xbb, i), left_amount: U256::from(700u64) });

@@ -25,10 +25,10 @@ mod voucher;
 
 pub use alloy_primitives::{aliases::U48, Address, Bytes, B256, U256};
 pub use channel::{
-    Approval, ApprovalPolicy, Balance, ChannelError, ConsensusChannel, Countersignature, FollowerChannel, Guarantee,
-    GuaranteeManager, GuaranteeStatus, LeaderChannel, LedgerEvent, LedgerMessage, LedgerOutcome, LedgerRecord,
-    OutcomeError, Proposal, ProposalError, ProposalQueue, QueuedProposal, Rejection, RoleRecord, Side, SignedProposal,
-    Slot, Step, DEFAULT_REORDER_CAPACITY, MAX_BATCH, MAX_REASON_LEN,
+    Approval, ApprovalPolicy, AssetOutcome, Balance, ChannelError, ConsensusChannel, Countersignature, FollowerChannel,
+    Guarantee, GuaranteeManager, GuaranteeStatus, LeaderChannel, LedgerEvent, LedgerMessage, LedgerOutcome,
+    LedgerRecord, OutcomeError, Proposal, ProposalError, ProposalQueue, QueuedProposal, Rejection, RoleRecord, Side,
+    SignedProposal, Slot, Step, DEFAULT_REORDER_CAPACITY, MAX_BATCH, MAX_REASON_LEN,
 };
 pub use state::{
     address_of, challenge_hash, destination_of, ethereum_message_hash, recover_signer, Allocation, AllocationType,

@@ -103,6 +103,7 @@ impl Pair {
         self.propose(Proposal::Add {
             guarantee: Guarantee::new(t(target), u(amount), left, right).unwrap(),
             left_deposit: u(left_deposit),
+            asset: nitro_core::Address::ZERO,
         })
     }
 
@@ -241,7 +242,7 @@ fn a_non_ledger_outcome_is_refused() {
     state.outcome = Exit(vec![state.outcome.0[0].clone(), state.outcome.0[0].clone()]);
     assert_eq!(
         LeaderChannel::new(leader_key(), &sign_both(state)).unwrap_err(),
-        ChannelError::Outcome(OutcomeError::AssetCount(2))
+        ChannelError::Outcome(OutcomeError::AssetOrder(1))
     );
 }
 
@@ -306,6 +307,7 @@ fn add_p(target: u8, amount: u64, left: B256, left_deposit: u64) -> Proposal {
     Proposal::Add {
         guarantee: Guarantee::new(t(target), u(amount), left, right).unwrap(),
         left_deposit: u(left_deposit),
+        asset: nitro_core::Address::ZERO,
     }
 }
 
@@ -384,7 +386,7 @@ fn propose_refuses_parties_other_than_the_ledgers() {
     let g = Guarantee::new(t(5), u(1), l(), t(77)).unwrap();
     assert_propose_refused(
         &mut p,
-        Proposal::Add { guarantee: g, left_deposit: u(0) },
+        Proposal::Add { guarantee: g, left_deposit: u(0), asset: nitro_core::Address::ZERO },
         ProposalError::NotLedgerParties(t(5)).into(),
     );
 }
@@ -1251,7 +1253,7 @@ fn a_large_batch_is_split_into_proposals_of_at_most_max_batch_changes() {
     let changes: Vec<Proposal> = (0..300u32)
         .map(|i| {
             let g = Guarantee::new(B256::from(U256::from(i + 1)), u(1), l(), f()).unwrap();
-            Proposal::Add { guarantee: g, left_deposit: u(1) }
+            Proposal::Add { guarantee: g, left_deposit: u(1), asset: nitro_core::Address::ZERO }
         })
         .collect();
     let step = p.leader.propose_batch(changes).unwrap();

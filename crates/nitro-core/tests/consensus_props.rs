@@ -104,9 +104,11 @@ impl World {
             Op::Add { target, amount, leader_is_left, left_deposit } => {
                 let (left, right) = if leader_is_left { (l, f) } else { (f, l) };
                 let g = Guarantee::new(B256::repeat_byte(target), U256::from(amount), left, right).unwrap();
-                if let Ok(step) =
-                    self.leader.propose(Proposal::Add { guarantee: g, left_deposit: U256::from(left_deposit) })
-                {
+                if let Ok(step) = self.leader.propose(Proposal::Add {
+                    guarantee: g,
+                    left_deposit: U256::from(left_deposit),
+                    asset: nitro_core::Address::ZERO,
+                }) {
                     self.to_follower.extend(step.messages);
                 }
             }
@@ -223,7 +225,7 @@ proptest! {
             let p = if add {
                 let (left, right) = if leader_left { (l, f) } else { (f, l) };
                 match Guarantee::new(B256::repeat_byte(target), U256::from(amount), left, right) {
-                    Ok(guarantee) => Proposal::Add { guarantee, left_deposit: U256::from(x) },
+                    Ok(guarantee) => Proposal::Add { guarantee, left_deposit: U256::from(x), asset: nitro_core::Address::ZERO },
                     Err(_) => continue,
                 }
             } else {

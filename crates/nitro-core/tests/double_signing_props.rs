@@ -50,7 +50,7 @@ fn proposal(target: u8, amount: u64, add: bool, leader_is_left: bool) -> Proposa
     let (left, right) = if leader_is_left { (l, f) } else { (f, l) };
     if add {
         let guarantee = Guarantee::new(B256::repeat_byte(target), U256::from(amount.max(1)), left, right).unwrap();
-        Proposal::Add { guarantee, left_deposit: U256::from(amount / 2) }
+        Proposal::Add { guarantee, left_deposit: U256::from(amount / 2), asset: nitro_core::Address::ZERO }
     } else {
         Proposal::Remove { target: B256::repeat_byte(target), left_amount: U256::from(amount / 3) }
     }

@@ -46,6 +46,7 @@ fn add(target: u8, amount: u64, w: &World) -> Proposal {
     Proposal::Add {
         guarantee: Guarantee::new(B256::repeat_byte(target), U256::from(amount), a, h).unwrap(),
         left_deposit: U256::from(amount),
+        asset: nitro_core::Address::ZERO,
     }
 }
 

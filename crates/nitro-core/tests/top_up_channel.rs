@@ -84,6 +84,7 @@ fn top_up_changes_batch_with_guarantees_and_a_bad_one_is_left_out() {
     let add = Proposal::Add {
         guarantee: Guarantee::new(B256::repeat_byte(7), U256::from(30), l, f).unwrap(),
         left_deposit: U256::from(20),
+        asset: nitro_core::Address::ZERO,
     };
     // A credit with no slot does not apply: dropped, the rest is one state.
     let step = leader.propose_batch(vec![credit(5), reserve(5), add]).unwrap();

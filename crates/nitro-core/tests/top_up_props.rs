@@ -22,7 +22,7 @@ fn proposal() -> impl Strategy<Value = Proposal> {
         (1u8..6, 1u64..40, any::<bool>(), 0u64..40).prop_map(move |(t, amount, leader_left, d)| {
             let (left, right) = if leader_left { (l, f) } else { (f, l) };
             let guarantee = Guarantee::new(B256::repeat_byte(t), U256::from(amount), left, right).unwrap();
-            Proposal::Add { guarantee, left_deposit: U256::from(d) }
+            Proposal::Add { guarantee, left_deposit: U256::from(d), asset: nitro_core::Address::ZERO }
         }),
         (1u8..6, 0u64..40)
             .prop_map(|(t, a)| Proposal::Remove { target: B256::repeat_byte(t), left_amount: U256::from(a) }),

@@ -49,6 +49,7 @@ fn main() {
             asset: Address::ZERO,
             amounts: [deposit, deposit],
             nonce: n as u64,
+            more_assets: Vec::new(),
         };
         let out = net.engines[1].step(Input::Request(request)).unwrap();
         net.absorb(1, out);

@@ -99,6 +99,13 @@ fn summary() -> LedgerSummary {
         guarantees: vec![GuaranteeSummary { channel_id: ChannelId::repeat_byte(0x22), amount: U256::from(10) }],
         turn_num: 4,
         top_up: None,
+        assets: vec![nitro_node::api::AssetBalanceSummary {
+            asset: Address::ZERO,
+            my_balance: U256::from(70),
+            counterparty_balance: U256::from(20),
+            guarantees: vec![GuaranteeSummary { channel_id: ChannelId::repeat_byte(0x22), amount: U256::from(10) }],
+            top_up: None,
+        }],
     }
 }
 

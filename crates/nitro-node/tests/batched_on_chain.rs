@@ -79,7 +79,11 @@ async fn a_batched_state_is_checkpointed_and_each_of_its_guarantees_redeems_alon
     let targets: Vec<B256> = (0..3).map(|k| virtual_state(&contracts, &keys, 100 + k, 10, 0).channel_id()).collect();
     let batch: Vec<Proposal> = targets
         .iter()
-        .map(|t| Proposal::Add { guarantee: Guarantee::new(*t, wei(10), a, h).unwrap(), left_deposit: wei(10) })
+        .map(|t| Proposal::Add {
+            guarantee: Guarantee::new(*t, wei(10), a, h).unwrap(),
+            left_deposit: wei(10),
+            asset: nitro_core::Address::ZERO,
+        })
         .collect();
     let mut leader = LeaderChannel::new(hub.clone(), &postfund).unwrap();
     let mut follower = FollowerChannel::new(alice.clone(), &postfund).unwrap();

@@ -54,6 +54,7 @@ impl Setup {
                     asset: Address::ZERO,
                     amounts: [amount, amount],
                     nonce: 1,
+                    more_assets: Vec::new(),
                 },
             )
             .unwrap();
@@ -66,6 +67,7 @@ impl Setup {
                     asset: Address::ZERO,
                     amounts: [amount, amount],
                     nonce: 2,
+                    more_assets: Vec::new(),
                 },
             )
             .unwrap();
@@ -236,6 +238,7 @@ async fn bad_requests_are_typed_errors() {
             asset: Address::ZERO,
             amounts: [milli(1), milli(1)],
             nonce: 5,
+            more_assets: Vec::new(),
         },
     );
     assert!(matches!(refusal(ledger_again), PartyError::LedgerExists(_)));

@@ -176,7 +176,13 @@ async fn reorgs_below_the_depth_at_each_funding_and_closing_step_are_never_acted
         .net
         .start(
             0,
-            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(400), milli(600)], nonce: 1 },
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: ETH,
+                amounts: [milli(400), milli(600)],
+                nonce: 1,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     let ledger = open.channel_id();
@@ -225,7 +231,13 @@ async fn at_depth_one_a_reorg_of_a_reported_deposit_is_retracted_and_the_deposit
         .net
         .start(
             0,
-            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(400), milli(600)], nonce: 1 },
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: ETH,
+                amounts: [milli(400), milli(600)],
+                nonce: 1,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     let ledger = open.channel_id();
@@ -294,7 +306,13 @@ async fn a_flaky_endpoint_never_hangs_or_duplicates_a_ledgers_funding_and_closin
         .net
         .start(
             0,
-            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(300), milli(700)], nonce: 1 },
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: ETH,
+                amounts: [milli(300), milli(700)],
+                nonce: 1,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     let deadline = Instant::now() + PATIENCE;
@@ -321,14 +339,26 @@ async fn a_stale_challenge_is_answered_before_its_deadline_through_an_outage_and
         .net
         .start(
             1,
-            Request::LedgerOpen { participants: [hub, alice], asset: ETH, amounts: [milli(100), milli(100)], nonce: 1 },
+            Request::LedgerOpen {
+                participants: [hub, alice],
+                asset: ETH,
+                amounts: [milli(100), milli(100)],
+                nonce: 1,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     let b = w
         .net
         .start(
             1,
-            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(100), milli(100)], nonce: 2 },
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: ETH,
+                amounts: [milli(100), milli(100)],
+                nonce: 2,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     w.net.run_objectives(&[a, b], PATIENCE).await.unwrap();
@@ -416,7 +446,13 @@ async fn the_follower_waits_in_chain_time_while_the_leaders_conclusion_is_re_pri
         .net
         .start(
             0,
-            Request::LedgerOpen { participants: [hub, bob], asset: ETH, amounts: [milli(250), milli(750)], nonce: 1 },
+            Request::LedgerOpen {
+                participants: [hub, bob],
+                asset: ETH,
+                amounts: [milli(250), milli(750)],
+                nonce: 1,
+                more_assets: Vec::new(),
+            },
         )
         .unwrap();
     w.net.run_objectives(&[open], PATIENCE).await.unwrap();

@@ -101,6 +101,7 @@ fn reopening_the_store_rebuilds_the_same_party() {
             asset: Address::ZERO,
             amounts: [U256::from(10), U256::from(20)],
             nonce: 7,
+            more_assets: Vec::new(),
         }))
         .unwrap();
     let id = out.started.unwrap();
@@ -160,6 +161,7 @@ fn every_kind_of_input_survives_the_log() {
             asset: Address::ZERO,
             amounts: [U256::from(1), U256::from(2)],
             nonce: 3,
+            more_assets: Vec::new(),
         }),
         Input::Request(Request::LedgerClose { channel_id: Default::default() }),
         Input::Request(Request::VirtualFund {
@@ -211,6 +213,7 @@ fn a_step_signing_a_second_state_at_a_recorded_turn_is_refused_and_sends_nothing
             asset: Address::ZERO,
             amounts: [U256::from(10), U256::from(20)],
             nonce: 7,
+            more_assets: Vec::new(),
         }))
         .unwrap();
     let ledger = out.started.unwrap().channel_id();
@@ -263,6 +266,7 @@ fn a_top_up_resumes_after_both_stores_are_reopened() {
         asset: Address::ZERO,
         amounts: [U256::from(10), U256::from(20)],
         nonce: 7,
+        more_assets: Vec::new(),
     };
     let out = engines[0].step(Input::Request(request)).unwrap();
     let ledger = out.started.unwrap().channel_id();
@@ -271,8 +275,9 @@ fn a_top_up_resumes_after_both_stores_are_reopened() {
 
     // Alice (the follower) tops up 5: the slot is reserved and her deposit is on chain, but no
     // one has seen the chain's event yet.
-    let out =
-        engines[1].step(Input::Request(Request::LedgerTopUp { channel_id: ledger, amount: U256::from(5) })).unwrap();
+    let out = engines[1]
+        .step(Input::Request(Request::LedgerTopUp { channel_id: ledger, amount: U256::from(5), asset: None }))
+        .unwrap();
     let id = out.started.unwrap();
     let mut queue: VecDeque<(usize, Envelope)> = out.messages.into_iter().map(|(_, m)| (1, m)).collect();
     while let Some((from, e)) = queue.pop_front() {

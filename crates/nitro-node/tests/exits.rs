@@ -52,6 +52,7 @@ impl Setup {
                     asset: Address::ZERO,
                     amounts: [amount, amount],
                     nonce: 1,
+                    more_assets: Vec::new(),
                 },
             )
             .unwrap();
@@ -64,6 +65,7 @@ impl Setup {
                     asset: Address::ZERO,
                     amounts: [amount, amount],
                     nonce: 2,
+                    more_assets: Vec::new(),
                 },
             )
             .unwrap();
@@ -148,6 +150,7 @@ async fn prefund_signed_counterparty_gone_costs_only_gas() {
                 asset: Address::ZERO,
                 amounts: [milli(10), milli(10)],
                 nonce: 1,
+                more_assets: Vec::new(),
             },
         )
         .unwrap();
@@ -174,6 +177,7 @@ async fn one_deposit_made_counterparty_gone_returns_it() {
                 asset: Address::ZERO,
                 amounts: [milli(300), milli(700)],
                 nonce: 1,
+                more_assets: Vec::new(),
             },
         )
         .unwrap();

@@ -29,6 +29,7 @@ fn fund_many(grouped: bool) -> (u64, u64) {
                 asset: Address::ZERO,
                 amounts: [U256::from(10_000), U256::from(10_000)],
                 nonce: n as u64,
+                more_assets: Vec::new(),
             }))
             .unwrap();
         net.absorb(1, out);
@@ -88,6 +89,7 @@ fn each_input_of_a_group_keeps_its_own_result() {
                 asset: Address::ZERO,
                 amounts: [U256::from(1), U256::from(2)],
                 nonce: 1,
+                more_assets: Vec::new(),
             }),
             // Refused: no such ledger. Changes nothing, does not spoil the others.
             Input::Request(Request::LedgerClose { channel_id: Default::default() }),
@@ -96,6 +98,7 @@ fn each_input_of_a_group_keeps_its_own_result() {
                 asset: Address::ZERO,
                 amounts: [U256::from(1), U256::from(2)],
                 nonce: 2,
+                more_assets: Vec::new(),
             }),
         ])
         .unwrap();

@@ -60,7 +60,18 @@ impl Setup {
     fn open(&mut self, token: Address, with: usize, amount: u64, nonce: u64) -> ObjectiveId {
         let (hub, peer) = (self.net.address(1), self.net.address(with));
         let amounts = [U256::from(amount), U256::from(amount)];
-        self.net.start(1, Request::LedgerOpen { participants: [hub, peer], asset: token, amounts, nonce }).unwrap()
+        self.net
+            .start(
+                1,
+                Request::LedgerOpen {
+                    participants: [hub, peer],
+                    asset: token,
+                    amounts,
+                    nonce,
+                    more_assets: Vec::new(),
+                },
+            )
+            .unwrap()
     }
 
     async fn open_ledgers(&mut self, token: Address, amount: u64) -> (ChannelId, ChannelId) {
@@ -195,6 +206,7 @@ async fn a_deposit_of_another_asset_never_counts_as_funding() {
                 asset: Address::ZERO,
                 amounts: [amount, amount],
                 nonce: 1,
+                more_assets: Vec::new(),
             },
         )
         .unwrap();

@@ -46,7 +46,13 @@ impl Setup {
     /// The hub opens a ledger with party `with` in `asset`, `amount` from each side.
     fn open(&mut self, asset: Address, with: usize, amount: U256, nonce: u64) -> ObjectiveId {
         let (hub, peer) = (self.net.address(1), self.net.address(with));
-        let open = Request::LedgerOpen { participants: [hub, peer], asset, amounts: [amount, amount], nonce };
+        let open = Request::LedgerOpen {
+            participants: [hub, peer],
+            asset,
+            amounts: [amount, amount],
+            nonce,
+            more_assets: Vec::new(),
+        };
         self.net.start(1, open).unwrap()
     }
 
@@ -88,7 +94,7 @@ impl Setup {
 
     /// Alice tops up L(hub, alice) by `amount` and waits until both sides completed it.
     async fn top_up(&mut self, ledger: ChannelId, amount: U256) -> ObjectiveId {
-        let id = self.net.start(0, Request::LedgerTopUp { channel_id: ledger, amount }).unwrap();
+        let id = self.net.start(0, Request::LedgerTopUp { channel_id: ledger, amount, asset: None }).unwrap();
         assert_eq!(id, ObjectiveId::TopUp(ledger));
         self.net
             .run_until(TIMEOUT, |ps| ps[0].party().is_complete(&id) && ps[1].party().is_complete(&id))
@@ -122,7 +128,7 @@ async fn a_top_up_while_a_virtual_channel_pays_then_everything_closes_paying_wha
     s.net.request(0, Request::Pay { channel_id: vc, amount: milli(30) }).unwrap();
 
     // Alice tops up 500 while the guarantee is locked; she pays on meanwhile.
-    let top_up = s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(500) }).unwrap();
+    let top_up = s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(500), asset: None }).unwrap();
     s.net.request(0, Request::Pay { channel_id: vc, amount: milli(20) }).unwrap();
     s.net
         .run_until(TIMEOUT, |ps| {
@@ -185,7 +191,7 @@ async fn alice_gone_with_a_slot_reserved_the_hub_force_closes_and_the_slot_pays_
     // balance, and the slot exactly what the chain holds beyond the rest.
     let (mut s, la, _) = Setup::start().await;
     let slot = Slot { side: Side::Follower, amount: milli(200) };
-    s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(200) }).unwrap();
+    s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(200), asset: None }).unwrap();
     s.net
         .run_until(TIMEOUT, |ps| ps[1].party().ledger(&la).is_some_and(|l| l.consensus_outcome().slot() == Some(slot)))
         .await
@@ -248,7 +254,7 @@ async fn hub_gone_with_a_slot_and_a_guarantee_alice_exits_with_both_and_no_waste
     let v = s.net.start(0, fund).unwrap();
     s.net.run_objectives(&[v], TIMEOUT).await.unwrap();
     let slot = Slot { side: Side::Follower, amount: milli(200) };
-    s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(200) }).unwrap();
+    s.net.start(0, Request::LedgerTopUp { channel_id: la, amount: milli(200), asset: None }).unwrap();
     s.net
         .run_until(TIMEOUT, |ps| ps[0].party().ledger(&la).is_some_and(|l| l.consensus_outcome().slot() == Some(slot)))
         .await

@@ -46,6 +46,7 @@ impl Setup {
             asset: Address::ZERO,
             amounts: [milli(1000), milli(1000)],
             nonce,
+            more_assets: Vec::new(),
         };
         let a = s.net.start(1, open(1, alice)).unwrap();
         let b = s.net.start(1, open(2, bob)).unwrap();
@@ -89,7 +90,7 @@ impl Setup {
     /// conclusion paid Bob exactly that (gas added back) and credited L′ with the rest.
     async fn bob_withdraws(&mut self, lb: ChannelId) -> ChannelId {
         let (before, fees) = (self.balances().await, self.fees());
-        let w = self.net.start(2, Request::LedgerWithdraw { channel_id: lb, amount: milli(300) }).unwrap();
+        let w = self.net.start(2, Request::LedgerWithdraw { channel_id: lb, amount: milli(300), asset: None }).unwrap();
         assert_eq!(w, ObjectiveId::Withdraw(lb));
         self.settle(move |ps| ps[1].party().is_complete(&w) && ps[2].party().is_complete(&w)).await;
         let g = gains(self, &before, &fees).await;
@@ -138,7 +139,7 @@ async fn after_a_withdrawal_the_virtual_channel_and_the_successor_close_cooperat
     for (channel_id, amount, why) in
         [(la, milli(1), "unknown ledger"), (lb, U256::ZERO, "zero"), (lb, milli(1001), "available")]
     {
-        let err = s.net.start(2, Request::LedgerWithdraw { channel_id, amount }).unwrap_err();
+        let err = s.net.start(2, Request::LedgerWithdraw { channel_id, amount, asset: None }).unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
     }
     assert!(s.net.participants[2].party().objective(&ObjectiveId::Withdraw(lb)).is_none());
@@ -167,7 +168,7 @@ fn ledger_withdraw_parses_and_round_trips() {
     let channel = format!("0x{}", "ab".repeat(32));
     let params = json!({ "channel_id": channel, "amount": "0x3e8" });
     let request = ApiRequest::parse("ledger_withdraw", &params).unwrap();
-    let ApiRequest::LedgerWithdraw { channel_id, amount } = &request else { panic!("{request:?}") };
+    let ApiRequest::LedgerWithdraw { channel_id, amount, .. } = &request else { panic!("{request:?}") };
     assert_eq!((*channel_id, *amount), (ChannelId::repeat_byte(0xab), U256::from(1000)));
     assert_eq!(request.method(), "ledger_withdraw");
     assert_eq!(ApiRequest::parse("ledger_withdraw", &request.to_params()).unwrap(), request);

@@ -90,6 +90,7 @@ fn a_withdrawal_interrupted_by_restarts_finishes_from_the_stores() {
             asset: Address::ZERO,
             amounts: [U256::from(1000), U256::from(1000)],
             nonce: 7,
+            more_assets: Vec::new(),
         }))
         .unwrap();
     let ledger = out.started.unwrap().channel_id();
@@ -99,7 +100,7 @@ fn a_withdrawal_interrupted_by_restarts_finishes_from_the_stores() {
 
     // Bob asks; the hub answers (M2), then both stop before M2 is delivered.
     let out = pair.engines[1]
-        .step(Input::Request(Request::LedgerWithdraw { channel_id: ledger, amount: U256::from(300) }))
+        .step(Input::Request(Request::LedgerWithdraw { channel_id: ledger, amount: U256::from(300), asset: None }))
         .unwrap();
     let id = out.started.unwrap();
     assert_eq!(id, ObjectiveId::Withdraw(ledger));

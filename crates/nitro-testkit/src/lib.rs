@@ -53,19 +53,25 @@ pub enum Mode {
     Finalized,
 }
 
-/// An in-memory `NitroAdjudicator` for ETH (the zero asset), with a chain clock.
+/// An in-memory `NitroAdjudicator`, with a chain clock. Holdings are kept per (channel,
+/// asset), as `holdings[asset][channelId]` on chain; token transfers are not modelled (a
+/// deposit credits, a payout is recorded per recipient and asset).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryAdjudicator {
     /// The `ConsensusApp` address (ledgers).
     pub consensus_app: Address,
     /// The `VirtualPaymentApp` address (virtual channels).
     pub virtual_payment_app: Address,
-    holdings: HashMap<ChannelId, U256>,
+    holdings: HashMap<(ChannelId, Address), U256>,
     status: HashMap<ChannelId, Status>,
-    /// What each external address received from payouts.
+    /// What each external address received from payouts (all assets summed).
     pub paid_out: HashMap<Address, U256>,
-    /// What each sender deposited.
+    /// What each sender deposited (all assets summed).
     pub deposited: HashMap<Address, U256>,
+    /// What each external address received from payouts, per `(asset, address)`.
+    pub paid_out_of: HashMap<(Address, Address), U256>,
+    /// What each sender deposited, per `(asset, sender)`.
+    pub deposited_of: HashMap<(Address, Address), U256>,
     /// The block the next transaction goes into.
     pub block: u64,
     /// Chain time (the next block's timestamp), unix seconds.
@@ -81,14 +87,19 @@ impl MemoryAdjudicator {
         Self { consensus_app, virtual_payment_app, block: 1, now, ..Self::default() }
     }
 
-    /// What the channel holds.
+    /// What the channel holds of ETH.
     pub fn holdings(&self, channel: &ChannelId) -> U256 {
-        self.holdings.get(channel).copied().unwrap_or_default()
+        self.holdings_of(channel, Address::ZERO)
     }
 
-    /// Every channel's holdings.
+    /// What the channel holds of `asset`.
+    pub fn holdings_of(&self, channel: &ChannelId, asset: Address) -> U256 {
+        self.holdings.get(&(*channel, asset)).copied().unwrap_or_default()
+    }
+
+    /// Every channel's holdings, of every asset.
     pub fn all_holdings(&self) -> impl Iterator<Item = (&ChannelId, &U256)> {
-        self.holdings.iter()
+        self.holdings.iter().map(|((channel, _), held)| (channel, held))
     }
 
     /// The channel's record.
@@ -135,13 +146,14 @@ impl MemoryAdjudicator {
         let block_number = self.block;
         match tx {
             ChainTransaction::Deposit { channel_id, asset, expected_held, amount } => {
-                let held = self.holdings(channel_id);
+                let held = self.holdings_of(channel_id, *asset);
                 if held != *expected_held {
                     return revert("held != expectedHeld");
                 }
                 let now_held = held + amount;
-                self.holdings.insert(*channel_id, now_held);
+                self.holdings.insert((*channel_id, *asset), now_held);
                 *self.deposited.entry(sender).or_default() += *amount;
+                *self.deposited_of.entry((*asset, sender)).or_default() += *amount;
                 Ok(vec![ChainEvent::Deposited { channel_id: *channel_id, block_number, asset: *asset, now_held }])
             }
             // An allowance on a token: nothing the adjudicator records.
@@ -204,11 +216,18 @@ impl MemoryAdjudicator {
                 let concluded = self.conclude(state, block_number)?;
                 let channel_id = state.channel_id();
                 let mut events = vec![concluded];
-                events.push(self.transfer(channel_id, 0, &state.state().outcome, B256::ZERO, &[], block_number)?);
+                // Every asset, each against the outcome the previous ones left.
+                let mut outcome = state.state().outcome.clone();
+                for asset_index in 0..outcome.0.len() {
+                    let (event, after) =
+                        self.transfer(channel_id, asset_index, &outcome, B256::ZERO, &[], block_number)?;
+                    events.push(event);
+                    outcome = after;
+                }
                 Ok(events)
             }
             ChainTransaction::Transfer { channel_id, asset_index, outcome, state_hash, indices } => {
-                Ok(vec![self.transfer(*channel_id, *asset_index, outcome, *state_hash, indices, block_number)?])
+                Ok(vec![self.transfer(*channel_id, *asset_index, outcome, *state_hash, indices, block_number)?.0])
             }
             ChainTransaction::Reclaim {
                 source_channel_id,
@@ -278,10 +297,11 @@ impl MemoryAdjudicator {
         state_hash: B256,
         indices: &[usize],
         block_number: u64,
-    ) -> Result<ChainEvent, Revert> {
+    ) -> Result<(ChainEvent, Exit), Revert> {
         self.require_finalized(&channel_id)?;
         self.require_fingerprint(&channel_id, state_hash, outcome)?;
-        let initial_holdings = self.holdings(&channel_id);
+        let asset = outcome.0.get(asset_index).map(|e| e.asset).ok_or_else(|| Revert("asset index".into()))?;
+        let initial_holdings = self.holdings_of(&channel_id, asset);
         let (new, _) =
             after_transfer(outcome, asset_index, initial_holdings, indices).map_err(|e| Revert(e.to_string()))?;
         // Pay what the allocations lost.
@@ -294,20 +314,24 @@ impl MemoryAdjudicator {
             }
             held -= paid;
             match address_of(&old.destination) {
-                Some(who) => *self.paid_out.entry(who).or_default() += paid,
-                None => *self.holdings.entry(old.destination).or_default() += paid,
+                Some(who) => {
+                    *self.paid_out.entry(who).or_default() += paid;
+                    *self.paid_out_of.entry((asset, who)).or_default() += paid;
+                }
+                None => *self.holdings.entry((old.destination, asset)).or_default() += paid,
             }
         }
-        self.holdings.insert(channel_id, held);
+        self.holdings.insert((channel_id, asset), held);
         self.status.entry(channel_id).or_default().outcome_hash = new.hash();
         self.status.entry(channel_id).or_default().state_hash = state_hash;
-        Ok(ChainEvent::AllocationUpdated {
+        let event = ChainEvent::AllocationUpdated {
             channel_id,
             block_number,
             asset_index: U256::from(asset_index),
             initial_holdings,
             final_holdings: held,
-        })
+        };
+        Ok((event, new))
     }
 
     fn require_not_finalized(&self, channel: &ChannelId) -> Result<(), Revert> {

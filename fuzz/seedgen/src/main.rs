@@ -61,7 +61,8 @@ fn main() {
         step.messages
     };
     let add = nitro_core::Guarantee::new(target(4), U256::from(30), l, f).unwrap();
-    let mut sent = propose(&mut leader, Proposal::Add { guarantee: add, left_deposit: U256::from(10) });
+    let mut sent =
+        propose(&mut leader, Proposal::Add { guarantee: add, left_deposit: U256::from(10), asset: Address::ZERO });
     sent.extend(propose(&mut leader, Proposal::Remove { target: target(1), left_amount: U256::from(60) }));
     for m in &sent {
         let _ = follower.receive(m).unwrap();

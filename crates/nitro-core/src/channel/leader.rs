@@ -1,6 +1,6 @@
 //! The leader of a ledger: the only party that proposes.
 
-use alloy_primitives::U256;
+use alloy_primitives::{Address, U256};
 
 use super::{
     shared::{ledger_accessors, Ledger, LEADER},
@@ -100,7 +100,8 @@ impl LeaderChannel {
         }
     }
 
-    /// Proposes to lock `amount` for `target`: `left_deposit` from `left`, the rest from `right`.
+    /// Proposes to lock `amount` of ETH for `target`: `left_deposit` from `left`, the rest from
+    /// `right` (see [`LeaderChannel::add_guarantee_in`] for another asset).
     pub fn add_guarantee(
         &mut self,
         target: ChannelId,
@@ -109,8 +110,22 @@ impl LeaderChannel {
         right: Destination,
         left_deposit: U256,
     ) -> Result<Step, ChannelError> {
+        self.add_guarantee_in(Address::ZERO, target, amount, left, right, left_deposit)
+    }
+
+    /// Proposes to lock `amount` of `asset` for `target` in that asset's exit: `left_deposit`
+    /// from `left`, the rest from `right`.
+    pub fn add_guarantee_in(
+        &mut self,
+        asset: Address,
+        target: ChannelId,
+        amount: U256,
+        left: Destination,
+        right: Destination,
+        left_deposit: U256,
+    ) -> Result<Step, ChannelError> {
         let guarantee = Guarantee::new(target, amount, left, right)?;
-        self.propose(Proposal::Add { guarantee, left_deposit })
+        self.propose(Proposal::Add { guarantee, left_deposit, asset })
     }
 
     /// Proposes to release the guarantee for `target`: `left_amount` to its left party, the

@@ -1,21 +1,16 @@
 //! The ledger's outcome and the one rule that changes it: applying a [`Proposal`].
 //!
 //! Every state of a ledger is `[leader, follower, guarantees ascending by target, top-up slot?]`
-//! for a single asset (the slot is a simple allocation to one party, see [`Slot`] and ADR-0022
+//! per asset (ADR-0022 §1–2; the slot is a simple allocation to one party, see [`Slot`] and ADR-0022
 //! §4). [`LedgerOutcome::apply`] is the only code that computes the effect of a proposal:
 //! the leader uses it to build what it signs, the follower to check what it countersigns, and
 //! the tests to predict both.
-
-use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    abi, json, Allocation, AllocationType, AssetMetadata, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata,
-    SingleAssetExit, State, TurnNum,
-};
+use crate::{abi, json, AllocationType, ChannelId, Destination, Exit, FixedPart, GuaranteeMetadata, State, TurnNum};
 
 /// One party's balance in a ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,6 +111,10 @@ pub enum Proposal {
         /// What the left party contributes (at most the amount).
         #[serde(with = "json::uint256")]
         left_deposit: U256,
+        /// The asset whose exit holds the guarantee (the virtual channel's asset). Records and
+        /// messages from before multi-asset ledgers have none: ETH.
+        #[serde(default)]
+        asset: Address,
     },
     /// Release the guarantee for `target`: `left_amount` to the left party, the rest to the right.
     Remove {
@@ -129,7 +128,7 @@ pub enum Proposal {
     /// Appends a top-up slot of `amount` for `side` as the asset's last allocation, before
     /// `side` deposits it (ADR-0022 §4): unfunded, it takes nothing from anyone.
     Reserve {
-        /// The ledger's asset (checked equal to it).
+        /// The asset whose exit holds the slot (the ledger must hold it).
         asset: Address,
         /// Who deposits, and whom the slot pays.
         side: Side,
@@ -139,7 +138,7 @@ pub enum Proposal {
     },
     /// Folds the slot into `side`'s balance, once the deposit is on chain at depth.
     Credit {
-        /// The ledger's asset (checked equal to it).
+        /// The asset whose exit holds the slot (the ledger must hold it).
         asset: Address,
         /// The slot's owner (must be the side the slot names).
         side: Side,
@@ -149,7 +148,7 @@ pub enum Proposal {
     },
     /// Drops an unfunded slot of `side` (its deposit will never come).
     CancelReserve {
-        /// The ledger's asset (checked equal to it).
+        /// The asset whose exit holds the slot (the ledger must hold it).
         asset: Address,
         /// The slot's owner.
         side: Side,
@@ -197,97 +196,73 @@ pub struct Slot {
     pub amount: U256,
 }
 
-/// The outcome of a ledger: the two parties' balances, the guarantees and at most one top-up
-/// slot, for one asset.
+/// The outcome of a ledger: one [`AssetOutcome`] per asset (ADR-0022 §1).
 ///
-/// Always well formed: balances first, guarantees keyed (so sorted) by target, every guarantee
-/// between the two parties with a non-zero amount, a slot (if any) of a non-zero amount, and a
-/// total that fits in 256 bits.
+/// Always well formed: at least one asset, assets strictly ascending by address (ETH, the zero
+/// address, first), the same two parties in every asset, and a target guaranteed in at most one
+/// asset (so `Remove`, the `GuaranteeManager` and `DuplicateTarget` stay keyed by target). The
+/// asset list is fixed for the ledger's life: proposals change amounts, never the assets.
+/// A one-asset ledger encodes exactly as a single-asset ledger always has.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LedgerOutcome {
-    asset: Address,
-    leader: Balance,
-    follower: Balance,
-    guarantees: BTreeMap<ChannelId, Guarantee>,
-    slot: Option<Slot>,
+    assets: Vec<AssetOutcome>,
 }
 
 impl LedgerOutcome {
-    /// A ledger outcome with no guarantees.
+    /// A one-asset ledger outcome with no guarantees.
     pub fn new(asset: Address, leader: Balance, follower: Balance) -> Result<Self, OutcomeError> {
         Self::with_guarantees(asset, leader, follower, [])
     }
 
-    /// A ledger outcome with guarantees (in any order; duplicates refused).
+    /// A one-asset ledger outcome with guarantees (in any order; duplicates refused).
     pub fn with_guarantees(
         asset: Address,
         leader: Balance,
         follower: Balance,
         guarantees: impl IntoIterator<Item = Guarantee>,
     ) -> Result<Self, OutcomeError> {
-        if leader.destination == follower.destination {
-            return Err(OutcomeError::SameParties);
-        }
-        let mut outcome = Self { asset, leader, follower, guarantees: BTreeMap::new(), slot: None };
-        for (i, g) in guarantees.into_iter().enumerate() {
-            let index = i + 2;
-            if !outcome.is_party_pair(&g) {
-                return Err(OutcomeError::Guarantee { index, error: ProposalError::NotLedgerParties(g.target) });
+        Ok(Self { assets: vec![AssetOutcome::with_guarantees(asset, leader, follower, guarantees)?] })
+    }
+
+    /// A ledger outcome of several assets: strictly ascending by asset, the same two parties in
+    /// each, every target in at most one asset.
+    pub fn from_assets(assets: Vec<AssetOutcome>) -> Result<Self, OutcomeError> {
+        let Some(first) = assets.first() else {
+            return Err(OutcomeError::AssetCount(0));
+        };
+        let parties = (first.leader.destination, first.follower.destination);
+        let mut targets = std::collections::BTreeSet::new();
+        for (index, a) in assets.iter().enumerate() {
+            if index > 0 && assets[index - 1].asset >= a.asset {
+                return Err(OutcomeError::AssetOrder(index));
             }
-            if outcome.guarantees.insert(g.target, g).is_some() {
-                return Err(OutcomeError::Guarantee { index, error: ProposalError::DuplicateTarget(g.target) });
+            if (a.leader.destination, a.follower.destination) != parties {
+                return Err(OutcomeError::PartiesDiffer(index));
+            }
+            if let Some(g) = a.guarantees().find(|g| !targets.insert(g.target)) {
+                return Err(OutcomeError::TargetInTwoAssets(g.target));
             }
         }
-        outcome.total().ok_or(OutcomeError::Overflow)?;
-        Ok(outcome)
+        Ok(Self { assets })
     }
 
     /// Parses an on-chain exit as a ledger outcome whose guarantees have `guarantee_type`.
+    ///
+    /// An error in the first asset's exit is reported as is (as for a one-asset ledger); one in
+    /// a later asset's exit is wrapped in [`OutcomeError::InAsset`].
     pub fn from_exit_with(exit: &Exit, guarantee_type: AllocationType) -> Result<Self, OutcomeError> {
-        let [single] = exit.0.as_slice() else {
-            return Err(OutcomeError::AssetCount(exit.0.len()));
-        };
-        if single.asset_metadata != AssetMetadata::default() {
-            return Err(OutcomeError::AssetMetadata);
-        }
-        let allocations = &single.allocations;
-        if allocations.len() < 2 {
-            return Err(OutcomeError::MissingBalances);
-        }
-        let balance = |index: usize| -> Result<Balance, OutcomeError> {
-            let a = &allocations[index];
-            if a.allocation_type != AllocationType::SIMPLE || !a.metadata.is_empty() {
-                return Err(OutcomeError::NotSimple(index));
-            }
-            Ok(Balance { destination: a.destination, amount: a.amount })
-        };
-        let (leader, follower) = (balance(0)?, balance(1)?);
-        let mut guarantees = Vec::with_capacity(allocations.len() - 2);
-        let mut slot = None;
-        for (index, a) in allocations.iter().enumerate().skip(2) {
-            if a.allocation_type == AllocationType::SIMPLE && guarantee_type != AllocationType::SIMPLE {
-                slot = Some(Self::parse_slot(allocations, index, &leader, &follower)?);
-                continue;
-            }
-            if a.allocation_type != guarantee_type {
-                return Err(OutcomeError::GuaranteeType {
-                    index,
-                    found: a.allocation_type.0,
-                    expected: guarantee_type.0,
-                });
-            }
-            let meta = GuaranteeMetadata::decode(&a.metadata).ok_or(OutcomeError::GuaranteeMetadata(index))?;
-            if index > 2 && allocations[index - 1].destination >= a.destination {
-                return Err(OutcomeError::GuaranteeOrder(index));
-            }
-            let g = Guarantee::new(a.destination, a.amount, meta.left, meta.right)
-                .map_err(|error| OutcomeError::Guarantee { index, error })?;
-            guarantees.push(g);
-        }
-        let mut outcome = Self::with_guarantees(single.asset, leader, follower, guarantees)?;
-        outcome.slot = slot;
-        outcome.total().ok_or(OutcomeError::Overflow)?;
-        Ok(outcome)
+        let assets = exit
+            .0
+            .iter()
+            .enumerate()
+            .map(|(index, single)| {
+                AssetOutcome::from_single(single, guarantee_type).map_err(|error| match index {
+                    0 => error,
+                    _ => OutcomeError::InAsset { index, error: Box::new(error) },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_assets(assets)
     }
 
     /// Parses an on-chain exit as a ledger outcome (guarantees of type 2).
@@ -298,19 +273,7 @@ impl LedgerOutcome {
     /// The exit the adjudicator sees, writing guarantees with `guarantee_type`
     /// (type 1 reproduces go-nitro's encoding; only type 2 is redeemable on chain).
     pub fn to_exit_with(&self, guarantee_type: AllocationType) -> Exit {
-        let mut allocations = Vec::with_capacity(2 + self.guarantees.len());
-        allocations.push(Allocation::simple(self.leader.destination, self.leader.amount));
-        allocations.push(Allocation::simple(self.follower.destination, self.follower.amount));
-        allocations.extend(self.guarantees.values().map(|g| Allocation {
-            destination: g.target,
-            amount: g.amount,
-            allocation_type: guarantee_type,
-            metadata: g.metadata(),
-        }));
-        if let Some(slot) = self.slot {
-            allocations.push(Allocation::simple(self.destination(slot.side), slot.amount));
-        }
-        Exit(vec![SingleAssetExit { asset: self.asset, asset_metadata: AssetMetadata::default(), allocations }])
+        Exit(self.assets.iter().map(|a| a.to_single(guarantee_type)).collect())
     }
 
     /// The exit the adjudicator sees (guarantees of type 2).
@@ -336,172 +299,165 @@ impl LedgerOutcome {
     ///
     /// Equal to `self.to_state(fixed, turn).hash()`, without building the intermediate state.
     pub fn state_hash(&self, channel_id: ChannelId, turn: TurnNum) -> B256 {
-        let mut allocations = Vec::with_capacity(2 + self.guarantees.len());
-        for b in [&self.leader, &self.follower] {
-            allocations.push(abi::Allocation {
-                destination: b.destination,
-                amount: b.amount,
-                allocationType: AllocationType::SIMPLE.0,
-                metadata: Bytes::new(),
-            });
-        }
-        allocations.extend(self.guarantees.values().map(|g| abi::Allocation {
-            destination: g.target,
-            amount: g.amount,
-            allocationType: AllocationType::GUARANTEE.0,
-            metadata: g.metadata(),
-        }));
-        if let Some(slot) = self.slot {
-            allocations.push(abi::Allocation {
-                destination: self.destination(slot.side),
-                amount: slot.amount,
-                allocationType: AllocationType::SIMPLE.0,
-                metadata: Bytes::new(),
-            });
-        }
-        let outcome = vec![abi::SingleAssetExit {
-            asset: self.asset,
-            assetMetadata: abi::AssetMetadata { assetType: 0, metadata: Bytes::new() },
-            allocations,
-        }];
+        let outcome: Vec<abi::SingleAssetExit> = self.assets.iter().map(AssetOutcome::to_abi).collect();
         alloy_primitives::keccak256((channel_id, Bytes::new(), outcome, turn, false).abi_encode_params())
     }
 
-    /// The asset held.
+    /// Every asset's outcome, ascending by asset.
+    pub fn assets(&self) -> &[AssetOutcome] {
+        &self.assets
+    }
+
+    /// The outcome of `asset`, if the ledger holds it.
+    pub fn exit(&self, asset: Address) -> Option<&AssetOutcome> {
+        self.assets.iter().find(|a| a.asset == asset)
+    }
+
+    /// The index of `asset` in the exit (what `transfer` and `reclaim` name), if held.
+    pub fn asset_index(&self, asset: Address) -> Option<usize> {
+        self.assets.iter().position(|a| a.asset == asset)
+    }
+
+    /// The asset whose exit holds the guarantee for `target`, if any.
+    pub fn asset_of(&self, target: &ChannelId) -> Option<Address> {
+        self.assets.iter().find(|a| a.guarantees.contains_key(target)).map(|a| a.asset)
+    }
+
+    /// Whether the ledger holds more than one asset.
+    pub fn is_multi_asset(&self) -> bool {
+        self.assets.len() > 1
+    }
+
+    /// The first asset's outcome (ETH when the ledger holds it; the only one of a one-asset
+    /// ledger). The single-asset accessors below read it.
+    pub fn primary(&self) -> &AssetOutcome {
+        // `from_assets` refuses an empty list, and nothing removes an asset.
+        &self.assets[0]
+    }
+
+    /// The first asset (the only one of a one-asset ledger).
     pub fn asset(&self) -> Address {
-        self.asset
+        self.primary().asset
     }
 
-    /// The leader's balance.
+    /// The leader's balance in the first asset.
     pub fn leader(&self) -> &Balance {
-        &self.leader
+        &self.primary().leader
     }
 
-    /// The follower's balance.
+    /// The follower's balance in the first asset.
     pub fn follower(&self) -> &Balance {
-        &self.follower
+        &self.primary().follower
     }
 
-    /// The guarantees, ascending by target.
+    /// Every guarantee, asset by asset, each asset's ascending by target.
     pub fn guarantees(&self) -> impl ExactSizeIterator<Item = &Guarantee> {
-        self.guarantees.values()
+        Counted { inner: self.assets.iter().flat_map(|a| a.guarantees.values()), left: self.guarantee_count() }
     }
 
-    /// The guarantee for `target`, if any.
+    /// The number of guarantees over all assets.
+    pub fn guarantee_count(&self) -> usize {
+        self.assets.iter().map(|a| a.guarantees.len()).sum()
+    }
+
+    /// The guarantee for `target`, in whichever asset holds it.
     pub fn guarantee(&self, target: &ChannelId) -> Option<&Guarantee> {
-        self.guarantees.get(target)
+        self.assets.iter().find_map(|a| a.guarantees.get(target))
     }
 
-    /// The pending top-up slot, if any.
+    /// The first asset's pending top-up slot, if any.
     pub fn slot(&self) -> Option<Slot> {
-        self.slot
+        self.primary().slot
     }
 
-    /// Leader + follower + Σ guarantees + slot; `None` on overflow (never, for a built outcome).
+    /// Whether any asset has a pending top-up slot.
+    pub fn has_slot(&self) -> bool {
+        self.assets.iter().any(|a| a.slot.is_some())
+    }
+
+    /// The first asset's total (leader + follower + Σ guarantees + slot).
     pub fn total(&self) -> Option<U256> {
-        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
-        self.guarantees
-            .values()
-            .try_fold(self.leader.amount.checked_add(self.follower.amount)?, |acc, g| acc.checked_add(g.amount))?
-            .checked_add(slot)
+        self.primary().total()
     }
 
-    /// The total without the slot: what the holdings cover before a top-up deposit.
+    /// The first asset's total without its slot.
     pub fn total_without_slot(&self) -> Option<U256> {
-        let slot = self.slot.map_or(U256::ZERO, |s| s.amount);
-        self.total()?.checked_sub(slot)
+        self.primary().total_without_slot()
     }
 
-    /// The destination of `side`'s balance.
+    /// The destination of `side`'s balance (the same in every asset).
     pub fn destination(&self, side: Side) -> Destination {
-        match side {
-            Side::Leader => self.leader.destination,
-            Side::Follower => self.follower.destination,
-        }
+        self.primary().destination(side)
     }
 
-    fn is_party_pair(&self, g: &Guarantee) -> bool {
-        let (l, f) = (self.leader.destination, self.follower.destination);
-        (g.left == l && g.right == f) || (g.left == f && g.right == l)
-    }
-
-    fn balance_mut(&mut self, destination: Destination) -> &mut Balance {
-        if destination == self.leader.destination {
-            &mut self.leader
-        } else {
-            &mut self.follower
-        }
-    }
-
-    fn side_of(&self, destination: Destination) -> Side {
-        if destination == self.leader.destination {
-            Side::Leader
-        } else {
-            Side::Follower
-        }
+    fn exit_mut(&mut self, asset: Address) -> Result<&mut AssetOutcome, ProposalError> {
+        self.assets.iter_mut().find(|a| a.asset == asset).ok_or(ProposalError::UnknownAsset(asset))
     }
 
     /// Checks `proposal` against this outcome and applies it; on error nothing changes.
     ///
-    /// Money is conserved: `Add`, `Remove` and `Credit` leave the total (slot included)
-    /// unchanged; only `Reserve` and `CancelReserve` change it, by the slot's amount.
+    /// An `Add` and the top-up proposals act on the asset they name (refused if the ledger
+    /// does not hold it; an `Add` also if its target is guaranteed in any asset); a `Remove` on
+    /// the asset holding its target. Money is conserved per asset: `Add`, `Remove` and
+    /// `Credit` leave each asset's total (slot included) unchanged; only `Reserve` and
+    /// `CancelReserve` change their asset's total, by the slot's amount.
     pub fn apply(&mut self, proposal: &Proposal) -> Result<(), ProposalError> {
-        match *proposal {
-            Proposal::Add { guarantee, left_deposit } => {
-                let target = guarantee.target;
-                if self.guarantees.contains_key(&target) {
-                    return Err(ProposalError::DuplicateTarget(target));
+        let asset = match *proposal {
+            Proposal::Add { guarantee, asset, .. } => {
+                if self.guarantee(&guarantee.target).is_some() {
+                    return Err(ProposalError::DuplicateTarget(guarantee.target));
                 }
-                if !self.is_party_pair(&guarantee) {
-                    return Err(ProposalError::NotLedgerParties(target));
-                }
-                let amount = guarantee.amount;
-                let right_deposit = amount
-                    .checked_sub(left_deposit)
-                    .ok_or(ProposalError::DepositExceedsAmount { left_deposit, amount })?;
-                for (who, needed) in [(guarantee.left, left_deposit), (guarantee.right, right_deposit)] {
-                    let available = self.balance_mut(who).amount;
-                    if available < needed {
-                        let side = self.side_of(who);
-                        return Err(ProposalError::InsufficientFunds { side, needed, available });
-                    }
-                }
-                self.balance_mut(guarantee.left).amount -= left_deposit;
-                self.balance_mut(guarantee.right).amount -= right_deposit;
-                self.guarantees.insert(target, guarantee);
+                asset
             }
-            Proposal::Remove { target, left_amount } => {
-                let guarantee = *self.guarantees.get(&target).ok_or(ProposalError::TargetNotFound(target))?;
-                let amount = guarantee.amount;
-                let right_amount = amount
-                    .checked_sub(left_amount)
-                    .ok_or(ProposalError::LeftAmountExceedsAmount { left_amount, amount })?;
-                let left_new =
-                    self.balance_mut(guarantee.left).amount.checked_add(left_amount).ok_or(ProposalError::Overflow)?;
-                let right_new = self
-                    .balance_mut(guarantee.right)
-                    .amount
-                    .checked_add(right_amount)
-                    .ok_or(ProposalError::Overflow)?;
-                self.balance_mut(guarantee.left).amount = left_new;
-                self.balance_mut(guarantee.right).amount = right_new;
-                self.guarantees.remove(&target);
-            }
-            Proposal::Reserve { asset, side, amount } => self.reserve(asset, side, amount)?,
-            Proposal::Credit { asset, side, amount } => self.credit(asset, side, amount)?,
-            Proposal::CancelReserve { asset, side } => self.cancel_reserve(asset, side)?,
-        }
-        Ok(())
+            Proposal::Remove { target, .. } => self.asset_of(&target).ok_or(ProposalError::TargetNotFound(target))?,
+            Proposal::Reserve { asset, .. }
+            | Proposal::Credit { asset, .. }
+            | Proposal::CancelReserve { asset, .. } => asset,
+        };
+        self.exit_mut(asset)?.apply(proposal)
+    }
+
+    /// Undoes a `Credit` of `amount` to `side` in `asset` that just applied (see
+    /// [`AssetOutcome`]'s `uncredit`); refuses, changing nothing, anything else.
+    pub(crate) fn uncredit(&mut self, asset: Address, side: Side, amount: U256) -> Result<(), ProposalError> {
+        self.exit_mut(asset)?.uncredit(side, amount)
     }
 }
 
+/// An iterator that knows how many items it has left (a flattening of per-asset maps).
+struct Counted<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(item)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
+
+#[path = "ledger_asset.rs"]
+mod asset;
 #[path = "ledger_error.rs"]
 mod error;
 #[path = "ledger_slot.rs"]
 mod slot;
 
+pub use asset::AssetOutcome;
 pub use error::{OutcomeError, ProposalError};
 
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ledger_multi_tests.rs"]
+mod multi_tests;

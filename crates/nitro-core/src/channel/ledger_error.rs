@@ -53,14 +53,10 @@ pub enum ProposalError {
     /// An amount would overflow 256 bits.
     #[error("arithmetic overflow")]
     Overflow,
-    /// A top-up proposal names another asset than the ledger's.
-    #[error("asset {got} is not the ledger's asset {expected}")]
-    AssetMismatch {
-        /// The ledger's asset.
-        expected: Address,
-        /// The asset named.
-        got: Address,
-    },
+    /// An `Add` or a top-up proposal names an asset the ledger does not hold (its asset list
+    /// is fixed at opening).
+    #[error("the ledger holds no asset {0}")]
+    UnknownAsset(Address),
     /// A `Reserve` of zero.
     #[error("a top-up slot of zero")]
     ZeroTopUp,
@@ -90,9 +86,26 @@ pub enum ProposalError {
 /// Why an exit is not a well-formed ledger outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OutcomeError {
-    /// A ledger holds exactly one asset.
-    #[error("a ledger outcome has exactly one asset, got {0}")]
+    /// A ledger holds at least one asset.
+    #[error("a ledger outcome has at least one asset, got {0}")]
     AssetCount(usize),
+    /// Assets not strictly ascending by address (a duplicate, or out of order), at this index.
+    #[error("assets must be strictly ascending by address (asset {0})")]
+    AssetOrder(usize),
+    /// An asset whose leader or follower is not the first asset's.
+    #[error("asset {0} pays other parties than the first asset")]
+    PartiesDiffer(usize),
+    /// A target guaranteed in two assets (a guarantee lives in its virtual channel's asset).
+    #[error("target {0} is guaranteed in two assets")]
+    TargetInTwoAssets(ChannelId),
+    /// A malformed exit of the asset at `index` (≥ 1).
+    #[error("asset {index}: {error}")]
+    InAsset {
+        /// The asset's index in the exit.
+        index: usize,
+        /// What is wrong with its exit.
+        error: Box<OutcomeError>,
+    },
     /// Non-default asset metadata.
     #[error("a ledger outcome's asset metadata must be the default (type 0, empty)")]
     AssetMetadata,

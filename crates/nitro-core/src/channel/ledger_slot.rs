@@ -1,20 +1,12 @@
 //! The top-up slot of a ledger outcome (ADR-0022 §4): how `Reserve`, `Credit` and
 //! `CancelReserve` change it, and how it is read back from an exit.
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::U256;
 
-use super::{Balance, LedgerOutcome, OutcomeError, ProposalError, Side, Slot};
+use super::{AssetOutcome, Balance, OutcomeError, ProposalError, Side, Slot};
 use crate::{Allocation, AllocationType};
 
-impl LedgerOutcome {
-    fn check_asset(&self, asset: Address) -> Result<(), ProposalError> {
-        if asset == self.asset {
-            Ok(())
-        } else {
-            Err(ProposalError::AssetMismatch { expected: self.asset, got: asset })
-        }
-    }
-
+impl AssetOutcome {
     fn balance_of(&mut self, side: Side) -> &mut Balance {
         match side {
             Side::Leader => &mut self.leader,
@@ -23,8 +15,7 @@ impl LedgerOutcome {
     }
 
     /// `Reserve`: a slot of `amount` (> 0) for `side`, when none is pending.
-    pub(super) fn reserve(&mut self, asset: Address, side: Side, amount: U256) -> Result<(), ProposalError> {
-        self.check_asset(asset)?;
+    pub(super) fn reserve(&mut self, side: Side, amount: U256) -> Result<(), ProposalError> {
         if amount.is_zero() {
             return Err(ProposalError::ZeroTopUp);
         }
@@ -46,8 +37,7 @@ impl LedgerOutcome {
     }
 
     /// `Credit`: the slot, which must be `side`'s and of `amount`, joins `side`'s balance.
-    pub(super) fn credit(&mut self, asset: Address, side: Side, amount: U256) -> Result<(), ProposalError> {
-        self.check_asset(asset)?;
+    pub(super) fn credit(&mut self, side: Side, amount: U256) -> Result<(), ProposalError> {
         let slot = self.matching_slot(side, Some(amount))?;
         let credited = self.balance_of(side).amount.checked_add(slot.amount).ok_or(ProposalError::Overflow)?;
         self.balance_of(side).amount = credited;
@@ -56,8 +46,7 @@ impl LedgerOutcome {
     }
 
     /// `CancelReserve`: the slot, which must be `side`'s, is dropped.
-    pub(super) fn cancel_reserve(&mut self, asset: Address, side: Side) -> Result<(), ProposalError> {
-        self.check_asset(asset)?;
+    pub(super) fn cancel_reserve(&mut self, side: Side) -> Result<(), ProposalError> {
         self.matching_slot(side, None)?;
         self.slot = None;
         Ok(())
@@ -66,7 +55,7 @@ impl LedgerOutcome {
     /// Undoes a `Credit` of `amount` to `side` that just applied: the amount leaves the balance
     /// and becomes the slot again. Used only to revert a batch; refuses (changing nothing)
     /// anything that is not such an undo.
-    pub(crate) fn uncredit(&mut self, side: Side, amount: U256) -> Result<(), ProposalError> {
+    pub(super) fn uncredit(&mut self, side: Side, amount: U256) -> Result<(), ProposalError> {
         if let Some(slot) = self.slot {
             return Err(ProposalError::SlotPending { side: slot.side, amount: slot.amount });
         }

@@ -20,6 +20,7 @@ fn add(target: u8, amount: u64, left: u8, left_deposit: u64) -> Proposal {
     Proposal::Add {
         guarantee: Guarantee::new(B256::repeat_byte(target), U256::from(amount), dest(left), dest(right)).unwrap(),
         left_deposit: U256::from(left_deposit),
+        asset: Address::ZERO,
     }
 }
 
@@ -76,7 +77,7 @@ fn refusals_leave_the_outcome_unchanged() {
     }
     let stranger = Guarantee::new(B256::repeat_byte(8), U256::from(1), dest(1), dest(3)).unwrap();
     assert_eq!(
-        o.apply(&Proposal::Add { guarantee: stranger, left_deposit: U256::ZERO }),
+        o.apply(&Proposal::Add { guarantee: stranger, left_deposit: U256::ZERO, asset: Address::ZERO }),
         Err(ProposalError::NotLedgerParties(B256::repeat_byte(8)))
     );
     assert_eq!(o, before);
@@ -126,7 +127,7 @@ fn malformed_exits_are_refused() {
         let err = LedgerOutcome::from_exit(&e).unwrap_err();
         assert!(expect(&err), "unexpected {err:?}");
     };
-    check(&|e| e.0.push(e.0[0].clone()), &|e| matches!(e, OutcomeError::AssetCount(2)));
+    check(&|e| e.0.push(e.0[0].clone()), &|e| matches!(e, OutcomeError::AssetOrder(1)));
     check(&|e| e.0.clear(), &|e| matches!(e, OutcomeError::AssetCount(0)));
     check(&|e| e.0[0].asset_metadata.asset_type = 1, &|e| matches!(e, OutcomeError::AssetMetadata));
     check(&|e| e.0[0].allocations.truncate(1), &|e| matches!(e, OutcomeError::MissingBalances));
@@ -186,10 +187,7 @@ fn top_up_refusals_leave_the_outcome_unchanged() {
     let token = Address::repeat_byte(9);
     let refused_without_slot = [
         (reserve(Side::Leader, 0), ProposalError::ZeroTopUp),
-        (
-            Proposal::Reserve { asset: token, side: Side::Leader, amount: five },
-            ProposalError::AssetMismatch { expected: Address::ZERO, got: token },
-        ),
+        (Proposal::Reserve { asset: token, side: Side::Leader, amount: five }, ProposalError::UnknownAsset(token)),
         (credit(Side::Leader, 5), ProposalError::NoSlot),
         (Proposal::CancelReserve { asset: Address::ZERO, side: Side::Leader }, ProposalError::NoSlot),
         (Proposal::Reserve { asset: Address::ZERO, side: Side::Leader, amount: U256::MAX }, ProposalError::Overflow),
@@ -206,10 +204,7 @@ fn top_up_refusals_leave_the_outcome_unchanged() {
         (reserve(Side::Leader, 1), ProposalError::SlotPending { side: Side::Follower, amount: five }),
         (credit(Side::Leader, 5), ProposalError::SlotMismatch { slot, side: Side::Leader, amount: five }),
         (credit(Side::Follower, 4), ProposalError::SlotMismatch { slot, side: Side::Follower, amount: U256::from(4) }),
-        (
-            Proposal::Credit { asset: token, side: Side::Follower, amount: five },
-            ProposalError::AssetMismatch { expected: Address::ZERO, got: token },
-        ),
+        (Proposal::Credit { asset: token, side: Side::Follower, amount: five }, ProposalError::UnknownAsset(token)),
         (
             Proposal::CancelReserve { asset: Address::ZERO, side: Side::Leader },
             ProposalError::SlotMismatch { slot, side: Side::Leader, amount: five },

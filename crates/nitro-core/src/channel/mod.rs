@@ -19,7 +19,7 @@ pub use event::{LedgerEvent, Step};
 pub use follower::{Approval, ApprovalPolicy, FollowerChannel, DEFAULT_REORDER_CAPACITY};
 pub use guarantees::{GuaranteeManager, GuaranteeStatus};
 pub use leader::LeaderChannel;
-pub use ledger::{Balance, Guarantee, LedgerOutcome, OutcomeError, Proposal, ProposalError, Side, Slot};
+pub use ledger::{AssetOutcome, Balance, Guarantee, LedgerOutcome, OutcomeError, Proposal, ProposalError, Side, Slot};
 pub(crate) use messages::bounded_reason;
 pub use messages::{Countersignature, LedgerMessage, Rejection, SignedProposal, MAX_BATCH, MAX_REASON_LEN};
 pub use queue::{ProposalQueue, QueuedProposal};

@@ -69,7 +69,7 @@ pub(crate) enum Undo {
     /// Apply this (inverse) proposal.
     Apply(Proposal),
     /// Take a `Credit` back into the slot (no proposal does that).
-    Uncredit(super::Side, alloy_primitives::U256),
+    Uncredit(alloy_primitives::Address, super::Side, alloy_primitives::U256),
 }
 
 /// Index of the leader among the participants.
@@ -158,17 +158,20 @@ impl Ledger {
             }
         }
         let undo = match *proposal {
-            Proposal::Add { guarantee, left_deposit } => {
+            Proposal::Add { guarantee, left_deposit, .. } => {
                 Undo::Apply(Proposal::Remove { target: guarantee.target(), left_amount: left_deposit })
             }
             Proposal::Remove { target, left_amount } => {
-                let guarantee = *self.latest.guarantee(&target).ok_or(super::ProposalError::TargetNotFound(target))?;
-                Undo::Apply(Proposal::Add { guarantee, left_deposit: left_amount })
+                let not_found = super::ProposalError::TargetNotFound(target);
+                let guarantee = *self.latest.guarantee(&target).ok_or(not_found.clone())?;
+                let asset = self.latest.asset_of(&target).ok_or(not_found)?;
+                Undo::Apply(Proposal::Add { guarantee, left_deposit: left_amount, asset })
             }
             Proposal::Reserve { asset, side, .. } => Undo::Apply(Proposal::CancelReserve { asset, side }),
-            Proposal::Credit { side, amount, .. } => Undo::Uncredit(side, amount),
+            Proposal::Credit { asset, side, amount } => Undo::Uncredit(asset, side, amount),
             Proposal::CancelReserve { asset, side } => {
-                let slot = self.latest.slot().ok_or(super::ProposalError::NoSlot)?;
+                let exit = self.latest.exit(asset).ok_or(super::ProposalError::UnknownAsset(asset))?;
+                let slot = exit.slot().ok_or(super::ProposalError::NoSlot)?;
                 Undo::Apply(Proposal::Reserve { asset, side, amount: slot.amount })
             }
         };
@@ -181,7 +184,7 @@ impl Ledger {
         // Applying the inverse of a proposal that just applied cannot fail.
         let reverted = match *undo {
             Undo::Apply(ref p) => self.latest.apply(p),
-            Undo::Uncredit(side, amount) => self.latest.uncredit(side, amount),
+            Undo::Uncredit(asset, side, amount) => self.latest.uncredit(asset, side, amount),
         };
         debug_assert!(reverted.is_ok());
     }
@@ -252,7 +255,9 @@ impl Ledger {
         for p in &signed.proposals {
             self.guarantees.on_proposed(p);
             events.push(match *p {
-                Proposal::Add { guarantee, left_deposit } => LedgerEvent::GuaranteeProposed { guarantee, left_deposit },
+                Proposal::Add { guarantee, left_deposit, .. } => {
+                    LedgerEvent::GuaranteeProposed { guarantee, left_deposit }
+                }
                 Proposal::Remove { target, left_amount } => {
                     LedgerEvent::GuaranteeRemovalProposed { target, left_amount }
                 }

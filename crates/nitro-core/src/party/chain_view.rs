@@ -11,9 +11,9 @@
 //! at the last shared block, conclusions and challenges registered in the blocks taken back
 //! are forgotten, and a challenge cleared in them is registered again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256};
 use serde::{Deserialize, Serialize};
 
 use crate::{chain::SubmittedState, ChannelId, Exit, FixedPart, TurnNum, U256};
@@ -35,13 +35,31 @@ pub struct RegisteredChallenge {
     pub block_number: u64,
 }
 
+/// What the adjudicator holds of one asset for a channel, and the block of that report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetHoldings {
+    /// What the adjudicator holds.
+    #[serde(with = "crate::json::uint256")]
+    pub held: U256,
+    /// The block of the latest report.
+    pub block: Option<u64>,
+}
+
 /// What the chain says about one channel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelChain {
-    /// What the adjudicator holds for it.
-    pub holdings: U256,
-    /// The block of the latest holdings report.
-    pub holdings_block: Option<u64>,
+    /// What the adjudicator holds for it, per asset (`holdings[asset][channel]` on chain): only
+    /// assets the channel holds are recorded (the party filters reports of other assets).
+    #[serde(default)]
+    pub assets: BTreeMap<Address, AssetHoldings>,
+    /// Holdings recorded before they were kept per asset (a single-asset channel's, asset
+    /// unnamed): read as the holdings of any asset asked for until a per-asset report comes,
+    /// which replaces them. Never written any more.
+    #[serde(default, rename = "holdings", skip_serializing)]
+    pub legacy_holdings: Option<U256>,
+    /// The block of the legacy holdings.
+    #[serde(default, rename = "holdings_block", skip_serializing)]
+    pub legacy_block: Option<u64>,
     /// Concluded with a final state: the block of the conclusion.
     pub concluded: Option<u64>,
     /// The running (or expired) challenge; cleared by a checkpoint.
@@ -93,24 +111,31 @@ impl ChainView {
         self.channels.remove(channel);
     }
 
-    /// What the chain holds for `channel` (of the channel's single asset).
-    pub fn holdings(&self, channel: &ChannelId) -> U256 {
-        self.get(channel).map(|c| c.holdings).unwrap_or_default()
+    /// What the chain holds of `asset` for `channel`.
+    pub fn holdings(&self, channel: &ChannelId, asset: Address) -> U256 {
+        self.get(channel).map(|c| c.holdings_of(asset).held).unwrap_or_default()
     }
 
-    /// Records holdings reported at `block`, ignoring reports older than the latest one seen
-    /// (events may be delivered out of order). Within a block deposits only grow holdings.
-    pub fn observe_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256, deposit: bool) {
+    /// The first non-zero holdings of `assets` for `channel` (zero when it holds none of
+    /// them): whether, and what, a channel paying out all its assets still holds.
+    pub fn held_any(&self, channel: &ChannelId, assets: impl IntoIterator<Item = Address>) -> U256 {
+        assets.into_iter().map(|a| self.holdings(channel, a)).find(|h| !h.is_zero()).unwrap_or_default()
+    }
+
+    /// Records holdings of `asset` reported at `block`, ignoring reports older than the latest
+    /// one seen for that asset (events may be delivered out of order). Within a block deposits
+    /// only grow holdings.
+    pub fn observe_holdings(&mut self, channel_id: ChannelId, asset: Address, block: u64, held: U256, deposit: bool) {
         let c = self.entry(channel_id);
-        let newer = match c.holdings_block {
+        let h = c.holdings_of(asset);
+        let newer = match h.block {
             None => true,
             Some(b) if block > b => true,
-            Some(b) if block == b => !deposit || held > c.holdings,
+            Some(b) if block == b => !deposit || held > h.held,
             Some(_) => false,
         };
         if newer {
-            c.holdings = held;
-            c.holdings_block = Some(block);
+            c.set_holdings(asset, AssetHoldings { held, block: Some(block) });
         }
     }
 
@@ -176,8 +201,9 @@ impl ChainView {
         let Some(c) = self.channels.get_mut(&channel) else {
             return; // nothing of it was ever recorded here
         };
-        c.holdings = re_read.held;
-        c.holdings_block = Some(at_block);
+        if let Some((asset, held)) = re_read.held {
+            c.set_holdings(asset, AssetHoldings { held, block: Some(at_block) });
+        }
         if c.concluded.is_some_and(|b| b >= from_block) {
             c.concluded = None;
         }
@@ -236,11 +262,30 @@ impl ChainView {
     }
 }
 
+impl ChannelChain {
+    /// The holdings of `asset` (the legacy record, if no per-asset report came yet).
+    pub fn holdings_of(&self, asset: Address) -> AssetHoldings {
+        match self.assets.get(&asset) {
+            Some(h) => *h,
+            None => AssetHoldings { held: self.legacy_holdings.unwrap_or_default(), block: self.legacy_block },
+        }
+    }
+
+    /// Replaces the holdings of `asset`; a legacy record is dropped (it was this asset's: the
+    /// party records only assets the channel holds, and a legacy channel holds one).
+    fn set_holdings(&mut self, asset: Address, holdings: AssetHoldings) {
+        self.legacy_holdings = None;
+        self.legacy_block = None;
+        self.assets.insert(asset, holdings);
+    }
+}
+
 /// What a retraction re-read from the chain at the last block both chains share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ReRead {
-    /// The channel's holdings.
-    pub held: U256,
+    /// The channel's holdings of one asset it holds (`None`: the asset re-read is not one of
+    /// the channel's, its holdings stay as they are).
+    pub held: Option<(Address, U256)>,
     /// The adjudicator's turn number record.
     pub turn_num_record: TurnNum,
     /// The channel's finalization time (0: open).
@@ -258,38 +303,75 @@ mod tests {
     }
 
     #[test]
+    fn holdings_are_kept_per_asset_and_a_legacy_record_reads_as_the_channels_asset() {
+        let id = ChannelId::repeat_byte(2);
+        let token = Address::repeat_byte(7);
+        let mut view = ChainView::default();
+        view.observe_holdings(id, Address::ZERO, 10, U256::from(5), true);
+        view.observe_holdings(id, token, 9, U256::from(3), true);
+        assert_eq!((view.holdings(&id, Address::ZERO), view.holdings(&id, token)), (U256::from(5), U256::from(3)));
+        assert_eq!(view.held_any(&id, [token, Address::ZERO]), U256::from(3));
+        // A record written before per-asset holdings: one value, no asset.
+        let mut json = serde_json::to_value(ChannelChain::default()).unwrap();
+        json["holdings"] = serde_json::to_value(U256::from(9)).unwrap();
+        json["holdings_block"] = serde_json::json!(4);
+        let legacy: ChannelChain = serde_json::from_value(json).unwrap();
+        let mut view = ChainView::default();
+        view.load(id, legacy);
+        assert_eq!(view.holdings(&id, token), U256::from(9));
+        view.observe_holdings(id, token, 3, U256::from(1), true);
+        assert_eq!(view.holdings(&id, token), U256::from(9), "older than the legacy report");
+        view.observe_holdings(id, token, 5, U256::from(11), true);
+        assert_eq!(view.holdings(&id, token), U256::from(11));
+        assert!(view.channel(&id).is_some_and(|c| c.legacy_holdings.is_none()), "replaced");
+        assert!(serde_json::to_value(view.channel(&id).unwrap()).unwrap().get("holdings").is_none());
+    }
+
+    #[test]
     fn a_retraction_undoes_what_the_blocks_taken_back_did() {
         let fixed = ledger_state(0, false, false).fixed_part();
         let id = ChannelId::repeat_byte(1);
         let mut view = ChainView::default();
-        view.observe_holdings(id, 10, U256::from(5), true);
-        view.observe_holdings(id, 12, U256::from(12), true);
+        view.observe_holdings(id, Address::ZERO, 10, U256::from(5), true);
+        view.observe_holdings(id, Address::ZERO, 12, U256::from(12), true);
         view.register_challenge(id, &fixed, &submitted(2), 1_000, 13);
         view.checkpointed(id, U48::from(4), 14);
         assert!(view.challenge(&id).is_none());
         assert_eq!(view.record(&id), U48::from(4));
 
         // Blocks 14 on are taken back: the checkpoint is void, the challenge runs again.
-        let re_read = ReRead { held: U256::from(12), turn_num_record: U48::from(2), finalizes_at: 1_000 };
+        let re_read =
+            ReRead { held: Some((Address::ZERO, U256::from(12))), turn_num_record: U48::from(2), finalizes_at: 1_000 };
         view.retract(id, 14, 13, re_read);
         assert_eq!(view.challenge(&id).map(|c| c.turn), Some(U48::from(2)));
         assert_eq!(view.record(&id), U48::from(2));
-        assert_eq!(view.holdings(&id), U256::from(12));
+        assert_eq!(view.holdings(&id, Address::ZERO), U256::from(12));
 
         // Blocks 12 on: the second deposit and the challenge are void too.
-        let re_read = ReRead { held: U256::from(5), turn_num_record: U48::ZERO, finalizes_at: 0 };
+        let re_read =
+            ReRead { held: Some((Address::ZERO, U256::from(5))), turn_num_record: U48::ZERO, finalizes_at: 0 };
         view.retract(id, 12, 11, re_read);
         assert!(view.challenge(&id).is_none());
-        assert_eq!(view.holdings(&id), U256::from(5));
+        assert_eq!(view.holdings(&id, Address::ZERO), U256::from(5));
         // The new chain's events apply again, even at the blocks of the void ones.
-        view.observe_holdings(id, 12, U256::from(12), true);
-        assert_eq!(view.holdings(&id), U256::from(12));
+        view.observe_holdings(id, Address::ZERO, 12, U256::from(12), true);
+        assert_eq!(view.holdings(&id, Address::ZERO), U256::from(12));
 
         view.conclude(id, 20, 2_000);
         assert!(view.is_concluded(&id));
-        view.retract(id, 21, 20, ReRead { held: U256::ZERO, turn_num_record: U48::ZERO, finalizes_at: 2_000 });
+        view.retract(
+            id,
+            21,
+            20,
+            ReRead { held: Some((Address::ZERO, U256::ZERO)), turn_num_record: U48::ZERO, finalizes_at: 2_000 },
+        );
         assert!(view.is_concluded(&id), "concluded before the blocks taken back");
-        view.retract(id, 20, 19, ReRead { held: U256::from(12), turn_num_record: U48::ZERO, finalizes_at: 0 });
+        view.retract(
+            id,
+            20,
+            19,
+            ReRead { held: Some((Address::ZERO, U256::from(12))), turn_num_record: U48::ZERO, finalizes_at: 0 },
+        );
         assert!(!view.is_concluded(&id));
         assert_eq!(view.now(), 2_000, "chain time does not go back");
     }

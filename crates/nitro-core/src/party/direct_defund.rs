@@ -38,14 +38,14 @@ impl DirectDefund {
     /// a peer proposed), so that signing it never makes two states at one turn. Refused while
     /// the ledger holds guarantees or proposals wait.
     pub(crate) fn new(ledger: &ConsensusChannel, at_least: Option<TurnNum>) -> Result<Self, PartyError> {
-        let remaining = ledger.guarantees().len().max(ledger.consensus_outcome().guarantees().len());
+        let remaining = ledger.guarantees().len().max(ledger.consensus_outcome().guarantee_count());
         if remaining > 0 {
             return Err(PartyError::GuaranteesRemain(remaining));
         }
         if ledger.has_pending() {
             return Err(PartyError::ProposalsPending);
         }
-        if ledger.consensus_outcome().slot().is_some() || ledger.latest_outcome().slot().is_some() {
+        if ledger.consensus_outcome().has_slot() || ledger.latest_outcome().has_slot() {
             return Err(PartyError::TopUpPending);
         }
         let fresh = ledger.highest_turn().checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
@@ -65,6 +65,11 @@ impl DirectDefund {
         state.turn_num = turn;
         state.is_final = true;
         state
+    }
+
+    /// The ledger's assets (every one is paid out by the conclusion).
+    fn assets(&self) -> impl Iterator<Item = crate::Address> + '_ {
+        self.final_round.state.state().outcome.0.iter().map(|e| e.asset)
     }
 
     /// The ledger being closed.
@@ -166,7 +171,7 @@ impl Crank for DirectDefund {
         if !self.final_round.is_complete() {
             return Ok(false);
         }
-        if ctx.chain.is_concluded(&self.channel_id) && ctx.chain.holdings(&self.channel_id).is_zero() {
+        if ctx.chain.is_concluded(&self.channel_id) && ctx.chain.held_any(&self.channel_id, self.assets()).is_zero() {
             ctx.closed.push(self.channel_id);
             return Ok(true);
         }
@@ -216,7 +221,7 @@ impl Crank for DirectDefund {
         if !self.final_round.is_complete() {
             return WaitingFor::signatures("final", &self.final_round);
         }
-        WaitingFor::Payout { held: view.chain.holdings(&self.channel_id) }
+        WaitingFor::Payout { held: view.chain.held_any(&self.channel_id, self.assets()) }
     }
 
     fn failure(&self) -> Option<&str> {

@@ -1,40 +1,33 @@
-//! DirectFund: open a ledger on chain. Prefund (turn 0) signed by both → deposits in order →
-//! postfund (turn 1) signed by both → a [`ConsensusChannel`] at turn 1.
+//! DirectFund: open a ledger on chain. Prefund (turn 0) signed by both → deposits in order,
+//! per asset (ADR-0022 §2) → postfund (turn 1) signed by both, once every asset is funded → a
+//! [`ConsensusChannel`] at turn 1.
 
+pub(crate) use super::direct_fund_asset::DEPOSIT_PATIENCE_SECS;
 use super::{
     chain_view::ChainView,
+    direct_fund_asset::AssetFunding,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    Envelope, ObjectiveId, Party, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, Party, PartyError, WaitingFor,
 };
-use crate::{
-    chain::{ChainEvent, ChainTransaction},
-    destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256,
-};
+use crate::{chain::ChainEvent, destination_of, ChannelId, ConsensusChannel, LedgerOutcome, SignedState, State, U256};
 
 /// The DirectFund objective of one party.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectFund {
     channel_id: ChannelId,
     my_index: usize,
-    asset: crate::Address,
-    amounts: [U256; 2],
+    /// The first asset's funding (its fields where a single-asset record had them).
+    #[serde(flatten)]
+    first: AssetFunding,
+    /// The other assets' fundings, ascending by asset (none for a single-asset ledger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    more: Vec<AssetFunding>,
     prefund: SignatureRound,
     postfund: SignatureRound,
-    deposit_submitted: bool,
-    deposit_failed: bool,
-    /// Chain time (block timestamp) when our deposit was last asked for.
-    submitted_at: u64,
     /// Why the objective stopped (cancelled, declined, taken over by a ForceClose).
     failure: Option<String>,
 }
-
-/// Chain time (seconds of block timestamps) to wait for our deposit to show up on chain,
-/// final at the configured depth, before asking for it again. The transaction manager lands
-/// what it was given (retrying, re-pricing, and merging an identical request while the first is
-/// in flight), so this is only a backstop for a request lost on the way to it; measured in chain
-/// time so that a slow chain, not a fast timer, decides.
-pub(crate) const DEPOSIT_PATIENCE_SECS: u64 = 180;
 
 impl DirectFund {
     /// The objective for the ledger whose prefund state is `prefund` (turn 0, a ledger outcome
@@ -53,24 +46,25 @@ impl DirectFund {
             return Err(invalid("the app must be the ConsensusApp"));
         }
         let outcome = LedgerOutcome::from_exit(&prefund.outcome).map_err(|e| invalid(&e.to_string()))?;
-        if outcome.guarantees().len() != 0
+        if outcome.guarantee_count() != 0
+            || outcome.has_slot()
             || outcome.leader().destination != destination_of(prefund.participants[0])
             || outcome.follower().destination != destination_of(prefund.participants[1])
         {
-            return Err(invalid("balances must pay the two participants, no guarantees"));
+            return Err(invalid("balances must pay the two participants, no guarantees, no top-up slot"));
         }
+        let mut fundings =
+            outcome.assets().iter().map(|a| AssetFunding::new(a.asset(), [a.leader().amount, a.follower().amount]));
+        let first = fundings.next().ok_or_else(|| invalid("at least one asset"))?;
         let mut postfund = prefund.clone();
         postfund.turn_num = crate::U48::from(1);
         Ok(Self {
             channel_id: prefund.channel_id(),
             my_index,
-            asset: outcome.asset(),
-            amounts: [outcome.leader().amount, outcome.follower().amount],
+            first,
+            more: fundings.collect(),
             prefund: SignatureRound::new(prefund.clone()),
             postfund: SignatureRound::new(postfund),
-            deposit_submitted: false,
-            deposit_failed: false,
-            submitted_at: 0,
             failure: None,
         })
     }
@@ -90,30 +84,29 @@ impl DirectFund {
         &self.postfund.state
     }
 
-    /// The ledger's asset.
-    pub fn asset(&self) -> crate::Address {
-        self.asset
+    /// The ledger's assets, ascending.
+    pub fn assets(&self) -> impl Iterator<Item = crate::Address> + '_ {
+        self.fundings().map(|f| f.asset)
     }
 
-    /// The two deposits, ours first.
-    pub fn amounts_mine_first(&self) -> [U256; 2] {
-        [self.amounts[self.my_index], self.amounts[1 - self.my_index]]
+    /// The two deposits of `asset`, ours first (zero for an asset the ledger does not hold).
+    pub fn amounts_mine_first(&self, asset: crate::Address) -> [U256; 2] {
+        self.fundings()
+            .find(|f| f.asset == asset)
+            .map_or([U256::ZERO; 2], |f| [f.amounts[self.my_index], f.amounts[1 - self.my_index]])
+    }
+
+    fn fundings(&self) -> impl Iterator<Item = &AssetFunding> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    fn fundings_mut(&mut self) -> impl Iterator<Item = &mut AssetFunding> {
+        std::iter::once(&mut self.first).chain(&mut self.more)
     }
 
     /// The ledger being funded.
     pub fn channel_id(&self) -> ChannelId {
         self.channel_id
-    }
-
-    fn total(&self) -> U256 {
-        self.amounts[0].saturating_add(self.amounts[1])
-    }
-
-    /// What the channel holds when our deposit is due (the deposits before ours), and once it
-    /// is made.
-    fn my_range(&self) -> (U256, U256) {
-        let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
-        (before, before.saturating_add(self.amounts[self.my_index]))
     }
 }
 
@@ -132,8 +125,12 @@ impl Crank for DirectFund {
 
     /// A deposit of ours failed. It is submitted again (with the holdings known then) at the
     /// next timer tick, not at once: a failing deposit must not spin.
+    /// Every asset whose deposit is in flight counts it failed (the objective does not know
+    /// which one failed; a copy asked for again cannot double-fund, see `on_timer`).
     fn transaction_failed(&mut self) {
-        self.deposit_failed = true;
+        for f in self.fundings_mut().filter(|f| f.deposit_submitted) {
+            f.deposit_failed = true;
+        }
     }
 
     /// On a timer: our deposit allowed again (asked for by the crank that follows every tick)
@@ -145,11 +142,8 @@ impl Crank for DirectFund {
         if self.failure.is_some() {
             return;
         }
-        let patience_over = ctx.chain.now() >= self.submitted_at.saturating_add(DEPOSIT_PATIENCE_SECS);
-        if self.deposit_failed || (self.deposit_submitted && patience_over) {
-            self.deposit_failed = false;
-            self.deposit_submitted = false;
-        }
+        let now = ctx.chain.now();
+        self.fundings_mut().for_each(|f| f.on_timer(now));
     }
 
     /// A reorg took back blocks of this channel: if what the chain holds now leaves our
@@ -157,14 +151,14 @@ impl Crank for DirectFund {
     /// is asked for again as soon as it is our turn (with the holdings seen then as
     /// `expectedHeld`, so that it cannot double-fund).
     fn on_chain_event(&mut self, event: &ChainEvent, chain: &ChainView) {
-        if event.channel_id() != self.channel_id || event.retracted_from().is_none() || self.failure.is_some() {
+        let ChainEvent::Retracted { channel_id, asset, .. } = event else { return };
+        if *channel_id != self.channel_id || self.failure.is_some() || self.postfund.signed_by(self.my_index) {
             return;
         }
-        let (_, mine_until) = self.my_range();
-        if !self.postfund.signed_by(self.my_index) && chain.holdings(&self.channel_id) < mine_until {
-            self.deposit_submitted = false;
-            self.deposit_failed = false;
-        }
+        // A retraction re-reads one asset (the watcher sends one per asset it reported): the
+        // other assets' holdings, and so their deposits, stand as they were.
+        let (channel, me) = (self.channel_id, self.my_index);
+        self.fundings_mut().filter(|f| f.asset == *asset).for_each(|f| f.on_retracted(&channel, me, chain));
     }
 
     /// Our signatures on the prefund and postfund, to whoever lacks them.
@@ -186,23 +180,18 @@ impl Crank for DirectFund {
         if !self.prefund.is_complete() {
             return Ok(false);
         }
-        let held = ctx.chain.holdings(&self.channel_id);
-        if held < self.total() {
-            let (before, mine_until) = self.my_range();
-            if !self.deposit_submitted && held >= before && held < mine_until {
-                ctx.effects.transactions.push(TransactionRequest {
-                    objective: Some(id),
-                    transaction: ChainTransaction::Deposit {
-                        channel_id: self.channel_id,
-                        asset: self.asset,
-                        expected_held: held,
-                        amount: mine_until - held,
-                    },
-                    deadline: None,
-                });
-                self.deposit_submitted = true;
-                self.submitted_at = ctx.chain.now();
+        let (channel, me) = (self.channel_id, self.my_index);
+        let mut funded = true;
+        for f in std::iter::once(&mut self.first).chain(&mut self.more) {
+            if f.is_funded(&channel, ctx.chain) {
+                continue;
             }
+            funded = false;
+            if let Some(deposit) = f.due_deposit(id, channel, me, ctx.chain) {
+                ctx.effects.transactions.push(deposit);
+            }
+        }
+        if !funded {
             return Ok(false);
         }
         self.postfund.sign_and_send(ctx.key, id, ctx.effects);
@@ -220,16 +209,9 @@ impl Crank for DirectFund {
         if !self.prefund.is_complete() {
             return WaitingFor::signatures("prefund", &self.prefund);
         }
-        let held = view.chain.holdings(&self.channel_id);
-        if held < self.total() {
-            let before = self.amounts[..self.my_index].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
-            return if held < before {
-                WaitingFor::Deposits { held, target: self.total() }
-            } else if self.deposit_submitted {
-                WaitingFor::DepositConfirmation { held, target: self.total() }
-            } else {
-                WaitingFor::Deposits { held, target: self.total() }
-            };
+        if let Some(waiting) = self.fundings().find_map(|f| f.waiting_for(&self.channel_id, self.my_index, view.chain))
+        {
+            return waiting;
         }
         if !self.postfund.is_complete() {
             return WaitingFor::signatures("postfund", &self.postfund);
@@ -248,9 +230,57 @@ impl Crank for DirectFund {
     /// Committed once our deposit may be on chain, or our postfund signature is out.
     fn has_committed(&self, view: &View<'_>) -> bool {
         let me = self.my_index;
-        let before = self.amounts[..me].iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
-        self.deposit_submitted
-            || self.postfund.signed_by(me)
-            || (!self.amounts[me].is_zero() && view.chain.holdings(&self.channel_id) > before)
+        self.postfund.signed_by(me) || self.fundings().any(|f| f.has_committed(&self.channel_id, me, view.chain))
+    }
+}
+
+impl Party {
+    /// Opens a ledger holding every asset of `assets` (ADR-0022 §2), each with the two
+    /// parties' deposits (`participants[0]`'s, the leader's, first): the exit lists the assets
+    /// ascending by address, whatever the order given, and the list is fixed for the ledger's
+    /// life. Refused: no asset, an asset twice, us not one of the two participants, a ledger
+    /// with the peer already open or being funded; then the policy, as for a peer's opening.
+    /// The counterparty joins when our prefund signature reaches it.
+    pub fn direct_fund_assets(
+        &mut self,
+        participants: [crate::Address; 2],
+        assets: &[(crate::Address, [U256; 2])],
+        channel_nonce: u64,
+    ) -> Result<(ObjectiveId, super::Effects), PartyError> {
+        let me = self.address();
+        let peer = match participants {
+            [a, b] if a == me && b != me => b,
+            [a, b] if b == me && a != me => a,
+            _ => return Err(PartyError::NotAParticipant),
+        };
+        let mut sorted = assets.to_vec();
+        sorted.sort_by_key(|(asset, _)| *asset);
+        if sorted.is_empty() || sorted.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(PartyError::BadRequest("a ledger holds one or more assets, each once".into()));
+        }
+        let exits = sorted.iter().map(|(asset, amounts)| crate::SingleAssetExit {
+            asset: *asset,
+            asset_metadata: crate::AssetMetadata::default(),
+            allocations: participants
+                .iter()
+                .zip(amounts)
+                .map(|(p, a)| crate::Allocation::simple(destination_of(*p), *a))
+                .collect(),
+        });
+        let state = State {
+            participants: participants.to_vec(),
+            channel_nonce,
+            app_definition: self.config.consensus_app,
+            challenge_duration: self.config.challenge_duration,
+            outcome: crate::Exit(exits.collect()),
+            app_data: Default::default(),
+            turn_num: crate::U48::ZERO,
+            is_final: false,
+        };
+        if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
+            return Err(PartyError::LedgerExists(peer));
+        }
+        let objective = DirectFund::new(&state, self)?;
+        self.start(super::Objective::DirectFund(objective))
     }
 }

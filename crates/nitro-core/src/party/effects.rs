@@ -31,6 +31,10 @@ pub enum Payload {
         /// The ledger.
         #[serde(with = "json::bytes32")]
         channel_id: ChannelId,
+        /// The asset of the slot (`None`, as in requests from before multi-asset ledgers: the
+        /// ledger's first asset, its only one for a one-asset ledger).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<Address>,
         /// The amount the follower will deposit.
         #[serde(with = "json::uint256")]
         amount: U256,

@@ -181,18 +181,19 @@ impl Party {
         }
     }
 
-    /// The asset a channel of ours holds (`None`: not a channel we know).
-    fn channel_asset(&self, channel: &ChannelId) -> Option<crate::Address> {
+    /// The assets a channel of ours holds, in its outcome's order (`None`: not a channel we
+    /// know).
+    pub(crate) fn channel_assets(&self, channel: &ChannelId) -> Option<Vec<crate::Address>> {
         if let Some(l) = self.ledgers.get(channel) {
-            return Some(l.consensus_outcome().asset());
+            return Some(l.consensus_outcome().assets().iter().map(|a| a.asset()).collect());
         }
         if let Some(Objective::DirectFund(d)) =
             self.objectives.get(&ObjectiveId::DirectFund(*channel)).map(|e| &e.objective)
         {
-            return Some(d.asset());
+            return Some(d.assets().collect());
         }
         match self.objectives.get(&ObjectiveId::VirtualFund(*channel)).map(|e| &e.objective) {
-            Some(Objective::VirtualFund(v)) => Some(v.channel().asset),
+            Some(Objective::VirtualFund(v)) => Some(vec![v.channel().asset]),
             _ => None,
         }
     }
@@ -201,7 +202,17 @@ impl Party {
     /// deposit any token into any channel id, and a deposit of another asset (a worthless
     /// token with huge holdings) must never count as funding.
     fn is_channel_asset(&self, channel: &ChannelId, asset: crate::Address) -> bool {
-        self.channel_asset(channel).is_none_or(|a| a == asset)
+        self.channel_assets(channel).is_none_or(|a| a.contains(&asset))
+    }
+
+    /// The asset at `index` of the outcome a payout of `channel` used: the finalized outcome
+    /// the chain view knows, else the channel's own asset list.
+    fn payout_asset(&self, channel: &ChannelId, index: U256) -> Option<crate::Address> {
+        let index = usize::try_from(index).ok()?;
+        if let Some((_, outcome)) = self.chain.finalized(channel) {
+            return outcome.0.get(index).map(|e| e.asset);
+        }
+        self.channel_assets(channel)?.get(index).copied()
     }
 
     /// Takes an adjudicator event (from a watcher that only reports blocks final at its
@@ -219,11 +230,13 @@ impl Party {
         match event {
             ChainEvent::Deposited { now_held, block_number, asset, .. } => {
                 if self.is_channel_asset(&channel, *asset) {
-                    self.chain.observe_holdings(channel, *block_number, *now_held, true);
+                    self.chain.observe_holdings(channel, *asset, *block_number, *now_held, true);
                 }
             }
             ChainEvent::AllocationUpdated { final_holdings, block_number, asset_index, initial_holdings, .. } => {
-                self.chain.observe_holdings(channel, *block_number, *final_holdings, false);
+                if let Some(asset) = self.payout_asset(&channel, *asset_index) {
+                    self.chain.observe_holdings(channel, asset, *block_number, *final_holdings, false);
+                }
                 self.credit_successor(channel, *asset_index, *initial_holdings, *block_number);
             }
             ChainEvent::Concluded { finalizes_at, block_number, .. } => {
@@ -242,7 +255,7 @@ impl Party {
             ChainEvent::Reclaimed { .. } => {}
             ChainEvent::Retracted { from_block, block_number, held, turn_num_record, finalizes_at, asset, .. } => {
                 // Holdings re-read of another asset leave ours as they are.
-                let held = if self.is_channel_asset(&channel, *asset) { *held } else { self.chain.holdings(&channel) };
+                let held = self.is_channel_asset(&channel, *asset).then_some((*asset, *held));
                 let re_read = ReRead { held, turn_num_record: *turn_num_record, finalizes_at: *finalizes_at };
                 self.chain.retract(channel, *from_block, *block_number, re_read);
                 if self.fixed_part(&channel).is_none() {
@@ -372,7 +385,7 @@ impl Party {
             let ObjectiveId::DirectFund(channel) = *oid else { continue };
             let Objective::DirectFund(d) = &e.objective else { continue };
             let peer = d.participants().iter().find(|p| **p != self.address());
-            let committed = !self.chain.holdings(&channel).is_zero();
+            let committed = d.assets().any(|asset| !self.chain.holdings(&channel, asset).is_zero());
             if !e.done
                 && committed
                 && peer.is_some_and(silent)

@@ -21,6 +21,7 @@ use alloy_primitives::B256;
 use super::{
     chain_view::ChainView,
     objective::{Crank, Ctx, View},
+    payout_steps::{first_guarantee, guarantee_targets, next_step, transfer_indices, PayoutStep},
     ObjectiveId, PartyError, TransactionRequest, WaitingFor,
 };
 use crate::{
@@ -57,13 +58,6 @@ impl Plan {
             Plan::Conclude(s) | Plan::Challenge { candidate: s, .. } => s,
         }
     }
-}
-
-/// The kind of payout step in flight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum PayoutStep {
-    Reclaim,
-    Transfer,
 }
 
 /// The ledger's outcome as the chain fingerprints it, once finalized.
@@ -210,7 +204,7 @@ impl ForceClose {
                     .iter()
                     .any(|e| e.allocations.iter().any(|a| a.allocation_type == AllocationType::GUARANTEE));
                 if !has_guarantee {
-                    return Ok(ctx.chain.holdings(&channel).is_zero());
+                    return Ok(ctx.chain.held_any(&channel, self.assets()).is_zero());
                 }
             }
             let Some((state_hash, outcome)) = ctx.chain.finalized(&channel) else {
@@ -222,50 +216,22 @@ impl ForceClose {
             return Ok(false);
         }
         let Some(Payout { state_hash, outcome }) = self.payout.clone() else { return Ok(false) };
-        let Some(asset) = outcome.0.first() else { return Ok(true) };
-        let holdings = ctx.chain.holdings(&channel);
         self.targets = guarantee_targets(&outcome);
-        // Guarantees are reclaimed in allocation order, the first one first (whoever sends
-        // it), so that every party paying the ledger out computes the same outcome from the
-        // same events.
-        if let Some((index, target)) = first_guarantee(&outcome) {
-            if let Some((target_state_hash, target_outcome)) = ctx.chain.finalized(&target) {
-                let transaction = ChainTransaction::Reclaim {
-                    source_channel_id: channel,
-                    source_state_hash: state_hash,
-                    source_outcome: outcome.clone(),
-                    source_asset_index: 0,
-                    index_of_target_in_source: index,
-                    target_state_hash,
-                    target_outcome,
-                    target_asset_index: 0,
-                };
-                self.request(ctx, transaction, None);
-                self.pending = Some(PayoutStep::Reclaim);
-                return Ok(false);
+        // Asset by asset, in the exit's order; within an asset, guarantees are reclaimed in
+        // allocation order, the first one first (whoever sends it), so that every party paying
+        // the ledger out computes the same outcome from the same events.
+        let finalized = |target: &ChannelId| ctx.chain.finalized(target);
+        let holdings = |asset| ctx.chain.holdings(&channel, asset);
+        let step = next_step(channel, state_hash, &outcome, finalized, holdings);
+        if let Some((transaction, step)) = step {
+            if step == PayoutStep::Transfer {
+                ctx.force_close.extend(self.targets.iter().copied());
             }
-        }
-        ctx.force_close.extend(self.targets.iter().copied());
-        // What the next transfer would pay: the named allocations, or all of them (`[]`).
-        let indices = transfer_indices(&outcome);
-        let unpaid = match indices.is_empty() {
-            true => {
-                asset.allocations.iter().any(|a| a.allocation_type != AllocationType::GUARANTEE && !a.amount.is_zero())
-            }
-            false => indices.iter().any(|i| asset.allocations.get(*i).is_some_and(|a| !a.amount.is_zero())),
-        };
-        if unpaid && !holdings.is_zero() {
-            let transaction = ChainTransaction::Transfer {
-                channel_id: channel,
-                asset_index: 0,
-                outcome: outcome.clone(),
-                state_hash,
-                indices,
-            };
             self.request(ctx, transaction, None);
-            self.pending = Some(PayoutStep::Transfer);
+            self.pending = Some(step);
             return Ok(false);
         }
+        ctx.force_close.extend(self.targets.iter().copied());
         Ok(self.targets.is_empty())
     }
 
@@ -283,15 +249,16 @@ impl ForceClose {
             | ChainEvent::ChallengeCleared { .. }
             | ChainEvent::Checkpointed { .. } => self.submitted = false,
             ChainEvent::Retracted { from_block, .. } => self.retract(*from_block, chain),
-            ChainEvent::Reclaimed { block_number, .. } => {
+            ChainEvent::Reclaimed { block_number, asset_index, .. } => {
                 if self.pending == Some(PayoutStep::Reclaim) {
                     self.pending = None;
                 }
                 self.remember(*block_number);
                 let Some(payout) = &mut self.payout else { return };
-                let reclaimed = first_guarantee(&payout.outcome).and_then(|(index, target)| {
+                let asset_index = usize::try_from(*asset_index).unwrap_or(usize::MAX);
+                let reclaimed = first_guarantee(&payout.outcome, asset_index).and_then(|(index, target)| {
                     let (_, target_outcome) = chain.finalized(&target)?;
-                    after_reclaim(&payout.outcome, 0, index, &target_outcome, 0).ok()
+                    after_reclaim(&payout.outcome, asset_index, index, &target_outcome, 0).ok()
                 });
                 match reclaimed {
                     Some(outcome) => payout.outcome = outcome,
@@ -302,21 +269,24 @@ impl ForceClose {
                     }
                 }
             }
-            ChainEvent::AllocationUpdated { initial_holdings, final_holdings, block_number, .. } => {
+            ChainEvent::AllocationUpdated { initial_holdings, block_number, asset_index, .. } => {
                 if self.pending == Some(PayoutStep::Transfer) {
                     self.pending = None;
                 }
                 self.remember(*block_number);
+                // Every asset's event updates the view first: all paid once none holds any.
+                let all_paid = chain.held_any(&channel, self.assets()).is_zero();
                 match &mut self.payout {
                     Some(payout) => {
-                        let indices = transfer_indices(&payout.outcome);
-                        match after_transfer(&payout.outcome, 0, *initial_holdings, &indices) {
+                        let asset_index = usize::try_from(*asset_index).unwrap_or(usize::MAX);
+                        let indices = transfer_indices(&payout.outcome, asset_index);
+                        match after_transfer(&payout.outcome, asset_index, *initial_holdings, &indices) {
                             Ok((outcome, _)) => payout.outcome = outcome,
                             Err(e) => self.failure = Some(format!("transfer on {channel}: {e}")),
                         }
                     }
                     // Paid out before we tracked it (a conclusion and payout in one call).
-                    None if final_holdings.is_zero() => self.done = self.ledger,
+                    None if all_paid => self.done = self.ledger,
                     None => {}
                 }
             }
@@ -329,6 +299,11 @@ impl ForceClose {
 const MAX_HISTORY: usize = 64;
 
 impl ForceClose {
+    /// The channel's assets, in its exit's order (the state it goes to chain with).
+    fn assets(&self) -> impl Iterator<Item = crate::Address> + '_ {
+        self.plan.state().state().outcome.0.iter().map(|e| e.asset)
+    }
+
     /// Keeps the tracked outcome as it is before a payout event of `block` changes it.
     fn remember(&mut self, block: u64) {
         if let Some(payout) = &self.payout {
@@ -359,38 +334,6 @@ impl ForceClose {
             self.targets.clear();
         }
     }
-}
-
-/// The guarantees' targets of an outcome, in allocation order.
-fn guarantee_targets(outcome: &Exit) -> Vec<ChannelId> {
-    outcome
-        .0
-        .iter()
-        .flat_map(|e| e.allocations.iter())
-        .filter(|a| a.allocation_type == AllocationType::GUARANTEE)
-        .map(|a| a.destination)
-        .collect()
-}
-
-/// The first guarantee of the outcome's first asset: its index and target.
-fn first_guarantee(outcome: &Exit) -> Option<(usize, ChannelId)> {
-    let asset = outcome.0.first()?;
-    let index = asset.allocations.iter().position(|a| a.allocation_type == AllocationType::GUARANTEE)?;
-    Some((index, asset.allocations[index].destination))
-}
-
-/// What a payout transfer names: every allocation once no guarantee is left (`[]`), else
-/// the parties' balances (a guarantee cannot be transferred). At most two indices while
-/// guarantees remain: the adjudicator checks `allocations[k]` for `k < len(indices)` against
-/// guarantees, so a top-up slot (the last allocation) waits for the transfer after the
-/// reclaims.
-fn transfer_indices(outcome: &Exit) -> Vec<usize> {
-    let Some(asset) = outcome.0.first() else { return Vec::new() };
-    if asset.allocations.iter().all(|a| a.allocation_type != AllocationType::GUARANTEE) {
-        return Vec::new();
-    }
-    let simple = |(i, a): (usize, &crate::Allocation)| (a.allocation_type != AllocationType::GUARANTEE).then_some(i);
-    asset.allocations.iter().enumerate().filter_map(simple).take(2).collect()
 }
 
 impl Crank for ForceClose {
@@ -468,7 +411,7 @@ impl Crank for ForceClose {
         if !self.targets.is_empty() {
             return WaitingFor::TargetsFinalized { channels: self.targets.clone() };
         }
-        WaitingFor::Payout { held: view.chain.holdings(channel) }
+        WaitingFor::Payout { held: view.chain.held_any(channel, self.assets()) }
     }
 
     fn failure(&self) -> Option<&str> {

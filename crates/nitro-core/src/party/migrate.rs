@@ -18,6 +18,21 @@ impl Party {
     pub fn withdraw(&mut self, ledger: ChannelId, amount: U256) -> Result<(ObjectiveId, Effects), PartyError> {
         let ledger = self.current_ledger(ledger);
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
+        let asset = channel.consensus_outcome().asset();
+        self.withdraw_in(ledger, asset, amount)
+    }
+
+    /// Withdraws `amount` of `asset` from our balance in `ledger` (ADR-0022 §5), the ledger's
+    /// other assets carried whole into the successor; refused as [`Party::withdraw`] is, and for
+    /// an asset the ledger does not hold.
+    pub fn withdraw_in(
+        &mut self,
+        ledger: ChannelId,
+        asset: crate::Address,
+        amount: U256,
+    ) -> Result<(ObjectiveId, Effects), PartyError> {
+        let ledger = self.current_ledger(ledger);
+        let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
         if amount.is_zero() {
             return Err(PartyError::BadRequest("a withdrawal of zero".into()));
         }
@@ -46,10 +61,13 @@ impl Party {
         seed.extend_from_slice(&amounts[0].to_be_bytes::<32>());
         seed.extend_from_slice(&amounts[1].to_be_bytes::<32>());
         seed.extend_from_slice(&channel.highest_turn().to_be_bytes::<6>());
+        if channel.consensus_outcome().is_multi_asset() {
+            seed.extend_from_slice(asset.as_slice()); // (a one-asset ledger's nonce as before)
+        }
         let digest = keccak256(&seed);
         let mut nonce = [0u8; 8];
         nonce.copy_from_slice(&digest[..8]);
-        let objective = Withdraw::new(channel, amounts, u64::from_be_bytes(nonce), true)?;
+        let objective = Withdraw::new(channel, asset, amounts, u64::from_be_bytes(nonce), true)?;
         // A withdrawal that failed before anything was committed may be asked for again.
         self.forget_failed_withdrawal(id, None);
         if self.objectives.contains_key(&id) {
@@ -140,6 +158,7 @@ impl Party {
         let Ok(index) = usize::try_from(asset_index) else { return };
         let Ok((after, _)) = after_transfer(outcome, index, initial, &[]) else { return };
         let (Some(before), Some(now)) = (outcome.0.get(index), after.0.get(index)) else { return };
+        let asset = before.asset;
         let credit = before
             .allocations
             .iter()
@@ -152,13 +171,13 @@ impl Party {
         if let Some(Entry { objective: Objective::Withdraw(w), .. }) =
             self.objectives.get_mut(&ObjectiveId::Withdraw(ledger))
         {
-            if !w.mark_credited() {
+            if !w.mark_credited(index) {
                 return;
             }
         }
         self.touch(StateKey::Objective(ObjectiveId::Withdraw(ledger)));
-        let held = self.chain.holdings(&successor).saturating_add(credit);
-        self.chain.observe_holdings(successor, block, held, true);
+        let held = self.chain.holdings(&successor, asset).saturating_add(credit);
+        self.chain.observe_holdings(successor, asset, block, held, true);
         self.touch(StateKey::Channel(successor));
     }
 }

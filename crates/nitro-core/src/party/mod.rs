@@ -11,6 +11,7 @@
 mod chain_view;
 mod direct_defund;
 mod direct_fund;
+mod direct_fund_asset;
 mod effects;
 mod error;
 mod exit;
@@ -18,6 +19,7 @@ mod force_close;
 mod ids;
 mod migrate;
 mod objective;
+mod payout_steps;
 mod policy;
 mod records;
 mod round;
@@ -240,8 +242,9 @@ impl Party {
         self.key.address()
     }
 
-    /// Opens a ledger: `participants[0]` leads. Both parties' deposits (`amounts`, in that
-    /// order) go to chain; the counterparty joins when our prefund signature reaches it.
+    /// Opens a one-asset ledger: `participants[0]` leads. Both parties' deposits (`amounts`,
+    /// in that order) go to chain; the counterparty joins when our prefund signature reaches
+    /// it. See [`Party::direct_fund_assets`] for several assets.
     pub fn direct_fund(
         &mut self,
         participants: [Address; 2],
@@ -249,20 +252,7 @@ impl Party {
         amounts: [U256; 2],
         channel_nonce: u64,
     ) -> Result<(ObjectiveId, Effects), PartyError> {
-        let me = self.address();
-        let peer = match participants {
-            [a, b] if a == me && b != me => b,
-            [a, b] if b == me && a != me => a,
-            _ => return Err(PartyError::NotAParticipant),
-        };
-        let allocations = participants.iter().zip(amounts).map(|(p, a)| Allocation::simple(destination_of(*p), a));
-        let state =
-            self.prefund(participants.to_vec(), self.config.consensus_app, asset, allocations.collect(), channel_nonce);
-        if self.ledger_with.contains_key(&peer) || self.funding_with(peer) {
-            return Err(PartyError::LedgerExists(peer));
-        }
-        let objective = DirectFund::new(&state, self)?;
-        self.start(Objective::DirectFund(objective))
+        self.direct_fund_assets(participants, &[(asset, amounts)], channel_nonce)
     }
 
     fn funding_with(&self, peer: Address) -> bool {
@@ -481,8 +471,8 @@ impl Party {
             Payload::Decline { objective, reason } => {
                 effects.extend(self.receive_decline(from, objective, &reason));
             }
-            Payload::TopUpRequest { channel_id, amount } => {
-                effects.extend(self.receive_top_up_request(from, channel_id, amount)?);
+            Payload::TopUpRequest { channel_id, asset, amount } => {
+                effects.extend(self.receive_top_up_request(from, channel_id, asset, amount)?);
             }
             Payload::Voucher(voucher) => {
                 self.receive_voucher(from, &voucher)?;
@@ -602,10 +592,10 @@ impl Party {
         }
     }
 
-    /// Sets what the chain holds for a channel as of `block` (read at start-up, before
-    /// events arrive).
-    pub fn set_holdings(&mut self, channel_id: ChannelId, block: u64, held: U256) -> Effects {
-        self.chain.observe_holdings(channel_id, block, held, false);
+    /// Sets what the chain holds of `asset` for a channel as of `block` (read at start-up,
+    /// before events arrive).
+    pub fn set_holdings(&mut self, channel_id: ChannelId, asset: Address, block: u64, held: U256) -> Effects {
+        self.chain.observe_holdings(channel_id, asset, block, held, false);
         self.touch(StateKey::Channel(channel_id));
         let effects = self.crank_all();
         self.note(&effects);
@@ -747,10 +737,7 @@ impl Party {
                 continue;
             }
             let totals = top_up::Totals::of(follower);
-            let asset_accepted = {
-                let asset = follower.consensus_outcome().asset();
-                policy.assets.as_ref().is_none_or(|a| a.contains(&asset))
-            };
+            let asset_accepted = |asset: &Address| policy.assets.as_ref().is_none_or(|a| a.contains(asset));
             let mut policy = |p: &Proposal| -> Approval {
                 if closing.contains(channel_id) {
                     return Approval::Reject("the ledger is closing".into());
@@ -760,7 +747,7 @@ impl Party {
                         Some(Entry { objective: Objective::TopUp(t), done: false }) => Some(t),
                         _ => None,
                     };
-                    let decided = top_up::decide_top_up(&totals, p, chain, ours, asset_accepted);
+                    let decided = top_up::decide_top_up(&totals, p, chain, ours, &asset_accepted);
                     return decided.unwrap_or(Approval::Defer);
                 }
                 let decision =
@@ -786,7 +773,7 @@ impl Party {
                     .filter(|(_, c)| match expecting(c) {
                         Some(id) => !objectives.contains_key(&id),
                         None => {
-                            let decided = top_up::decide_top_up(&totals, c, chain, ours, asset_accepted);
+                            let decided = top_up::decide_top_up(&totals, c, chain, ours, &asset_accepted);
                             matches!(decided, Some(Approval::Defer))
                         }
                     })

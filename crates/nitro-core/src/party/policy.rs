@@ -92,9 +92,10 @@ impl Party {
         if p.ledger_peers.as_ref().is_some_and(|allowed| !allowed.contains(&peer)) {
             return refuse(format!("{peer} is not a peer this node opens ledgers with"));
         }
-        let asset = funding.asset();
-        if p.assets.as_ref().is_some_and(|assets| !assets.contains(&asset)) {
-            return refuse(format!("asset {asset} is not accepted"));
+        for asset in funding.assets() {
+            if p.assets.as_ref().is_some_and(|assets| !assets.contains(&asset)) {
+                return refuse(format!("asset {asset} is not accepted"));
+            }
         }
         let duration = state.challenge_duration.to::<u64>();
         if let Some((min, max)) = p.challenge_duration {
@@ -102,20 +103,24 @@ impl Party {
                 return refuse(format!("challenge duration {duration} s is outside [{min}, {max}] s"));
             }
         }
-        let [ours, theirs] = funding.amounts_mine_first();
-        let limits = p.limits(asset);
-        if limits.max_deposit_per_ledger.is_some_and(|max| ours > max) {
-            return refuse(format!("our deposit {ours} is above the per-ledger limit"));
-        }
-        if let Some(max) = limits.max_total_deposit {
-            let total = self.deposits_held(asset).checked_add(ours);
-            if total.is_none_or(|t| t > max) {
-                return refuse(format!("our deposits would pass the total limit {max}"));
-            }
-        }
         let we_deposit_first = state.participants.first() == Some(&me);
-        if !p.known_peers.contains(&peer) && we_deposit_first && !theirs.is_zero() {
-            return refuse(format!("{peer} is a stranger: its deposit goes on chain before ours (make it the leader)"));
+        for asset in funding.assets() {
+            let [ours, theirs] = funding.amounts_mine_first(asset);
+            let limits = p.limits(asset);
+            if limits.max_deposit_per_ledger.is_some_and(|max| ours > max) {
+                return refuse(format!("our deposit {ours} is above the per-ledger limit (asset {asset})"));
+            }
+            if let Some(max) = limits.max_total_deposit {
+                let total = self.deposits_held(asset).checked_add(ours);
+                if total.is_none_or(|t| t > max) {
+                    return refuse(format!("our deposits would pass the total limit {max} (asset {asset})"));
+                }
+            }
+            if !p.known_peers.contains(&peer) && we_deposit_first && !theirs.is_zero() {
+                return refuse(format!(
+                    "{peer} is a stranger: its deposit goes on chain before ours (make it the leader)"
+                ));
+            }
         }
         Ok(())
     }
@@ -125,8 +130,7 @@ impl Party {
     pub(crate) fn deposits_held(&self, asset: Address) -> U256 {
         let me = destination_of(self.address());
         let mut total = U256::ZERO;
-        for l in self.ledgers.values().filter(|l| l.consensus_outcome().asset() == asset) {
-            let o = l.consensus_outcome();
+        for o in self.ledgers.values().filter_map(|l| l.consensus_outcome().exit(asset)) {
             let balance = if o.leader().destination == me { o.leader().amount } else { o.follower().amount };
             let locked = o.guarantees().map(|g| g.amount()).fold(U256::ZERO, |a, b| a.saturating_add(b));
             // A top-up slot of ours counts from its reservation (ADR-0022 §4).
@@ -136,10 +140,7 @@ impl Party {
         }
         for e in self.objectives.values().filter(|e| !e.done) {
             if let Objective::DirectFund(d) = &e.objective {
-                if d.asset() != asset {
-                    continue;
-                }
-                total = total.saturating_add(d.amounts_mine_first()[0]);
+                total = total.saturating_add(d.amounts_mine_first(asset)[0]);
             }
         }
         total
@@ -180,9 +181,11 @@ impl Party {
         let me = destination_of(self.address());
         for side in &v.ledgers {
             let Some(ledger) = self.ledgers.get(&side.channel_id) else { continue };
-            let crate::Proposal::Add { guarantee, left_deposit } = side.expected else { continue };
+            let crate::Proposal::Add { guarantee, left_deposit, asset } = side.expected else { continue };
             let ours = if guarantee.left() == me { left_deposit } else { guarantee.amount() - left_deposit };
-            let o = ledger.latest_outcome();
+            let Some(o) = ledger.latest_outcome().exit(asset) else {
+                return Err(PartyError::InvalidState(format!("ledger {} does not hold {asset}", side.channel_id)));
+            };
             let balance = if o.leader().destination == me { o.leader().amount } else { o.follower().amount };
             if ours > balance {
                 return Err(PartyError::InsufficientFunds {

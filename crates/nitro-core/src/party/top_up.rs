@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     chain::{ChainEvent, ChainTransaction},
-    Address, Approval, ChannelId, ConsensusChannel, FollowerChannel, LedgerOutcome, Proposal, Side, SignedState, Slot,
+    Address, Approval, AssetOutcome, ChannelId, ConsensusChannel, FollowerChannel, Proposal, Side, SignedState, Slot,
     U256,
 };
 
@@ -49,10 +49,17 @@ pub struct TopUp {
 
 impl TopUp {
     /// The objective for a top-up of `amount` by `depositor` in `ledger` (ours: we are `me`).
-    pub(crate) fn new(ledger: &ConsensusChannel, me: Side, peer: Address, depositor: Side, amount: U256) -> Self {
+    pub(crate) fn new(
+        ledger: ChannelId,
+        asset: Address,
+        me: Side,
+        peer: Address,
+        depositor: Side,
+        amount: U256,
+    ) -> Self {
         Self {
-            ledger: ledger.channel_id(),
-            asset: ledger.consensus_outcome().asset(),
+            ledger,
+            asset,
             me,
             peer,
             slot: Slot { side: depositor, amount },
@@ -65,6 +72,11 @@ impl TopUp {
             submitted_at: 0,
             failure: None,
         }
+    }
+
+    /// The asset topped up.
+    pub fn asset(&self) -> Address {
+        self.asset
     }
 
     /// The ledger topped up.
@@ -105,7 +117,7 @@ impl TopUp {
     /// holdings show no deposit for it. A change the follower refused is asked for again after
     /// the next timer tick (a follower that refuses everything, closing, costs one proposal per
     /// tick, not a message loop).
-    fn settle_slot(&mut self, ctx: &mut Ctx<'_>, consensus: &LedgerOutcome, latest: Option<Slot>, pending: bool) {
+    fn settle_slot(&mut self, ctx: &mut Ctx<'_>, consensus: &AssetOutcome, latest: Option<Slot>, pending: bool) {
         if self.me != Side::Leader || pending || consensus.slot() != Some(self.slot) || latest != Some(self.slot) {
             return;
         }
@@ -117,7 +129,7 @@ impl TopUp {
             return;
         }
         let (Some(total), Some(base)) = (consensus.total(), consensus.total_without_slot()) else { return };
-        let held = ctx.chain.holdings(&self.ledger);
+        let held = ctx.chain.holdings(&self.ledger, self.asset);
         if held >= total {
             ctx.request_change(self.ledger, self.id(), self.credit());
             self.settle_asked = true;
@@ -129,9 +141,9 @@ impl TopUp {
     }
 
     /// Our deposit, if due: holdings in `[total without the slot, total)`, amount the rest.
-    fn deposit(&mut self, outcome: &LedgerOutcome, ctx: &mut Ctx<'_>) {
+    fn deposit(&mut self, outcome: &AssetOutcome, ctx: &mut Ctx<'_>) {
         let (Some(before), Some(total)) = (outcome.total_without_slot(), outcome.total()) else { return };
-        let held = ctx.chain.holdings(&self.ledger);
+        let held = ctx.chain.holdings(&self.ledger, self.asset);
         if self.deposit_submitted || held < before || held >= total {
             return;
         }
@@ -165,8 +177,11 @@ impl Crank for TopUp {
             self.fail_with("the ledger is closed");
             return Ok(false);
         };
-        let consensus = ledger.consensus_outcome().clone();
-        let latest_slot = ledger.latest_outcome().slot();
+        let Some(consensus) = ledger.consensus_outcome().exit(self.asset).cloned() else {
+            self.fail_with(&format!("the ledger holds no asset {}", self.asset));
+            return Ok(false);
+        };
+        let latest_slot = ledger.latest_outcome().exit(self.asset).and_then(|e| e.slot());
         let pending = ctx.changes.get(&self.ledger).is_some_and(|c| c.iter().any(|(by, _)| *by == id));
         if self.failure.is_some() {
             // Stopped: nothing more is deposited, but the slot is still settled.
@@ -188,7 +203,11 @@ impl Crank for TopUp {
                     }
                     Side::Follower => ctx.effects.messages.push(Envelope {
                         to: self.peer,
-                        payload: Payload::TopUpRequest { channel_id: self.ledger, amount: self.slot.amount },
+                        payload: Payload::TopUpRequest {
+                            channel_id: self.ledger,
+                            asset: Some(self.asset),
+                            amount: self.slot.amount,
+                        },
                     }),
                 }
                 return Ok(false);
@@ -235,7 +254,11 @@ impl Crank for TopUp {
         }
         vec![Envelope {
             to: self.peer,
-            payload: Payload::TopUpRequest { channel_id: self.ledger, amount: self.slot.amount },
+            payload: Payload::TopUpRequest {
+                channel_id: self.ledger,
+                asset: Some(self.asset),
+                amount: self.slot.amount,
+            },
         }]
     }
 
@@ -255,7 +278,7 @@ impl Crank for TopUp {
         if event.channel_id() != self.ledger || event.retracted_from().is_none() || self.failure.is_some() {
             return;
         }
-        if self.reserved_total.is_some_and(|t| chain.holdings(&self.ledger) < t) {
+        if self.reserved_total.is_some_and(|t| chain.holdings(&self.ledger, self.asset) < t) {
             self.deposit_submitted = false;
             self.deposit_failed = false;
         }
@@ -268,7 +291,7 @@ impl Crank for TopUp {
         let Some(target) = self.reserved_total else {
             return WaitingFor::Agreement { what: "reserve" };
         };
-        let held = view.chain.holdings(&self.ledger);
+        let held = view.chain.holdings(&self.ledger, self.asset);
         if held < target {
             return if self.i_deposit() && self.deposit_submitted {
                 WaitingFor::DepositConfirmation { held, target }
@@ -297,6 +320,13 @@ impl Crank for TopUp {
 /// decides (the ledger is borrowed for the decision itself).
 pub(crate) struct Totals {
     ledger: ChannelId,
+    /// Per asset of the ledger, in its order.
+    assets: Vec<AssetTotals>,
+}
+
+/// One asset's totals, as [`Totals`] reads them.
+struct AssetTotals {
+    asset: Address,
     /// The consensus total, slot included.
     consensus: U256,
     /// The total with every pending proposal applied, slot included: at least the total at
@@ -307,16 +337,22 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    /// Reads them off a follower ledger (an impossible overflow reads as the maximum, which
-    /// defers every credit).
+    /// Reads them off a follower ledger, per asset (an impossible overflow reads as the
+    /// maximum, which defers every credit).
     pub(crate) fn of(follower: &FollowerChannel) -> Self {
-        let c = follower.consensus_outcome();
-        Self {
-            ledger: follower.channel_id(),
-            consensus: c.total().unwrap_or(U256::MAX),
-            latest: follower.latest_outcome().total().unwrap_or(U256::MAX),
-            base: c.total_without_slot().unwrap_or(U256::MAX),
-        }
+        let latest = follower.latest_outcome();
+        let assets = follower
+            .consensus_outcome()
+            .assets()
+            .iter()
+            .map(|c| AssetTotals {
+                asset: c.asset(),
+                consensus: c.total().unwrap_or(U256::MAX),
+                latest: latest.exit(c.asset()).and_then(|l| l.total()).unwrap_or(U256::MAX),
+                base: c.total_without_slot().unwrap_or(U256::MAX),
+            })
+            .collect();
+        Self { ledger: follower.channel_id(), assets }
     }
 }
 
@@ -330,9 +366,19 @@ pub(crate) fn decide_top_up(
     proposal: &Proposal,
     chain: &ChainView,
     ours: Option<&TopUp>,
-    asset_accepted: bool,
+    asset_accepted: &dyn Fn(&Address) -> bool,
 ) -> Option<Approval> {
     let ledger = totals.ledger;
+    let asset = match *proposal {
+        Proposal::Reserve { asset, .. } | Proposal::Credit { asset, .. } | Proposal::CancelReserve { asset, .. } => {
+            asset
+        }
+        Proposal::Add { .. } | Proposal::Remove { .. } => return None,
+    };
+    let Some(totals) = totals.assets.iter().find(|t| t.asset == asset) else {
+        return Some(Approval::Reject(format!("the ledger holds no asset {asset}")));
+    };
+    let ours = ours.filter(|t| t.asset == asset);
     let in_flight = ours.is_some_and(|t| t.deposit_in_flight());
     let active = ours.filter(|t| t.failure.is_none());
     let decision = match *proposal {
@@ -340,13 +386,13 @@ pub(crate) fn decide_top_up(
             Some(t) if t.slot == (Slot { side: Side::Follower, amount }) => Approval::Approve,
             _ => Approval::Reject("we did not ask for this top-up".into()),
         },
-        Proposal::Reserve { side: Side::Leader, .. } if !asset_accepted => {
+        Proposal::Reserve { side: Side::Leader, .. } if !asset_accepted(&asset) => {
             Approval::Reject("the ledger's asset is not accepted".into())
         }
         Proposal::Reserve { .. } => Approval::Approve,
         Proposal::Credit { .. } => {
             let needed = totals.consensus.max(totals.latest);
-            if chain.holdings(&ledger) >= needed {
+            if chain.holdings(&ledger, asset) >= needed {
                 Approval::Approve
             } else {
                 Approval::Defer
@@ -354,7 +400,7 @@ pub(crate) fn decide_top_up(
         }
         Proposal::CancelReserve { side: Side::Leader, .. } => Approval::Approve,
         Proposal::CancelReserve { side: Side::Follower, .. } => {
-            if chain.holdings(&ledger) > totals.base {
+            if chain.holdings(&ledger, asset) > totals.base {
                 Approval::Reject("the chain holds a deposit for our top-up slot".into())
             } else if active.is_some() || in_flight {
                 // Our deposit may still land: decided once it did (refused) or failed for good.
@@ -369,11 +415,28 @@ pub(crate) fn decide_top_up(
 }
 
 impl super::Party {
-    /// Deposits `amount` more of the ledger's asset into open ledger `ledger`, for us
-    /// (ADR-0022 §4): reserve a slot, deposit, credit. Refused for an unknown or closing
-    /// ledger, a zero amount, a total that would overflow, a slot pending or another top-up
-    /// of this ledger running, and above our policy's deposit limits for the asset.
+    /// Deposits `amount` more of the ledger's first asset (its only one, for a one-asset
+    /// ledger) into open ledger `ledger`: [`Party::top_up_in`] of that asset.
+    ///
+    /// [`Party::top_up_in`]: super::Party::top_up_in
     pub fn top_up(&mut self, ledger: ChannelId, amount: U256) -> Result<(ObjectiveId, super::Effects), PartyError> {
+        let ledger = self.current_ledger(ledger);
+        let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
+        let asset = channel.consensus_outcome().asset();
+        self.top_up_in(ledger, asset, amount)
+    }
+
+    /// Deposits `amount` more of `asset` into open ledger `ledger`, for us (ADR-0022 §4):
+    /// reserve a slot in that asset's exit, deposit, credit. Refused for an unknown or closing
+    /// ledger, an asset the ledger does not hold, a zero amount, a total that would overflow,
+    /// a slot pending in that asset or another top-up of this ledger running (one at a time
+    /// per ledger), and above our policy's deposit limits for the asset.
+    pub fn top_up_in(
+        &mut self,
+        ledger: ChannelId,
+        asset: Address,
+        amount: U256,
+    ) -> Result<(ObjectiveId, super::Effects), PartyError> {
         let ledger = self.current_ledger(ledger);
         let channel = self.ledgers.get(&ledger).ok_or(PartyError::UnknownLedger(ledger))?;
         if self.closing.contains(&ledger) {
@@ -387,9 +450,8 @@ impl super::Party {
             ConsensusChannel::Follower(_) => Side::Follower,
         };
         let peer = self.peers.get(&ledger).copied().ok_or(PartyError::UnknownLedger(ledger))?;
-        self.check_top_up(channel, amount)?;
-        let limits = self.policy.limits(channel.consensus_outcome().asset());
-        let outcome = channel.consensus_outcome();
+        let outcome = self.check_top_up(channel, asset, amount)?;
+        let limits = self.policy.limits(asset);
         let mine = match me {
             Side::Leader => outcome.leader().amount,
             Side::Follower => outcome.follower().amount,
@@ -398,28 +460,37 @@ impl super::Party {
             return Err(PartyError::Policy(format!("a top-up of {amount} passes the per-ledger deposit limit")));
         }
         if let Some(max) = limits.max_total_deposit {
-            let total = self.deposits_held(outcome.asset()).checked_add(amount);
+            let total = self.deposits_held(asset).checked_add(amount);
             if total.is_none_or(|t| t > max) {
                 return Err(PartyError::Policy(format!("a top-up of {amount} passes the total deposit limit {max}")));
             }
         }
-        let objective = TopUp::new(channel, me, peer, me, amount);
+        let objective = TopUp::new(ledger, asset, me, peer, me, amount);
         self.forget_finished_top_up(ledger)?;
         self.start(super::Objective::TopUp(objective))
     }
 
     /// What both a top-up request of ours and one of our follower must pass.
-    fn check_top_up(&self, channel: &ConsensusChannel, amount: U256) -> Result<(), PartyError> {
+    /// The asset's consensus outcome.
+    fn check_top_up<'c>(
+        &self,
+        channel: &'c ConsensusChannel,
+        asset: Address,
+        amount: U256,
+    ) -> Result<&'c AssetOutcome, PartyError> {
         if amount.is_zero() {
             return Err(PartyError::BadRequest("a top-up of zero".into()));
         }
-        if channel.consensus_outcome().slot().is_some() || channel.latest_outcome().slot().is_some() {
+        let unknown = || PartyError::BadRequest(format!("the ledger holds no asset {asset}"));
+        let consensus = channel.consensus_outcome().exit(asset).ok_or_else(unknown)?;
+        let latest = channel.latest_outcome().exit(asset).ok_or_else(unknown)?;
+        if consensus.slot().is_some() || latest.slot().is_some() {
             return Err(PartyError::TopUpPending);
         }
-        if channel.latest_outcome().total().and_then(|t| t.checked_add(amount)).is_none() {
+        if latest.total().and_then(|t| t.checked_add(amount)).is_none() {
             return Err(PartyError::BadRequest("the ledger's total would overflow 256 bits".into()));
         }
-        Ok(())
+        Ok(consensus)
     }
 
     /// Whether a TopUp of `ledger` is running (a withdrawal waits for it: ADR-0022 §5 wants no
@@ -450,14 +521,17 @@ impl super::Party {
         &mut self,
         from: Address,
         ledger: ChannelId,
+        asset: Option<Address>,
         amount: U256,
     ) -> Result<super::Effects, PartyError> {
         if self.peers.get(&ledger) != Some(&from) {
             return Err(PartyError::UnexpectedSender(from));
         }
+        let first = self.ledgers.get(&ledger).map(|c| c.consensus_outcome().asset());
+        let asset = asset.or(first).unwrap_or_default();
         let id = ObjectiveId::TopUp(ledger);
         if let Some(super::Objective::TopUp(t)) = self.objectives.get(&id).filter(|e| !e.done).map(|e| &e.objective) {
-            if t.failure.is_none() && t.slot == (Slot { side: Side::Follower, amount }) {
+            if t.failure.is_none() && t.asset == asset && t.slot == (Slot { side: Side::Follower, amount }) {
                 return Ok(super::Effects::default());
             }
         }
@@ -469,18 +543,17 @@ impl super::Party {
                 Some(PartyError::ObjectiveExists(ObjectiveId::Withdraw(ledger)))
             }
             ConsensusChannel::Leader(_) => {
-                let asset = channel.consensus_outcome().asset();
                 if self.policy.assets.as_ref().is_some_and(|a| !a.contains(&asset)) {
                     Some(PartyError::Policy(format!("asset {asset} is not accepted")))
                 } else {
-                    self.check_top_up(channel, amount).err()
+                    self.check_top_up(channel, asset, amount).err()
                 }
             }
         };
         if let Some(e) = refusal {
             return Ok(self.decline_to(id, vec![from], &e.to_string()));
         }
-        let objective = TopUp::new(channel, Side::Leader, from, Side::Follower, amount);
+        let objective = TopUp::new(ledger, asset, Side::Leader, from, Side::Follower, amount);
         if let Err(e) = self.forget_finished_top_up(ledger) {
             return Ok(self.decline_to(id, vec![from], &e.to_string()));
         }

@@ -86,7 +86,7 @@ impl VirtualChannel {
         let guarantee =
             Guarantee::new(target, amount, destination_of(p[left_index]), destination_of(p[left_index + 1]))
                 .map_err(|e| PartyError::InvalidState(e.to_string()))?;
-        Ok(Proposal::Add { guarantee, left_deposit: self.amounts[0] })
+        Ok(Proposal::Add { guarantee, left_deposit: self.amounts[0], asset: self.asset })
     }
 }
 
@@ -113,8 +113,8 @@ impl VirtualFund {
             let Some(j) = neighbour else { continue };
             let channel_id = *party.ledger_with.get(&p[j]).ok_or(PartyError::NoLedgerWith(p[j]))?;
             let ledger = party.ledgers.get(&channel_id).ok_or(PartyError::UnknownLedger(channel_id))?;
-            if ledger.consensus_outcome().asset() != channel.asset {
-                return Err(PartyError::InvalidState("the ledger holds another asset".into()));
+            if ledger.consensus_outcome().exit(channel.asset).is_none() {
+                return Err(PartyError::InvalidState(format!("the ledger does not hold {}", channel.asset)));
             }
             ledgers.push(PathLedger {
                 channel_id,

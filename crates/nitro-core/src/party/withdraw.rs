@@ -2,8 +2,10 @@
 //! funds, by migrating L to a new ledger L′ (ADR-0022 §5).
 //!
 //! L′ has L's participants, app and challenge duration, a fresh nonce, and the outcome
-//! `[leader − w_L, follower − w_F, every guarantee of L's consensus state]` at turns 0 and 1.
-//! L's final state F pays `w_L` and `w_F` to the parties and the rest to L′. The party that
+//! `[leader − w_L, follower − w_F, every guarantee of L's consensus state]` at turns 0 and 1,
+//! in the asset withdrawn; every other asset of a multi-asset ledger is carried whole.
+//! L's final state F pays `w_L` and `w_F` of that asset to the parties and the rest of every
+//! asset to L′. The party that
 //! asks sends its signatures on L′@0 and L′@1 (M1); the other answers with its own and its
 //! signature on F (M2); the asker signs F (M3) and concludes L, which credits L′ on chain.
 //! Nobody signs F before both L′ states are signed by both, and L reserves F's turn before we
@@ -29,8 +31,12 @@ pub struct Withdraw {
     successor: ChannelId,
     /// Whether this party asked for the withdrawal (it signs F last and concludes L).
     asked: bool,
-    /// `[leader, follower]` withdrawals, in L's asset.
+    /// `[leader, follower]` withdrawals, in the asset withdrawn.
     amounts: [U256; 2],
+    /// The asset withdrawn (`None`, and in records from before multi-asset ledgers: L's only
+    /// asset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    asset: Option<Address>,
     prefund: SignatureRound,
     postfund: SignatureRound,
     final_round: SignatureRound,
@@ -39,9 +45,12 @@ pub struct Withdraw {
     /// Chain time since which F is complete without L concluding (or our last conclusion).
     since: Option<u64>,
     failure: Option<String>,
-    /// Whether L's payout credited L′ already (counted once).
+    /// Whether L's payout of its first asset credited L′ already (counted once).
     #[serde(default)]
     credited: bool,
+    /// The further asset indices whose payout credited L′ already (multi-asset ledgers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    credited_assets: Vec<usize>,
 }
 
 /// Whether a 32-byte id would be read by the adjudicator as an external address (twelve
@@ -51,36 +60,42 @@ fn looks_like_address(id: &ChannelId) -> bool {
 }
 
 impl Withdraw {
-    /// The withdrawal of `amounts` (`[leader, follower]`) from `ledger` into a successor with
-    /// nonce `nonce`. Refused while proposals wait, a guarantee is being added or removed, a
-    /// top-up slot is pending (ADR-0022 §5's preconditions), the ledger is closing, or an amount
-    /// exceeds its party's balance.
+    /// The withdrawal of `amounts` (`[leader, follower]`) of `asset` from `ledger` into a
+    /// successor with nonce `nonce`. Refused while proposals wait, a guarantee is being added or
+    /// removed, a top-up slot is pending (ADR-0022 §5's preconditions), the ledger is closing,
+    /// the ledger does not hold `asset`, or an amount exceeds its party's balance.
     pub(crate) fn new(
         ledger: &ConsensusChannel,
+        asset: Address,
         amounts: [U256; 2],
         nonce: u64,
         asked: bool,
     ) -> Result<Self, PartyError> {
+        let index = ledger
+            .consensus_outcome()
+            .asset_index(asset)
+            .ok_or_else(|| PartyError::BadRequest(format!("the ledger holds no asset {asset}")))?;
         if ledger.has_pending() {
             return Err(PartyError::ProposalsPending);
         }
         if ledger.closing().is_some() {
             return Err(PartyError::LedgerClosing(ledger.channel_id()));
         }
-        if ledger.consensus_outcome().slot().is_some() || ledger.latest_outcome().slot().is_some() {
+        if ledger.consensus_outcome().has_slot() || ledger.latest_outcome().has_slot() {
             return Err(PartyError::TopUpPending);
         }
         let consensus = ledger.consensus_outcome();
         let changing =
             consensus.guarantees().any(|g| ledger.guarantees().status(&g.target()) != Some(GuaranteeStatus::Locked))
-                || ledger.guarantees().len() != consensus.guarantees().len();
+                || ledger.guarantees().len() != consensus.guarantee_count();
         if changing {
             return Err(PartyError::ProposalsPending);
         }
         if amounts.iter().all(U256::is_zero) {
             return Err(PartyError::BadRequest("nothing to withdraw".into()));
         }
-        let balances = [consensus.leader().amount, consensus.follower().amount];
+        let withdrawn = &consensus.assets()[index];
+        let balances = [withdrawn.leader().amount, withdrawn.follower().amount];
         for (w, b) in amounts.iter().zip(balances) {
             if *w > b {
                 return Err(PartyError::InsufficientFunds { ledger: ledger.channel_id(), needed: *w, available: b });
@@ -90,7 +105,7 @@ impl Withdraw {
         let mut prefund = state.clone();
         prefund.channel_nonce = nonce;
         prefund.turn_num = U48::ZERO;
-        let [leader, follower] = Self::balances_mut(&mut prefund.outcome)?;
+        let [leader, follower] = Self::balances_mut(&mut prefund.outcome, index)?;
         leader.amount -= amounts[0];
         follower.amount -= amounts[1];
         let successor = prefund.channel_id();
@@ -99,20 +114,26 @@ impl Withdraw {
         }
         let mut postfund = prefund.clone();
         postfund.turn_num = U48::from(1);
-        let total = consensus.total().ok_or(PartyError::BadRequest("ledger total overflows".into()))?;
-        let rest = total - amounts[0] - amounts[1];
-        let payouts = [
-            (destination_of(state.participants[0]), amounts[0]),
-            (destination_of(state.participants[1]), amounts[1]),
-            (successor, rest),
-        ];
-        let allocations = payouts.iter().filter(|(_, a)| !a.is_zero()).map(|(d, a)| Allocation::simple(*d, *a));
+        // F, per asset: the withdrawals (of the asset withdrawn) and the rest to L′, zero
+        // entries omitted.
+        let mut exits = Vec::with_capacity(consensus.assets().len());
+        for (i, a) in consensus.assets().iter().enumerate() {
+            let total = a.total().ok_or(PartyError::BadRequest("ledger total overflows".into()))?;
+            let w = if i == index { amounts } else { [U256::ZERO; 2] };
+            let payouts = [
+                (destination_of(state.participants[0]), w[0]),
+                (destination_of(state.participants[1]), w[1]),
+                (successor, total - w[0] - w[1]),
+            ];
+            let allocations = payouts.iter().filter(|(_, a)| !a.is_zero()).map(|(d, a)| Allocation::simple(*d, *a));
+            exits.push(SingleAssetExit {
+                asset: a.asset(),
+                asset_metadata: AssetMetadata::default(),
+                allocations: allocations.collect(),
+            });
+        }
         let mut fin = state;
-        fin.outcome = Exit(vec![SingleAssetExit {
-            asset: consensus.asset(),
-            asset_metadata: AssetMetadata::default(),
-            allocations: allocations.collect(),
-        }]);
+        fin.outcome = Exit(exits);
         fin.is_final = true;
         fin.turn_num = ledger.highest_turn().checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
         Ok(Self {
@@ -120,6 +141,7 @@ impl Withdraw {
             successor,
             asked,
             amounts,
+            asset: consensus.is_multi_asset().then_some(asset),
             prefund: SignatureRound::new(prefund),
             postfund: SignatureRound::new(postfund),
             final_round: SignatureRound::new(fin),
@@ -128,6 +150,7 @@ impl Withdraw {
             since: None,
             failure: None,
             credited: false,
+            credited_assets: Vec::new(),
         })
     }
 
@@ -139,17 +162,29 @@ impl Withdraw {
         let ours = ledger.consensus_state();
         let consensus = ledger.consensus_outcome();
         let theirs = LedgerOutcome::from_exit(&state.outcome).map_err(|e| invalid(&e.to_string()))?;
-        let w_leader = consensus.leader().amount.checked_sub(theirs.leader().amount);
-        let w_follower = consensus.follower().amount.checked_sub(theirs.follower().amount);
-        let (Some(w_leader), Some(w_follower)) = (w_leader, w_follower) else {
-            return Err(invalid("the successor's balances exceed ours"));
-        };
-        let amounts = [w_leader, w_follower];
+        // The withdrawal is of one asset: the only one whose balances differ (the first when
+        // none does, which `new` refuses as nothing to withdraw).
+        let mut withdrawn = None;
+        for ours in consensus.assets() {
+            let Some(t) = theirs.exit(ours.asset()) else { return Err(invalid("the successor lacks an asset")) };
+            let w_leader = ours.leader().amount.checked_sub(t.leader().amount);
+            let w_follower = ours.follower().amount.checked_sub(t.follower().amount);
+            let (Some(w_leader), Some(w_follower)) = (w_leader, w_follower) else {
+                return Err(invalid("the successor's balances exceed ours"));
+            };
+            if w_leader.is_zero() && w_follower.is_zero() {
+                continue;
+            }
+            if withdrawn.replace((ours.asset(), [w_leader, w_follower])).is_some() {
+                return Err(invalid("a withdrawal is of one asset"));
+            }
+        }
+        let (asset, amounts) = withdrawn.unwrap_or((consensus.asset(), [U256::ZERO; 2]));
         let my_index = ours.state().participants.iter().position(|p| *p == me).ok_or(PartyError::NotAParticipant)?;
         if !amounts[my_index].is_zero() {
             return Err(PartyError::Policy("a party withdraws only its own funds".into()));
         }
-        let objective = Self::new(ledger, amounts, state.channel_nonce, false)?;
+        let objective = Self::new(ledger, asset, amounts, state.channel_nonce, false)?;
         let expected = match state.turn_num.to::<u64>() {
             0 => objective.prefund.state.state(),
             1 => objective.postfund.state.state(),
@@ -161,8 +196,8 @@ impl Withdraw {
         Ok(objective)
     }
 
-    fn balances_mut(exit: &mut Exit) -> Result<[&mut Allocation; 2], PartyError> {
-        let allocations = &mut exit.0.first_mut().ok_or(PartyError::UnexpectedState)?.allocations;
+    fn balances_mut(exit: &mut Exit, index: usize) -> Result<[&mut Allocation; 2], PartyError> {
+        let allocations = &mut exit.0.get_mut(index).ok_or(PartyError::UnexpectedState)?.allocations;
         match allocations.as_mut_slice() {
             [leader, follower, ..] => Ok([leader, follower]),
             _ => Err(PartyError::UnexpectedState),
@@ -179,9 +214,14 @@ impl Withdraw {
         self.successor
     }
 
-    /// The withdrawals, `[leader, follower]`.
+    /// The withdrawals, `[leader, follower]`, of [`Withdraw::asset`].
     pub fn amounts(&self) -> [U256; 2] {
         self.amounts
+    }
+
+    /// The asset withdrawn.
+    pub fn asset(&self) -> Address {
+        self.asset.unwrap_or_else(|| self.postfund.state.state().outcome.0.first().map_or(Address::ZERO, |e| e.asset))
     }
 
     /// Whether this party asked for the withdrawal.
@@ -224,16 +264,20 @@ impl Withdraw {
         self.prefund.is_complete() && self.postfund.is_complete()
     }
 
-    /// What L′ holds once funded: its turn-1 outcome's total.
-    fn successor_total(&self) -> U256 {
+    /// What L′ holds once funded, per asset: its turn-1 outcome's totals.
+    fn successor_totals(&self) -> impl Iterator<Item = (Address, U256)> + '_ {
         self.postfund
             .state
             .state()
             .outcome
             .0
             .iter()
-            .flat_map(|e| &e.allocations)
-            .fold(U256::ZERO, |a, b| a.saturating_add(b.amount))
+            .map(|e| (e.asset, e.allocations.iter().fold(U256::ZERO, |a, b| a.saturating_add(b.amount))))
+    }
+
+    /// Whether the chain holds every asset's total for L′.
+    fn successor_funded(&self, chain: &ChainView) -> bool {
+        self.successor_totals().all(|(asset, total)| chain.holdings(&self.successor, asset) >= total)
     }
 
     /// F's outcome once we signed it: what a conclusion of L pays (the only final state of L
@@ -242,9 +286,16 @@ impl Withdraw {
         self.signed_final(me).then(|| &self.final_round.state.state().outcome)
     }
 
-    /// Records that L's payout credited L′; false if it was recorded already.
-    pub(crate) fn mark_credited(&mut self) -> bool {
-        !std::mem::replace(&mut self.credited, true)
+    /// Records that L's payout of asset `index` credited L′; false if it was recorded already.
+    pub(crate) fn mark_credited(&mut self, index: usize) -> bool {
+        if index == 0 {
+            return !std::mem::replace(&mut self.credited, true);
+        }
+        if self.credited_assets.contains(&index) {
+            return false;
+        }
+        self.credited_assets.push(index);
+        true
     }
 
     /// Before we sign F: its turn is reserved in L (nothing proposed or countersigned there
@@ -367,7 +418,7 @@ impl Crank for Withdraw {
                 self.submit(ctx);
             }
         }
-        let funded = ctx.chain.holdings(&self.successor) >= self.successor_total();
+        let funded = self.successor_funded(ctx.chain);
         if ctx.chain.is_concluded(&self.ledger) && funded {
             ctx.opened.push(ConsensusChannel::new(ctx.key.clone(), &self.postfund.state)?);
             // A force close of L that met F's conclusion may have closed it already.
@@ -427,7 +478,12 @@ impl Crank for Withdraw {
         if !self.final_round.is_complete() && !view.chain.is_concluded(&self.ledger) {
             return WaitingFor::signatures("final", &self.final_round);
         }
-        WaitingFor::Deposits { held: view.chain.holdings(&self.successor), target: self.successor_total() }
+        // The first asset L′ still lacks (or the first, once all are there).
+        let mut totals =
+            self.successor_totals().map(|(asset, target)| (view.chain.holdings(&self.successor, asset), target));
+        let first = self.successor_totals().next().map(|(a, t)| (view.chain.holdings(&self.successor, a), t));
+        let (held, target) = totals.find(|(held, target)| held < target).or(first).unwrap_or_default();
+        WaitingFor::Deposits { held, target }
     }
 
     fn failure(&self) -> Option<&str> {

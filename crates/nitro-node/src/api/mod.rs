@@ -38,12 +38,13 @@ pub use client::{ApiClient, ClientError, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_RES
 pub use error::{ApiError, RpcError};
 pub use ops::{serve_ops, Ops, OpsServer};
 pub use results::{
-    GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary, ObjectiveList, ObjectiveStarted,
-    ObjectiveStatus, PaymentSent, TopUpSlotSummary, VirtualRole, VirtualStatus, VirtualSummary, WaitResult,
+    AssetBalanceSummary, GuaranteeSummary, LedgerList, LedgerRole, LedgerStatus, LedgerSummary, ObjectiveList,
+    ObjectiveStarted, ObjectiveStatus, PaymentSent, TopUpSlotSummary, VirtualRole, VirtualStatus, VirtualSummary,
+    WaitResult,
 };
 pub use schema::{
-    parse_amount, ApiCall, ApiRequest, LedgerOpen, ObjectiveFilter, ObjectiveState, ObjectivesWait, VirtualFund,
-    DEFAULT_WAIT_MS, MAX_WAIT_MS, MAX_WAIT_OBJECTIVES, METHODS, OBJECTIVE_KINDS,
+    parse_amount, ApiCall, ApiRequest, AssetAmounts, LedgerOpen, ObjectiveFilter, ObjectiveState, ObjectivesWait,
+    VirtualFund, DEFAULT_WAIT_MS, MAX_LEDGER_ASSETS, MAX_WAIT_MS, MAX_WAIT_OBJECTIVES, METHODS, OBJECTIVE_KINDS,
 };
 pub use server::{serve, serve_with, ApiConfig, ApiServer, DEFAULT_MAX_BODY_BYTES, ENGINE_TIMEOUT, MAX_BATCH};
 pub use token::load_or_create_token;

@@ -79,7 +79,28 @@ pub struct TopUpSlotSummary {
     pub amount: U256,
 }
 
-/// Result of `ledger_get` (and each entry of `ledger_list`).
+/// One asset of a ledger (ADR-0022 §1): the balances, guarantees and top-up slot in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetBalanceSummary {
+    /// The asset (the zero address: ETH).
+    #[serde(with = "json::address")]
+    pub asset: Address,
+    /// Our balance of it in the consensus state (not counting guarantees).
+    #[serde(with = "amount_serde")]
+    pub my_balance: U256,
+    /// The counterparty's balance of it.
+    #[serde(with = "amount_serde")]
+    pub counterparty_balance: U256,
+    /// Funds of it locked for virtual channels.
+    pub guarantees: Vec<GuaranteeSummary>,
+    /// Its top-up slot, if one is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up: Option<TopUpSlotSummary>,
+}
+
+/// Result of `ledger_get` (and each entry of `ledger_list`). The top-level `asset`, balances,
+/// `guarantees` and `top_up` are the first asset's (the only one of a one-asset ledger, as
+/// before multi-asset ledgers); `assets` lists every asset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerSummary {
     /// The ledger.
@@ -108,6 +129,9 @@ pub struct LedgerSummary {
     /// The top-up slot in the consensus state, if one is pending (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_up: Option<TopUpSlotSummary>,
+    /// Every asset the ledger holds, ascending by address (ETH first).
+    #[serde(default)]
+    pub assets: Vec<AssetBalanceSummary>,
 }
 
 /// Our part in a virtual channel.

@@ -16,6 +16,10 @@ use tokio::sync::oneshot;
 
 use super::error::{truncate, RpcError};
 
+#[path = "schema_assets.rs"]
+mod assets;
+pub use assets::{AssetAmounts, MAX_LEDGER_ASSETS};
+
 /// Every method the API serves; anything else is answered with [`RpcError::METHOD_NOT_FOUND`]
 /// without reaching the engine.
 pub const METHODS: &[&str] = &[
@@ -38,10 +42,10 @@ pub const METHODS: &[&str] = &[
 
 /// Parameters each method accepts (any other is refused with [`RpcError::INVALID_PARAMS`]).
 const FIELDS: &[(&str, &[&str])] = &[
-    ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "nonce"]),
+    ("ledger_open", &["counterparty", "my_amount", "counterparty_amount", "asset", "assets", "nonce"]),
     ("ledger_close", &["channel_id"]),
-    ("ledger_top_up", &["channel_id", "amount"]),
-    ("ledger_withdraw", &["channel_id", "amount"]),
+    ("ledger_top_up", &["channel_id", "amount", "asset"]),
+    ("ledger_withdraw", &["channel_id", "amount", "asset"]),
     ("ledger_get", &["channel_id"]),
     ("ledger_list", &[]),
     ("virtual_fund", &["counterparty", "amount", "counterparty_amount", "hub", "intermediaries", "asset", "nonce"]),
@@ -113,6 +117,8 @@ pub enum ApiRequest {
         channel_id: ChannelId,
         /// How much more to deposit.
         amount: U256,
+        /// Of which asset (`None`: the ledger's first, ETH when it holds ETH).
+        asset: Option<Address>,
     },
     /// `ledger_withdraw`: withdraw part of our own funds from a ledger to chain, keeping the
     /// virtual channels it funds (the ledger migrates to a successor, ADR-0022 §5).
@@ -121,6 +127,8 @@ pub enum ApiRequest {
         channel_id: ChannelId,
         /// How much of our balance to withdraw.
         amount: U256,
+        /// Of which asset (`None`: the ledger's single asset).
+        asset: Option<Address>,
     },
     /// `ledger_get`: one ledger's summary.
     LedgerGet {
@@ -202,12 +210,8 @@ pub const OBJECTIVE_KINDS: &[&str] =
 pub struct LedgerOpen {
     /// The other participant.
     pub counterparty: Address,
-    /// What we deposit.
-    pub my_amount: U256,
-    /// What the counterparty deposits.
-    pub counterparty_amount: U256,
-    /// The asset (the zero address: ETH).
-    pub asset: Address,
+    /// What each deposits, per asset (one or more, each asset once).
+    pub assets: Vec<AssetAmounts>,
     /// The channel nonce; `None`: the engine picks one.
     pub nonce: Option<u64>,
 }
@@ -252,9 +256,12 @@ impl ApiRequest {
         Ok(match *method {
             "ledger_open" => ApiRequest::LedgerOpen(LedgerOpen {
                 counterparty: address(p.required("counterparty")?, "counterparty")?,
-                my_amount: amount(p.required("my_amount")?, "my_amount")?,
-                counterparty_amount: amount(p.required("counterparty_amount")?, "counterparty_amount")?,
-                asset: p.optional("asset").map(|v| address(v, "asset")).transpose()?.unwrap_or(Address::ZERO),
+                assets: assets::parse(
+                    p.optional("assets"),
+                    p.optional("asset"),
+                    p.optional("my_amount"),
+                    p.optional("counterparty_amount"),
+                )?,
                 nonce: p.optional("nonce").map(|v| uint64(v, "nonce")).transpose()?,
             }),
             "ledger_close" => {
@@ -263,10 +270,12 @@ impl ApiRequest {
             "ledger_top_up" => ApiRequest::LedgerTopUp {
                 channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
                 amount: amount(p.required("amount")?, "amount")?,
+                asset: p.optional("asset").map(|v| address(v, "asset")).transpose()?,
             },
             "ledger_withdraw" => ApiRequest::LedgerWithdraw {
                 channel_id: channel_id(p.required("channel_id")?, "channel_id")?,
                 amount: amount(p.required("amount")?, "amount")?,
+                asset: p.optional("asset").map(|v| address(v, "asset")).transpose()?,
             },
             "ledger_get" => ApiRequest::LedgerGet { channel_id: channel_id(p.required("channel_id")?, "channel_id")? },
             "ledger_list" => ApiRequest::LedgerList,
@@ -409,19 +418,23 @@ impl ApiRequest {
         let amount = |v: &U256| Value::String(v.to_string());
         let id = |c: &ChannelId| Value::String(json::format_hex(c.as_slice()));
         let mut params = match self {
-            ApiRequest::LedgerOpen(o) => json!({
-                "counterparty": addr(&o.counterparty),
-                "my_amount": amount(&o.my_amount),
-                "counterparty_amount": amount(&o.counterparty_amount),
-                "asset": addr(&o.asset),
-            }),
+            ApiRequest::LedgerOpen(o) => {
+                let mut params = assets::to_params(&o.assets);
+                params["counterparty"] = addr(&o.counterparty);
+                params
+            }
             ApiRequest::LedgerClose { channel_id }
             | ApiRequest::LedgerGet { channel_id }
             | ApiRequest::VirtualGet { channel_id }
             | ApiRequest::VirtualDefund { channel_id }
             | ApiRequest::ChannelForceClose { channel_id } => json!({ "channel_id": id(channel_id) }),
-            ApiRequest::LedgerWithdraw { channel_id, amount: a } => {
-                json!({ "channel_id": id(channel_id), "amount": amount(a) })
+            ApiRequest::LedgerWithdraw { channel_id, amount: a, asset }
+            | ApiRequest::LedgerTopUp { channel_id, amount: a, asset } => {
+                let mut params = json!({ "channel_id": id(channel_id), "amount": amount(a) });
+                if let Some(asset) = asset {
+                    params["asset"] = addr(asset);
+                }
+                params
             }
             ApiRequest::ObjectiveCancel { objective_id } => json!({ "objective_id": objective_id.to_string() }),
             ApiRequest::ObjectiveList(f) => {
@@ -445,9 +458,6 @@ impl ApiRequest {
                 "counterparty_amount": amount(&v.counterparty_amount),
                 "asset": addr(&v.asset),
             }),
-            ApiRequest::LedgerTopUp { channel_id, amount: more } => {
-                json!({ "channel_id": id(channel_id), "amount": amount(more) })
-            }
             ApiRequest::VirtualPay { channel_id, amount: paid } => {
                 json!({ "channel_id": id(channel_id), "amount": amount(paid) })
             }

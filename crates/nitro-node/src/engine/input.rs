@@ -18,10 +18,14 @@ pub enum Request {
     LedgerOpen {
         /// Leader, follower.
         participants: [Address; 2],
-        /// The asset (zero: ETH).
+        /// The (first) asset (zero: ETH).
         asset: Address,
-        /// Their deposits, in participant order.
+        /// Their deposits of it, in participant order.
         amounts: [U256; 2],
+        /// Further assets of a multi-asset ledger, each with the deposits in participant order
+        /// (absent from requests logged before multi-asset ledgers).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more_assets: Vec<(Address, [U256; 2])>,
         /// Channel nonce.
         nonce: u64,
     },
@@ -36,6 +40,9 @@ pub enum Request {
         channel_id: ChannelId,
         /// How much of our balance.
         amount: U256,
+        /// Of which asset (`None`, and in requests logged before: the ledger's first asset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<Address>,
     },
     /// Fund a virtual channel.
     VirtualFund {
@@ -54,6 +61,9 @@ pub enum Request {
         channel_id: ChannelId,
         /// How much more.
         amount: U256,
+        /// Of which asset (`None`, and in requests logged before: the ledger's first asset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asset: Option<Address>,
     },
     /// Pay in a virtual channel.
     Pay {
@@ -133,18 +143,26 @@ impl Input {
 pub(crate) fn apply(party: &mut Party, input: &Input) -> Result<(Effects, Option<ObjectiveId>), PartyError> {
     Ok(match input {
         Input::Request(r) => match r.clone() {
-            Request::LedgerOpen { participants, asset, amounts, nonce } => {
-                party.direct_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
+            Request::LedgerOpen { participants, asset, amounts, more_assets, nonce } => {
+                let mut assets = vec![(asset, amounts)];
+                assets.extend(more_assets);
+                party.direct_fund_assets(participants, &assets, nonce).map(|(id, e)| (e, Some(id)))?
             }
             Request::LedgerClose { channel_id } => party.direct_defund(channel_id).map(|(id, e)| (e, Some(id)))?,
-            Request::LedgerWithdraw { channel_id, amount } => {
+            Request::LedgerWithdraw { channel_id, amount, asset: None } => {
                 party.withdraw(channel_id, amount).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::LedgerWithdraw { channel_id, amount, asset: Some(asset) } => {
+                party.withdraw_in(channel_id, asset, amount).map(|(id, e)| (e, Some(id)))?
             }
             Request::VirtualFund { participants, asset, amounts, nonce } => {
                 party.virtual_fund(participants, asset, amounts, nonce).map(|(id, e)| (e, Some(id)))?
             }
-            Request::LedgerTopUp { channel_id, amount } => {
+            Request::LedgerTopUp { channel_id, amount, asset: None } => {
                 party.top_up(channel_id, amount).map(|(id, e)| (e, Some(id)))?
+            }
+            Request::LedgerTopUp { channel_id, amount, asset: Some(asset) } => {
+                party.top_up_in(channel_id, asset, amount).map(|(id, e)| (e, Some(id)))?
             }
             Request::Pay { channel_id, amount } => (party.pay(channel_id, amount)?, None),
             Request::VirtualDefund { channel_id } => party.virtual_defund(channel_id).map(|(id, e)| (e, Some(id)))?,

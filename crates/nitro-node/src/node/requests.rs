@@ -78,22 +78,30 @@ impl Node {
                     call.respond::<Value>(Err(RpcError::refused(why)));
                     return None;
                 }
+                let mut amounts = o.assets.iter().map(|a| (a.asset, [a.my_amount, a.counterparty_amount]));
+                let Some((asset, first)) = amounts.next() else {
+                    call.respond::<Value>(Err(RpcError::refused("a ledger holds at least one asset")));
+                    return None;
+                };
                 Request::LedgerOpen {
                     participants: [me, o.counterparty],
-                    asset: o.asset,
-                    amounts: [o.my_amount, o.counterparty_amount],
+                    asset,
+                    amounts: first,
+                    more_assets: amounts.collect(),
                     nonce: o.nonce.unwrap_or_else(|| self.next_nonce()),
                 }
             }
             ApiRequest::LedgerClose { channel_id } => Request::LedgerClose { channel_id },
-            ApiRequest::LedgerTopUp { channel_id, amount } => {
-                if let Err(why) = self.check_top_up(channel_id, amount) {
+            ApiRequest::LedgerTopUp { channel_id, amount, asset } => {
+                if let Err(why) = self.check_top_up(channel_id, asset, amount) {
                     call.respond::<Value>(Err(RpcError::refused(why)));
                     return None;
                 }
-                Request::LedgerTopUp { channel_id, amount }
+                Request::LedgerTopUp { channel_id, amount, asset }
             }
-            ApiRequest::LedgerWithdraw { channel_id, amount } => Request::LedgerWithdraw { channel_id, amount },
+            ApiRequest::LedgerWithdraw { channel_id, amount, asset } => {
+                Request::LedgerWithdraw { channel_id, amount, asset }
+            }
             ApiRequest::VirtualFund(v) => {
                 if v.counterparty == me || v.intermediaries.contains(&me) {
                     call.respond::<Value>(Err(RpcError::refused(
@@ -184,28 +192,34 @@ impl Node {
                 o.counterparty
             ));
         }
-        if o.my_amount.checked_add(o.counterparty_amount).is_none() {
-            return Err("the two deposits overflow 256 bits".into());
+        o.assets.iter().try_for_each(|a| self.check_asset_deposit(a))
+    }
+
+    /// One asset of a ledger opening: amounts that add up, an asset the policy names, and a
+    /// wallet holding our deposit of it (ETH: plus gas; a token: in its smallest unit).
+    fn check_asset_deposit(&self, a: &crate::api::AssetAmounts) -> Result<(), String> {
+        if a.my_amount.checked_add(a.counterparty_amount).is_none() {
+            return Err(format!("the two deposits overflow 256 bits (asset {})", a.asset));
         }
         let policy = self.engine.party().policy();
-        if policy.assets.as_ref().is_some_and(|assets| !assets.contains(&o.asset)) {
+        if policy.assets.as_ref().is_some_and(|assets| !assets.contains(&a.asset)) {
             return Err(format!(
                 "asset {} is not accepted by this node's policy (name it under [[policy.tokens]] with its limits)",
-                o.asset
+                a.asset
             ));
         }
-        if o.asset.is_zero() {
+        if a.asset.is_zero() {
             return match self.wallet {
-                Some(held) if held < o.my_amount => {
-                    Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", o.my_amount))
+                Some(held) if held < a.my_amount => {
+                    Err(format!("the wallet holds {held} wei; the deposit needs {} wei plus gas", a.my_amount))
                 }
                 _ => Ok(()),
             };
         }
-        match self.token_wallet.get(&o.asset) {
-            Some(held) if *held < o.my_amount => Err(format!(
+        match self.token_wallet.get(&a.asset) {
+            Some(held) if *held < a.my_amount => Err(format!(
                 "the wallet holds {held} of token {}; the deposit needs {} (in its smallest unit)",
-                o.asset, o.my_amount
+                a.asset, a.my_amount
             )),
             _ => Ok(()),
         }
@@ -218,6 +232,7 @@ impl Node {
     pub(super) fn check_top_up(
         &self,
         channel_id: nitro_core::ChannelId,
+        asset: Option<alloy_primitives::Address>,
         amount: nitro_core::U256,
     ) -> Result<(), String> {
         let party = self.engine.party();
@@ -226,15 +241,20 @@ impl Node {
         if amount.is_zero() {
             return Err("a top-up of zero".into());
         }
-        let outcome = ledger.latest_outcome();
-        if outcome.slot().is_some() || ledger.consensus_outcome().slot().is_some() {
-            return Err(format!("a top-up is already pending in ledger {channel_id}"));
+        let asset = asset.unwrap_or_else(|| ledger.consensus_outcome().asset());
+        let (Some(outcome), Some(consensus)) =
+            (ledger.latest_outcome().exit(asset), ledger.consensus_outcome().exit(asset))
+        else {
+            return Err(format!("ledger {channel_id} holds no asset {asset}"));
+        };
+        if outcome.slot().is_some() || consensus.slot().is_some() {
+            return Err(format!("a top-up is already pending in ledger {channel_id} (asset {asset})"));
         }
         if outcome.total().and_then(|t| t.checked_add(amount)).is_none() {
             return Err("the ledger's total would overflow 256 bits".into());
         }
         match self.wallet {
-            Some(held) if outcome.asset().is_zero() && held < amount => {
+            Some(held) if asset.is_zero() && held < amount => {
                 Err(format!("the wallet holds {held} wei; the deposit needs {amount} wei plus gas"))
             }
             _ => Ok(()),
@@ -390,10 +410,9 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
     let state = l.consensus_state();
     let me = party.address();
     let counterparty = state.state().participants.iter().find(|p| **p != me).copied().unwrap_or_default();
-    let (mine, theirs) = match l {
-        ConsensusChannel::Leader(_) => (o.leader().amount, o.follower().amount),
-        ConsensusChannel::Follower(_) => (o.follower().amount, o.leader().amount),
-    };
+    let assets: Vec<_> = o.assets().iter().map(|a| asset_summary(l, a)).collect();
+    let zero = nitro_core::U256::ZERO;
+    let (mine, theirs) = assets.first().map_or((zero, zero), |a| (a.my_balance, a.counterparty_balance));
     let closing = party.objective(&ObjectiveId::DirectDefund(l.channel_id())).is_some();
     LedgerSummary {
         channel_id: l.channel_id(),
@@ -406,14 +425,24 @@ fn summary(party: &Party, l: &ConsensusChannel) -> LedgerSummary {
         asset: o.asset(),
         my_balance: mine,
         counterparty_balance: theirs,
-        guarantees: o.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
+        guarantees: assets.first().map(|a| a.guarantees.clone()).unwrap_or_default(),
         turn_num: l.consensus_turn().to::<u64>(),
-        top_up: o.slot().map(|s| crate::api::TopUpSlotSummary {
-            mine: matches!(
-                (l, s.side),
-                (ConsensusChannel::Leader(_), nitro_core::Side::Leader)
-                    | (ConsensusChannel::Follower(_), nitro_core::Side::Follower)
-            ),
+        top_up: assets.first().and_then(|a| a.top_up.clone()),
+        assets,
+    }
+}
+
+/// One asset of a ledger, from our side.
+fn asset_summary(l: &ConsensusChannel, a: &nitro_core::AssetOutcome) -> crate::api::AssetBalanceSummary {
+    let leader = matches!(l, ConsensusChannel::Leader(_));
+    let (mine, theirs) = if leader { (a.leader(), a.follower()) } else { (a.follower(), a.leader()) };
+    crate::api::AssetBalanceSummary {
+        asset: a.asset(),
+        my_balance: mine.amount,
+        counterparty_balance: theirs.amount,
+        guarantees: a.guarantees().map(|g| GuaranteeSummary { channel_id: g.target(), amount: g.amount() }).collect(),
+        top_up: a.slot().map(|s| crate::api::TopUpSlotSummary {
+            mine: (s.side == nitro_core::Side::Leader) == leader,
             amount: s.amount,
         }),
     }

@@ -237,6 +237,7 @@ pub fn simulate(config: SimConfig) -> Result<SimReport, SimFailure> {
             participants: [hub, other],
             asset: Address::ZERO,
             amounts: [deposit, deposit],
+            more_assets: Vec::new(),
             nonce: i as u64,
         };
         ledgers.extend(sim.request(1, request)?);
@@ -261,8 +262,10 @@ pub fn simulate(config: SimConfig) -> Result<SimReport, SimFailure> {
     if sim.config.top_ups {
         let mut top_ups = Vec::new();
         for (party, ledger) in [0, 2].into_iter().zip(&ledgers) {
-            top_ups
-                .extend(sim.request(party, Request::LedgerTopUp { channel_id: ledger.channel_id(), amount: topped })?);
+            top_ups.extend(sim.request(
+                party,
+                Request::LedgerTopUp { channel_id: ledger.channel_id(), amount: topped, asset: None },
+            )?);
         }
         sim.phase("topping up the ledgers", &top_ups)?;
     }
