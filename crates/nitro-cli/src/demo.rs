@@ -39,6 +39,10 @@ fn fail(e: impl std::fmt::Display) -> UsageError {
 }
 
 const WEI_PER_MILLI: u64 = 1_000_000_000_000_000;
+/// Token units each party is given (the hub puts TOKEN_PER_LEDGER into each of its ledgers).
+const TOKEN_START: u64 = 1_000_000;
+/// Token units each side deposits into each ledger.
+const TOKEN_PER_LEDGER: u64 = 400_000;
 
 /// Runs the demo on a fresh anvil chain.
 pub fn run(args: DemoArgs) -> Result<Value, UsageError> {
@@ -118,9 +122,26 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
         say.line(format!("{:<5} {}  balance {}", names[i], net.address(i), eth(before[i])));
     }
 
-    // 1. Ledgers, led by the hub: each side deposits 1 ETH per virtual channel (+1 spare).
+    // The ERC-20 the ledgers hold besides ETH: nitro-protocol's own Token.sol (compiled at
+    // setup), TOKEN_START units to each party.
+    let artifact = TokenArtifacts::locate().and_then(|a| a.token(TestToken::Token)).map_err(fail)?;
+    let token = deploy_token(&deployer, &artifact, deployer.address()).await.map_err(fail)?;
+    let mut tokens_before = Vec::new();
+    for i in 0..3 {
+        transfer_tokens(&deployer, token, net.address(i), U256::from(TOKEN_START)).await.map_err(fail)?;
+        tokens_before.push(token_balance(&deployer, token, net.address(i)).await.map_err(fail)?);
+    }
+    say.line(format!("deployed ERC-20 Token {token}; {TOKEN_START} units to each party"));
+
+    // 1. Ledgers, led by the hub, each holding ETH and the token: each side deposits 1 ETH per
+    // virtual channel (+1 spare) and TOKEN_PER_LEDGER units (approve + deposit).
     let per_ledger = U256::from(WEI_PER_MILLI) * U256::from(1000 * (n as u64 + 1));
-    say.line(format!("opening L(hub, alice) and L(hub, bob): {} from each side", eth(per_ledger)));
+    let tokens = U256::from(TOKEN_PER_LEDGER);
+    let more_assets = vec![(token, [tokens, tokens])];
+    say.line(format!(
+        "opening L(hub, alice) and L(hub, bob): {} and {tokens} token units from each side",
+        eth(per_ledger)
+    ));
     let la = net
         .start(
             1,
@@ -129,7 +150,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 asset: Address::ZERO,
                 amounts: [per_ledger, per_ledger],
                 nonce: 1,
-                more_assets: Vec::new(),
+                more_assets: more_assets.clone(),
             },
         )
         .map_err(fail)?;
@@ -141,7 +162,7 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 asset: Address::ZERO,
                 amounts: [per_ledger, per_ledger],
                 nonce: 2,
-                more_assets: Vec::new(),
+                more_assets,
             },
         )
         .map_err(fail)?;
@@ -149,7 +170,12 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     net.run_objectives(&[la, lb], timeout).await.map_err(fail_net)?;
     for (name, id) in [("L(hub, alice)", la), ("L(hub, bob)", lb)] {
         let held = net.participants[1].chain.holdings(Address::ZERO, id.channel_id()).await.map_err(fail)?;
-        say.line(format!("{name} {} funded: on-chain holdings {}", id.channel_id(), eth(held)));
+        let held_tokens = net.participants[1].chain.holdings(token, id.channel_id()).await.map_err(fail)?;
+        say.line(format!(
+            "{name} {} funded: on-chain holdings {} and {held_tokens} token units",
+            id.channel_id(),
+            eth(held)
+        ));
     }
 
     // 2. Virtual channels Alice → Bob through the hub, all at once.
@@ -194,20 +220,20 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     .map_err(fail_net)?;
     say.line(format!("alice paid bob {} × {} in each channel (signed vouchers)", args.payments, eth(payment)));
 
-    // 3a. While the virtual channels are open, Alice tops up L(hub, alice): a slot for her is
+    // 3a. While the virtual channels are open, Alice tops up L(hub, alice) in the token: a slot for her is
     // agreed, she deposits into it, and once the chain shows it the slot is credited to her
     // balance (ADR-0022) — nothing closes.
-    let top_up = per_ledger / U256::from(2u64);
+    let top_up = tokens / U256::from(2u64);
     let t = net
-        .start(0, Request::LedgerTopUp { channel_id: la.channel_id(), amount: top_up, asset: None })
+        .start(0, Request::LedgerTopUp { channel_id: la.channel_id(), amount: top_up, asset: Some(token) })
         .map_err(fail)?;
     net.run_until(timeout, |ps| ps[0].party().is_complete(&t) && ps[1].party().is_complete(&t))
         .await
         .map_err(fail_net)?;
-    say.line(format!("alice topped up L(hub, alice) by {} with {n} virtual channels open", eth(top_up)));
+    say.line(format!("alice topped up L(hub, alice) by {top_up} token units with {n} virtual channels open"));
     ledger_line(&net, &say, 1, la.channel_id(), "L(hub, alice)");
 
-    // 3b. While the virtual channels are open, Bob withdraws half of his balance in
+    // 3b. While the virtual channels are open, Bob withdraws half of his ETH balance in
     // L(hub, bob): the ledger migrates to a successor carrying every guarantee, funded by the
     // old one's conclusion (one transaction) — no virtual channel closes (ADR-0022).
     let withdrawal = per_ledger / U256::from(2u64);
@@ -236,16 +262,26 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     let da = net.start(1, Request::LedgerClose { channel_id: la.channel_id() }).map_err(fail)?;
     let db = net.start(1, Request::LedgerClose { channel_id: lb_now }).map_err(fail)?;
     net.run_objectives(&[da, db], timeout).await.map_err(fail_net)?;
-    let mut leftover = U256::ZERO;
+    let (mut leftover, mut leftover_tokens) = (U256::ZERO, U256::ZERO);
     for (name, id) in [("L(hub, alice)", la.channel_id()), ("L(hub, bob)", lb.channel_id()), ("L'(hub, bob)", lb_now)] {
         let held = net.participants[1].chain.holdings(Address::ZERO, id).await.map_err(fail)?;
+        let held_tokens = net.participants[1].chain.holdings(token, id).await.map_err(fail)?;
         leftover += held;
-        say.line(format!("{name} concluded and paid out: on-chain holdings {}", eth(held)));
+        leftover_tokens += held_tokens;
+        say.line(format!(
+            "{name} concluded and paid out: on-chain holdings {} and {held_tokens} token units",
+            eth(held)
+        ));
     }
-
-    // 6. The same two ledgers' parties in an ERC-20 token (nitro-protocol's Token.sol): a
-    // ledger holds one asset, so they open token ledgers once the ETH ones are closed.
-    let token = token_ledgers(&mut net, &deployer, &say, timeout).await?;
+    let (mut token_deposited, mut token_withdrawn) = (serde_json::Map::new(), serde_json::Map::new());
+    for (p, held_before) in net.participants.iter().zip(&tokens_before) {
+        let put = p.deposits.get(&token).copied().unwrap_or_default();
+        let after = token_balance(&deployer, token, p.chain.client().address()).await.map_err(fail)?;
+        let got = (after + put).saturating_sub(*held_before);
+        say.line(format!("{:<5} deposited {put} token units, withdrew {got}", p.name));
+        token_deposited.insert(p.name.clone(), json!(put.to_string()));
+        token_withdrawn.insert(p.name.clone(), json!(got.to_string()));
+    }
 
     let mut deposited = serde_json::Map::new();
     let mut withdrawn = serde_json::Map::new();
@@ -286,10 +322,10 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
                 "withdrawn_wei": withdrawn,
                 "leftover_holdings_wei": leftover.to_string(),
             },
-            token.address.to_string(): {
-                "deposited_wei": token.deposited,
-                "withdrawn_wei": token.withdrawn,
-                "leftover_holdings_wei": token.leftover.to_string(),
+            token.to_string(): {
+                "deposited_wei": token_deposited,
+                "withdrawn_wei": token_withdrawn,
+                "leftover_holdings_wei": leftover_tokens.to_string(),
             },
         },
         "resized_ledgers": net.stats.resized_ledgers,
@@ -300,79 +336,6 @@ async fn demo(args: DemoArgs) -> Result<Value, UsageError> {
     } else {
         Ok(Value::String(format!("done: every state above was signed by its parties and settled on chain\n{summary}")))
     }
-}
-
-/// What the token part of the demo moved, per party, in the token's smallest unit.
-struct TokenRun {
-    address: Address,
-    deposited: serde_json::Map<String, Value>,
-    withdrawn: serde_json::Map<String, Value>,
-    leftover: U256,
-}
-
-/// Deploys `Token`, gives Alice and Bob some, opens L(hub, alice) and L(hub, bob) in it
-/// (approve + deposit through each party's transaction manager) and closes them.
-async fn token_ledgers(
-    net: &mut LocalNetwork,
-    deployer: &EthClient,
-    say: &Say,
-    timeout: Duration,
-) -> Result<TokenRun, UsageError> {
-    let artifact = TokenArtifacts::locate().and_then(|a| a.token(TestToken::Token)).map_err(fail)?;
-    let address = deploy_token(deployer, &artifact, deployer.address()).await.map_err(fail)?;
-    let per_ledger = U256::from(1_000_000u64);
-    let mut before = Vec::new();
-    for i in 0..3 {
-        transfer_tokens(deployer, address, net.address(i), per_ledger).await.map_err(fail)?;
-        before.push(token_balance(deployer, address, net.address(i)).await.map_err(fail)?);
-    }
-    say.line(format!("deployed ERC-20 Token {address}; opening token ledgers, {per_ledger} units from each side"));
-    let (alice, hub, bob) = (net.address(0), net.address(1), net.address(2));
-    // The hub puts half of its tokens into each ledger, Alice and Bob as much.
-    let amount = per_ledger / U256::from(2u64);
-    let ta = net
-        .start(
-            1,
-            Request::LedgerOpen {
-                participants: [hub, alice],
-                asset: address,
-                amounts: [amount, amount],
-                nonce: 5,
-                more_assets: Vec::new(),
-            },
-        )
-        .map_err(fail)?;
-    let tb = net
-        .start(
-            1,
-            Request::LedgerOpen {
-                participants: [hub, bob],
-                asset: address,
-                amounts: [amount, amount],
-                nonce: 6,
-                more_assets: Vec::new(),
-            },
-        )
-        .map_err(fail)?;
-    net.run_objectives(&[ta, tb], timeout).await.map_err(fail_net)?;
-    say.line(format!("token ledgers {} and {} funded", ta.channel_id(), tb.channel_id()));
-    let ca = net.start(1, Request::LedgerClose { channel_id: ta.channel_id() }).map_err(fail)?;
-    let cb = net.start(1, Request::LedgerClose { channel_id: tb.channel_id() }).map_err(fail)?;
-    net.run_objectives(&[ca, cb], timeout).await.map_err(fail_net)?;
-    let mut leftover = U256::ZERO;
-    for id in [ta, tb] {
-        leftover += net.participants[1].chain.holdings(address, id.channel_id()).await.map_err(fail)?;
-    }
-    let (mut deposited, mut withdrawn) = (serde_json::Map::new(), serde_json::Map::new());
-    for (p, held_before) in net.participants.iter().zip(&before) {
-        let put = p.deposits.get(&address).copied().unwrap_or_default();
-        let after = token_balance(deployer, address, p.chain.client().address()).await.map_err(fail)?;
-        let got = (after + put).saturating_sub(*held_before);
-        deposited.insert(p.name.clone(), json!(put.to_string()));
-        withdrawn.insert(p.name.clone(), json!(got.to_string()));
-    }
-    say.line(format!("token ledgers concluded and paid out in the token: on-chain holdings {leftover}"));
-    Ok(TokenRun { address, deposited, withdrawn, leftover })
 }
 
 fn fail_net(e: NetworkError) -> UsageError {

@@ -50,16 +50,18 @@ fn check_summary(summary: &Value, n: u64, payments: u64) {
     let paid = U256::from(MILLI) * U256::from(7 * payments * n);
     let deposited = &summary["deposited_wei"];
     let withdrawn = &summary["withdrawn_wei"];
-    // Alice tops up L(hub, alice) by half a ledger's deposit while the channels are open; Bob
-    // withdraws half of his balance from L(hub, bob) (paid out at once, the rest at the close).
-    let top_up = per_ledger / U256::from(2);
-    assert_eq!(wei(&deposited["alice"]), per_ledger + top_up);
+    // Bob withdraws half of his ETH from L(hub, bob) while the channels are open (paid out at
+    // once, the rest at the close): his ETH totals are unchanged by it.
+    assert_eq!(wei(&deposited["alice"]), per_ledger);
     assert_eq!(wei(&deposited["bob"]), per_ledger);
     assert_eq!(wei(&deposited["hub"]), per_ledger * U256::from(2));
-    assert_eq!(wei(&withdrawn["alice"]), per_ledger + top_up - paid, "alice gets back what she did not pay");
+    assert_eq!(wei(&withdrawn["alice"]), per_ledger - paid, "alice gets back what she did not pay");
     assert_eq!(wei(&withdrawn["bob"]), per_ledger + paid, "bob gets his deposit and the payments");
     assert_eq!(wei(&withdrawn["hub"]), per_ledger * U256::from(2), "the hub gets its deposits back");
-    assert_eq!(summary["resized_ledgers"], 2, "one top-up credited, one ledger migrated by a withdrawal");
+    assert_eq!(
+        summary["resized_ledgers"], 2,
+        "one top-up (in the token) credited, one ledger migrated by a withdrawal"
+    );
     // Per asset: ETH as above, and the token ledgers' deposits all paid back.
     let assets = summary["assets"].as_object().expect("assets");
     assert_eq!(assets.len(), 2, "ETH and the token: {assets:?}");
@@ -69,6 +71,12 @@ fn check_summary(summary: &Value, n: u64, payments: u64) {
     for (asset, a) in assets {
         assert_eq!(wei(&a["leftover_holdings_wei"]), U256::ZERO, "{asset} left in the adjudicator");
         if asset.as_str() != "0x0000000000000000000000000000000000000000" {
+            // The same two ledgers hold 400,000 units from each side; Alice tops hers up by
+            // 200,000 while the channels are open; nobody pays in the token.
+            let units = |n: u64| Value::String(n.to_string());
+            assert_eq!(a["deposited_wei"]["alice"], units(600_000), "{a}");
+            assert_eq!(a["deposited_wei"]["hub"], units(800_000), "{a}");
+            assert_eq!(a["deposited_wei"]["bob"], units(400_000), "{a}");
             for party in ["alice", "hub", "bob"] {
                 assert_eq!(a["deposited_wei"][party], a["withdrawn_wei"][party], "{party} in {asset}");
             }
