@@ -6,12 +6,9 @@ use super::{
     chain_view::ChainView,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    Envelope, ObjectiveId, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, PartyError, WaitingFor,
 };
-use crate::{
-    chain::{ChainEvent, ChainTransaction},
-    Address, ChannelId, ConsensusChannel, SignedState, State, TurnNum,
-};
+use crate::{chain::ChainEvent, Address, ChannelId, ConsensusChannel, SignedState, State, TurnNum};
 
 /// The DirectDefund objective of one party.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -93,27 +90,14 @@ impl DirectDefund {
             return Ok(());
         }
         let ledger = ctx.ledgers.get_mut(&self.channel_id).ok_or(PartyError::UnknownLedger(self.channel_id))?;
-        let turn = state.turn_num;
-        let step = match ledger.reserve_final_turn(turn) {
-            Ok(step) => step,
-            Err(crate::ChannelError::TurnNotFresh { highest, .. }) => {
-                let fresh = highest.checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
-                self.final_round = SignatureRound::new(Self::final_state_at(ledger, fresh));
-                ledger.reserve_final_turn(fresh)?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let step = self.final_round.reserve_final_turn(ledger, Self::final_state_at)?;
         ctx.effects.absorb_ledger_step(self.channel_id, step, None);
         Ok(())
     }
 
     fn submit(&mut self, ctx: &mut Ctx<'_>) {
-        if let Ok(tx) = ChainTransaction::conclude_and_transfer_all_assets(self.final_round.state.clone()) {
-            ctx.effects.transactions.push(TransactionRequest {
-                objective: Some(self.id()),
-                transaction: tx,
-                deadline: None,
-            });
+        if let Some(request) = self.final_round.conclusion(self.id()) {
+            ctx.effects.transactions.push(request);
             self.submitted = true;
         }
     }

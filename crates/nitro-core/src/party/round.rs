@@ -1,7 +1,10 @@
 //! A signature round: every participant signs one state and sends its signature to the others.
 
-use super::{Effects, Envelope, ObjectiveId, PartyError, Payload};
-use crate::{Address, SignedState, SignedTurn, SigningKey, State};
+use super::{Effects, Envelope, ObjectiveId, PartyError, Payload, TransactionRequest};
+use crate::{
+    chain::ChainTransaction, Address, ChannelError, ConsensusChannel, SignedState, SignedTurn, SigningKey, State, Step,
+    TurnNum,
+};
 
 /// One state that every participant must sign (a prefund, postfund or final state).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -12,6 +15,33 @@ pub(crate) struct SignatureRound {
 impl SignatureRound {
     pub fn new(state: State) -> Self {
         Self { state: SignedState::new(state) }
+    }
+
+    /// For a ledger's final state, before we sign it: its turn is reserved in `ledger`
+    /// (nothing proposed or countersigned there from then on). If the turn is no longer fresh
+    /// for us — we signed or saw a proposal there since — the round restarts at the turn above
+    /// the highest we know, with the state `at_turn` gives for it.
+    pub fn reserve_final_turn(
+        &mut self,
+        ledger: &mut ConsensusChannel,
+        at_turn: impl FnOnce(&ConsensusChannel, TurnNum) -> State,
+    ) -> Result<Step, PartyError> {
+        match ledger.reserve_final_turn(self.state.state().turn_num) {
+            Ok(step) => Ok(step),
+            Err(ChannelError::TurnNotFresh { highest, .. }) => {
+                let fresh = highest.checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
+                *self = Self::new(at_turn(ledger, fresh));
+                Ok(ledger.reserve_final_turn(fresh)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `concludeAndTransferAllAssets` of this (final) state, asked for by `objective`; `None`
+    /// while the state is not one the contract would take (not final or not fully signed).
+    pub fn conclusion(&self, objective: ObjectiveId) -> Option<TransactionRequest> {
+        let transaction = ChainTransaction::conclude_and_transfer_all_assets(self.state.clone()).ok()?;
+        Some(TransactionRequest { objective: Some(objective), transaction, deadline: None })
     }
 
     pub fn is_complete(&self) -> bool {

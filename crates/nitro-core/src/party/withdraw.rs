@@ -16,12 +16,11 @@ use super::{
     direct_defund::CONCLUDE_PATIENCE_SECS,
     objective::{Crank, Ctx, View},
     round::SignatureRound,
-    Envelope, ObjectiveId, PartyError, TransactionRequest, WaitingFor,
+    Envelope, ObjectiveId, PartyError, WaitingFor,
 };
 use crate::{
-    chain::{ChainEvent, ChainTransaction},
-    destination_of, Address, Allocation, AssetMetadata, ChannelId, ConsensusChannel, Exit, GuaranteeStatus,
-    LedgerOutcome, SignedState, SingleAssetExit, State, TurnNum, U256, U48,
+    chain::ChainEvent, destination_of, Address, Allocation, AssetMetadata, ChannelId, ConsensusChannel, Exit,
+    GuaranteeStatus, LedgerOutcome, SignedState, SingleAssetExit, State, TurnNum, U256, U48,
 };
 
 /// The Withdraw objective of one party: L migrates to L′ paying out the withdrawals.
@@ -305,29 +304,16 @@ impl Withdraw {
             return Ok(());
         }
         let ledger = ctx.ledgers.get_mut(&self.ledger).ok_or(PartyError::UnknownLedger(self.ledger))?;
-        let turn = self.final_round.state.state().turn_num;
-        let step = match ledger.reserve_final_turn(turn) {
-            Ok(step) => step,
-            Err(crate::ChannelError::TurnNotFresh { highest, .. }) => {
-                let fresh = highest.checked_add(TurnNum::from(1)).ok_or(PartyError::TurnOverflow)?;
-                let mut state = self.final_round.state.state().clone();
-                state.turn_num = fresh;
-                self.final_round = SignatureRound::new(state);
-                ledger.reserve_final_turn(fresh)?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // F keeps its outcome at a fresh turn.
+        let current = self.final_round.state.state().clone();
+        let step = self.final_round.reserve_final_turn(ledger, |_, fresh| State { turn_num: fresh, ..current })?;
         ctx.effects.absorb_ledger_step(self.ledger, step, None);
         Ok(())
     }
 
     fn submit(&mut self, ctx: &mut Ctx<'_>) {
-        if let Ok(tx) = ChainTransaction::conclude_and_transfer_all_assets(self.final_round.state.clone()) {
-            ctx.effects.transactions.push(TransactionRequest {
-                objective: Some(self.id()),
-                transaction: tx,
-                deadline: None,
-            });
+        if let Some(request) = self.final_round.conclusion(self.id()) {
+            ctx.effects.transactions.push(request);
             self.submitted = true;
         }
     }
